@@ -1,0 +1,127 @@
+package dsse
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
+)
+
+// Envelope is a DSSE envelope as it travels on disk and over MQTT.
+type Envelope = ssldsse.Envelope
+
+// MaxEnvelopeSize bounds what Parse accepts, so a hostile document cannot
+// make the device allocate without limit. A national policy of 100,000
+// prefixes is about 3 MB of YAML; base64 adds a third.
+const MaxEnvelopeSize = 32 << 20
+
+// Sentinel errors that callers act on. Verify wraps them.
+var (
+	ErrMalformed     = errors.New("malformed envelope")
+	ErrPayloadType   = errors.New("wrong payload type")
+	ErrThreshold     = errors.New("not enough valid signatures")
+	ErrUnknownKey    = errors.New("signature by an untrusted key")
+	ErrBadSignature  = errors.New("bad signature")
+	ErrDuplicateKey  = errors.New("duplicate signature by one key")
+	ErrNoSignatures  = errors.New("no signatures")
+	ErrEmptyKeyring  = errors.New("no trusted keys")
+	ErrBadThreshold  = errors.New("threshold must be at least 1")
+	ErrKeyringTooFew = errors.New("threshold exceeds the number of trusted keys")
+)
+
+// Sign wraps payload in an envelope signed by every key, and returns the
+// envelope as indented JSON.
+func Sign(payloadType string, payload []byte, keys ...ed25519.PrivateKey) ([]byte, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("dsse: sign: no keys")
+	}
+	pae := ssldsse.PAE(payloadType, payload)
+	env := Envelope{PayloadType: payloadType, Payload: base64.StdEncoding.EncodeToString(payload)}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		pub := k.Public().(ed25519.PublicKey)
+		id := KeyID(pub)
+		if seen[id] {
+			return nil, fmt.Errorf("dsse: sign: key %s given twice", short(id))
+		}
+		seen[id] = true
+		env.Signatures = append(env.Signatures, ssldsse.Signature{
+			KeyID: id,
+			Sig:   base64.StdEncoding.EncodeToString(ed25519.Sign(k, pae)),
+		})
+	}
+	out, err := json.MarshalIndent(&env, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("dsse: sign: %w", err)
+	}
+	return append(out, '\n'), nil
+}
+
+// Parse decodes an envelope strictly: unknown fields, trailing data and
+// missing fields are errors.
+func Parse(data []byte) (*Envelope, error) {
+	if len(data) > MaxEnvelopeSize {
+		return nil, fmt.Errorf("dsse: %w: %d bytes is over the %d byte limit", ErrMalformed, len(data), MaxEnvelopeSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var env Envelope
+	if err := dec.Decode(&env); err != nil {
+		return nil, fmt.Errorf("dsse: %w: %s", ErrMalformed, jsonErr(data, err))
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("dsse: %w: data after the envelope", ErrMalformed)
+	}
+	if env.PayloadType == "" {
+		return nil, fmt.Errorf("dsse: %w: payloadType is missing", ErrMalformed)
+	}
+	if env.Payload == "" {
+		return nil, fmt.Errorf("dsse: %w: payload is missing", ErrMalformed)
+	}
+	return &env, nil
+}
+
+// jsonErr adds line:column to a JSON syntax error.
+func jsonErr(data []byte, err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	off := int64(-1)
+	switch {
+	case errors.As(err, &se):
+		off = se.Offset
+	case errors.As(err, &te):
+		off = te.Offset
+	}
+	if off < 0 || off > int64(len(data)) {
+		return err.Error()
+	}
+	line := 1 + bytes.Count(data[:off], []byte{'\n'})
+	col := int(off) - bytes.LastIndexByte(data[:off], '\n')
+	return fmt.Sprintf("%d:%d: %v", line, col, err)
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// Problems collects every reason an envelope was refused, one per line.
+type Problems []error
+
+func (p Problems) Error() string {
+	s := make([]string, len(p))
+	for i, e := range p {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Unwrap lets errors.Is see every problem.
+func (p Problems) Unwrap() []error { return p }
