@@ -1,0 +1,94 @@
+// Package bundletest builds real signed bundles for tests of the packages that
+// consume them (slot, update, launcher, the CLIs). It is imported only by
+// tests.
+package bundletest
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"linkguard.dev/linkguard/firmware/bundle"
+	"linkguard.dev/linkguard/policy/dsse"
+)
+
+// Release is a release key pair and the keyring that trusts it.
+type Release struct {
+	Key  ed25519.PrivateKey
+	Ring *dsse.Keyring
+}
+
+// NewRelease makes a fresh release key.
+func NewRelease(tb testing.TB) Release {
+	tb.Helper()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Release{Key: key, Ring: dsse.NewKeyring(pub)}
+}
+
+// Spec describes a test bundle.
+type Spec struct {
+	Version         string
+	Arch            string // default "amd64"
+	MinHardware     int
+	CompatibleFrom  string
+	DowngradeReason string
+	// Binary is the content of the "linkguard" payload, typically a shell
+	// script standing in for the agent. Default: a script that exits 0.
+	Binary string
+	// Extra payloads by name (mode 0644).
+	Extra map[string]string
+}
+
+// Build writes the bundle spec describes, signed by r, and returns its bytes.
+func (r Release) Build(tb testing.TB, s Spec) []byte {
+	tb.Helper()
+	dir := tb.TempDir()
+	if s.Arch == "" {
+		s.Arch = "amd64"
+	}
+	if s.Binary == "" {
+		s.Binary = "#!/bin/sh\nexit 0\n"
+	}
+	write := func(name, content string) string {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+		return p
+	}
+	files := []bundle.File{{Name: bundle.BinaryName, Path: write("bin/linkguard", s.Binary), Mode: 0o755}}
+	for name, content := range s.Extra {
+		files = append(files, bundle.File{Name: name, Path: write("extra/"+name, content), Mode: 0o644})
+	}
+	b, err := bundle.BuildBytes(bundle.Manifest{
+		Version:         s.Version,
+		Arch:            s.Arch,
+		MinHardware:     s.MinHardware,
+		Created:         time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC),
+		CompatibleFrom:  s.CompatibleFrom,
+		DowngradeReason: s.DowngradeReason,
+	}, files, r.Key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// WriteFile builds the bundle into dir and returns its path.
+func (r Release) WriteFile(tb testing.TB, dir string, s Spec) string {
+	tb.Helper()
+	p := filepath.Join(dir, "linkguard-"+s.Version+".lgb")
+	if err := os.WriteFile(p, r.Build(tb, s), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
