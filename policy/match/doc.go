@@ -1,0 +1,14 @@
+// Package match compiles a validated policy into an immutable matcher that
+// answers, for one flow, whether it is domestic, approved (and by which
+// approval), denied or monitored — and why.
+//
+// Compilation does the expensive work once, off the packet path: remote
+// prefixes of every approval go into one longest-prefix-match table
+// (github.com/gaissmai/bart; chosen over a hand-written trie: 0 allocs per
+// lookup and well-kept), and each table entry lists every approval whose
+// prefixes cover it, supernets included, so one lookup finds all candidates.
+// Decide allocates nothing. A Matcher is never modified after Compile, so the
+// packet path can load it through an atomic.Pointer and swap it whole.
+//
+// It imports policy and bart only: nothing of MQTT, the agent or capture.
+package match
