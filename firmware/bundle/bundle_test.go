@@ -2,8 +2,6 @@ package bundle_test
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -219,8 +217,7 @@ func TestVersionCompare(t *testing.T) {
 }
 
 func FuzzReader(f *testing.F) {
-	pub, key, _ := ed25519.GenerateKey(rand.Reader)
-	rel := bundletest.Release{Key: key, Ring: dsse.NewKeyring(pub)}
+	rel := bundletest.NewRelease(f)
 	good := small(f, rel)
 	f.Add(good)
 	f.Add(good[:40])

@@ -5,7 +5,6 @@ package bundletest
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,20 +14,30 @@ import (
 	"linkguard.dev/linkguard/policy/dsse"
 )
 
-// Release is a release key pair and the keyring that trusts it.
+// Release is a release key pair, its key files and the keyring that trusts it.
 type Release struct {
-	Key  ed25519.PrivateKey
-	Ring *dsse.Keyring
+	Key     ed25519.PrivateKey
+	Ring    *dsse.Keyring
+	KeyPath string // release.key (0600)
+	PubPath string // release.pub
 }
 
-// NewRelease makes a fresh release key.
+// NewRelease makes a fresh release key and its files.
 func NewRelease(tb testing.TB) Release {
 	tb.Helper()
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	keyPath, pubPath, err := dsse.GenerateKeyFiles(tb.TempDir(), "release")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return Release{Key: key, Ring: dsse.NewKeyring(pub)}
+	key, err := dsse.LoadPrivateKey(keyPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ring, err := dsse.LoadKeyring(pubPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Release{Key: key, Ring: ring, KeyPath: keyPath, PubPath: pubPath}
 }
 
 // Spec describes a test bundle.
