@@ -6,6 +6,6 @@
 //
 // Every state change is written atomically (write, fsync, rename, fsync dir)
 // under an flock, so power loss at any instant leaves either the old or the
-// new state, never a mix. It imports only the standard library and
-// firmware/bundle; it must not import agent, MQTT or hal.
+// new state, never a mix (hal/atomicfile). It imports only the standard
+// library, firmware/bundle and hal/atomicfile; it must not import agent or MQTT.
 package slot

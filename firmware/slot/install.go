@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"linkguard.dev/linkguard/firmware/bundle"
+	"linkguard.dev/linkguard/hal/atomicfile"
 )
 
 // Step names a point of Install after which power may fail; tests kill the
@@ -114,11 +115,11 @@ func (s *Store) Install(r *bundle.Reader, opt InstallOptions) (Installed, error)
 		step(StepPayload)
 	}
 	m := r.Manifest()
-	if err := WriteFileAtomic(filepath.Join(staging, "manifest.dsse.json"), r.Envelope(), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(staging, "manifest.dsse.json"), r.Envelope(), 0o644); err != nil {
 		return Installed{}, err
 	}
 	for d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := atomicfile.SyncDir(d); err != nil {
 			return Installed{}, err
 		}
 	}
@@ -132,7 +133,7 @@ func (s *Store) Install(r *bundle.Reader, opt InstallOptions) (Installed, error)
 	if err := os.Rename(staging, dir); err != nil {
 		return Installed{}, fmt.Errorf("slot: %w", err)
 	}
-	if err := syncDir(s.root); err != nil {
+	if err := atomicfile.SyncDir(s.root); err != nil {
 		return Installed{}, err
 	}
 	step(StepSwapped)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"linkguard.dev/linkguard/hal/atomicfile"
 )
 
 // Name names a slot.
@@ -180,7 +182,7 @@ func (s *Store) updateLocked(f func(*State) error) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("slot: %w", err)
 	}
-	if err := WriteFileAtomic(filepath.Join(s.root, StateFile), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.root, StateFile), append(b, '\n'), 0o644); err != nil {
 		return State{}, err
 	}
 	return st, nil
@@ -198,45 +200,4 @@ func (s *Store) lock() (func(), error) {
 		return nil, fmt.Errorf("slot: lock: %w", err)
 	}
 	return func() { f.Close() }, nil
-}
-
-// WriteFileAtomic replaces path with data: write a temporary file in the same
-// directory, fsync it, rename it over path, fsync the directory.
-func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("slot: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("slot: write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("slot: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("slot: fsync %s: %w", dir, err)
-	}
-	return nil
 }
