@@ -37,7 +37,7 @@ func (d *Doc) Root() *yaml.Node { return d.root }
 
 // Line returns the line of the deepest node along path that exists, so a
 // missing field is reported at its parent. Path elements are mapping keys
-// (string) or sequence indexes (int).
+// (string) or sequence indexes (int); a mapping entry is located at its key.
 func (d *Doc) Line(path ...any) int {
 	n := d.root
 	if n == nil {
@@ -45,11 +45,11 @@ func (d *Doc) Line(path ...any) int {
 	}
 	line := n.Line
 	for _, p := range path {
-		next := Child(n, p)
+		key, next := child(n, p)
 		if next == nil {
 			break
 		}
-		n, line = next, next.Line
+		n, line = next, key.Line
 	}
 	return line
 }
@@ -57,25 +57,32 @@ func (d *Doc) Line(path ...any) int {
 // Child returns the value node under key (for a mapping, p is a string) or at
 // index (for a sequence, p is an int), or nil.
 func Child(n *yaml.Node, p any) *yaml.Node {
+	_, v := child(n, p)
+	return v
+}
+
+// child returns the key node (the element itself for a sequence) and the
+// value node at p.
+func child(n *yaml.Node, p any) (key, val *yaml.Node) {
 	if n == nil {
-		return nil
+		return nil, nil
 	}
 	switch k := p.(type) {
 	case string:
 		if n.Kind != yaml.MappingNode {
-			return nil
+			return nil, nil
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if n.Content[i].Value == k {
-				return n.Content[i+1]
+				return n.Content[i], n.Content[i+1]
 			}
 		}
 	case int:
 		if n.Kind == yaml.SequenceNode && k >= 0 && k < len(n.Content) {
-			return n.Content[k]
+			return n.Content[k], n.Content[k]
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // KeyError is a problem at a place in a YAML document.

@@ -1,0 +1,212 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"linkguard.dev/linkguard/policy/yamlpos"
+)
+
+// Config is the whole agent configuration.
+type Config struct {
+	Device   Device    `yaml:"device"`
+	StateDir string    `yaml:"state_dir"`
+	Policy   Policy    `yaml:"policy"`
+	Log      Log       `yaml:"log"`
+	Links    *Links    `yaml:"links,omitempty"`
+	MQTT     *MQTT     `yaml:"mqtt,omitempty"`
+	Buses    []Bus     `yaml:"buses,omitempty"`
+	Feeds    []Feed    `yaml:"feeds,omitempty"`
+	Update   *Update   `yaml:"update,omitempty"`
+	Watchdog *Watchdog `yaml:"watchdog,omitempty"`
+}
+
+// Device kinds.
+const (
+	KindRouter = "router"
+	KindRelay  = "relay"
+)
+
+// Device is the device's identity.
+type Device struct {
+	ID   string `yaml:"id"`
+	Site string `yaml:"site"`
+	Kind string `yaml:"kind"` // router | relay
+}
+
+// Policy says where the signed policy comes from and who may sign it.
+type Policy struct {
+	File      string   `yaml:"file"`
+	Trust     []string `yaml:"trust"`
+	Threshold int      `yaml:"threshold"`
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // json | text
+}
+
+// Links configures the packet filter on a router.
+type Links struct {
+	Mode     string   `yaml:"mode"` // inline | monitor
+	Inside   string   `yaml:"inside"`
+	Outside  string   `yaml:"outside"`
+	Reset    bool     `yaml:"reset"` // monitor mode: RST denied TCP flows both ways
+	Evidence Evidence `yaml:"evidence"`
+	MaxFlows int      `yaml:"max_flows"` // flow table hard cap
+}
+
+// Evidence is the pcap ring of denied traffic.
+type Evidence struct {
+	Dir   string `yaml:"dir"`
+	MaxMB int    `yaml:"max_mb"`
+}
+
+// MQTT configures reporting and commands.
+type MQTT struct {
+	URL            string        `yaml:"url"`
+	CA             string        `yaml:"ca"`
+	Cert           string        `yaml:"cert"`
+	Key            string        `yaml:"key"`
+	TelemetryEvery time.Duration `yaml:"telemetry_every"`
+	Queue          Queue         `yaml:"queue"`
+	Operators      []string      `yaml:"operators"`
+	Keepalive      time.Duration `yaml:"keepalive"`
+}
+
+// Queue bounds the store-and-forward queue.
+type Queue struct {
+	MaxMB int `yaml:"max_mb"`
+}
+
+// Bus is one RS-485 serial line.
+type Bus struct {
+	Port     string        `yaml:"port"`
+	Baud     int           `yaml:"baud"`
+	Parity   string        `yaml:"parity"` // none | even | odd
+	StopBits int           `yaml:"stop_bits"`
+	Timeout  time.Duration `yaml:"timeout"`
+	Retries  int           `yaml:"retries"`
+}
+
+// Feed is a designated cross-border electricity feed.
+type Feed struct {
+	ID            string        `yaml:"id"`
+	Meter         Meter         `yaml:"meter"`
+	Circuits      []Circuit     `yaml:"circuits"`
+	MinOn         time.Duration `yaml:"min_on"`
+	MinOff        time.Duration `yaml:"min_off"`
+	MaxOpsPerHour int           `yaml:"max_ops_per_hour"`
+	StaleAfter    time.Duration `yaml:"stale_after"`
+	SafeState     string        `yaml:"safe_state"` // restore | hold
+	Hysteresis    float64       `yaml:"hysteresis_kw"`
+	Confirm       time.Duration `yaml:"confirm"`       // power must stay over the cap this long before shedding
+	Period        time.Duration `yaml:"period"`        // control period
+	Override      string        `yaml:"override_file"` // local technician override
+}
+
+// Meter is a Modbus meter on a bus.
+type Meter struct {
+	Bus       string         `yaml:"bus"`
+	Model     string         `yaml:"model"` // sdm120 | sdm630 | generic
+	Slave     int            `yaml:"slave"`
+	WordOrder string         `yaml:"word_order,omitempty"` // big (default) | little: some meters swap the two registers
+	Registers map[string]int `yaml:"registers,omitempty"`  // generic model: quantity -> input register
+}
+
+// Circuit is one switched (or protected) circuit of a feed.
+type Circuit struct {
+	ID        string `yaml:"id"`
+	Relay     Relay  `yaml:"relay"`
+	Priority  int    `yaml:"priority"` // higher is more important: shed last, restored first
+	Protected bool   `yaml:"protected"`
+}
+
+// Relay is either a GPIO line or a coil of a Modbus relay board.
+type Relay struct {
+	GPIO      string `yaml:"gpio,omitempty"`
+	ActiveLow bool   `yaml:"active_low,omitempty"`
+	Bus       string `yaml:"bus,omitempty"`
+	Slave     int    `yaml:"slave,omitempty"`
+	Coil      int    `yaml:"coil,omitempty"`
+}
+
+// Update configures A/B firmware slots.
+type Update struct {
+	Root         string        `yaml:"root"`          // holds the slots and their state file
+	Trust        []string      `yaml:"trust"`         // release keys
+	HealthWithin time.Duration `yaml:"health_within"` // a candidate must be healthy this soon
+	MaxFetchMB   int           `yaml:"max_fetch_mb"`
+}
+
+// Watchdog feeds a hardware watchdog.
+type Watchdog struct {
+	Device string        `yaml:"device"` // /dev/watchdog
+	Every  time.Duration `yaml:"every"`
+}
+
+// Error is a configuration problem located in its file.
+type Error struct {
+	File string
+	Errs []error
+}
+
+func (e *Error) Error() string {
+	var b bytes.Buffer
+	for i, err := range e.Errs {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "config: %s: %v", e.File, err)
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() []error { return e.Errs }
+
+// Load reads, decodes, defaults and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes, defaults and validates configuration data; name is used in
+// messages.
+func Parse(name string, data []byte) (*Config, error) {
+	doc, err := yamlpos.Parse(data)
+	if err != nil {
+		return nil, &Error{File: name, Errs: []error{err}}
+	}
+	if doc.Root() == nil {
+		return nil, &Error{File: name, Errs: []error{errors.New("the file is empty")}}
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, &Error{File: name, Errs: []error{yamlpos.Clean(err)}}
+	}
+	c.defaults()
+	if errs := c.validate(doc); len(errs) > 0 {
+		return nil, &Error{File: name, Errs: errs}
+	}
+	return &c, nil
+}
+
+// YAML renders the effective configuration.
+func (c *Config) YAML() []byte {
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("config: marshal: %v", err)) // plain structs always marshal
+	}
+	return out
+}

@@ -1,0 +1,124 @@
+package config
+
+import "time"
+
+// Defaults a device gets for what its file leaves out.
+const (
+	DefaultStateDir       = "/var/lib/linkguard"
+	DefaultTelemetryEvery = 10 * time.Second
+	DefaultQueueMB        = 32
+	DefaultEvidenceMB     = 64
+	DefaultMaxFlows       = 262144
+	DefaultBaud           = 9600
+	DefaultBusTimeout     = 500 * time.Millisecond
+	DefaultBusRetries     = 2
+)
+
+func (c *Config) defaults() {
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Policy.Threshold == 0 {
+		c.Policy.Threshold = 1
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	if l := c.Links; l != nil {
+		if l.Evidence.MaxMB == 0 {
+			l.Evidence.MaxMB = DefaultEvidenceMB
+		}
+		if l.Evidence.Dir == "" {
+			l.Evidence.Dir = c.StateDir + "/evidence"
+		}
+		if l.MaxFlows == 0 {
+			l.MaxFlows = DefaultMaxFlows
+		}
+	}
+	if m := c.MQTT; m != nil {
+		if m.TelemetryEvery == 0 {
+			m.TelemetryEvery = DefaultTelemetryEvery
+		}
+		if m.Queue.MaxMB == 0 {
+			m.Queue.MaxMB = DefaultQueueMB
+		}
+		if m.Keepalive == 0 {
+			m.Keepalive = 30 * time.Second
+		}
+	}
+	for i := range c.Buses {
+		b := &c.Buses[i]
+		if b.Baud == 0 {
+			b.Baud = DefaultBaud
+		}
+		if b.Parity == "" {
+			b.Parity = "none"
+		}
+		if b.StopBits == 0 {
+			b.StopBits = 1
+		}
+		if b.Timeout == 0 {
+			b.Timeout = DefaultBusTimeout
+		}
+		if b.Retries == 0 {
+			b.Retries = DefaultBusRetries
+		}
+	}
+	for i := range c.Feeds {
+		f := &c.Feeds[i]
+		if f.MinOn == 0 {
+			f.MinOn = 60 * time.Second
+		}
+		if f.MinOff == 0 {
+			f.MinOff = 120 * time.Second
+		}
+		if f.MaxOpsPerHour == 0 {
+			f.MaxOpsPerHour = 12
+		}
+		if f.StaleAfter == 0 {
+			f.StaleAfter = 10 * time.Second
+		}
+		if f.SafeState == "" {
+			f.SafeState = "restore"
+		}
+		if f.Confirm == 0 {
+			f.Confirm = 5 * time.Second
+		}
+		if f.Period == 0 {
+			f.Period = time.Second
+		}
+		if f.Meter.WordOrder == "" {
+			f.Meter.WordOrder = "big"
+		}
+	}
+	if u := c.Update; u != nil {
+		if u.HealthWithin == 0 {
+			u.HealthWithin = 2 * time.Minute
+		}
+		if u.MaxFetchMB == 0 {
+			u.MaxFetchMB = 64
+		}
+	}
+	if w := c.Watchdog; w != nil {
+		if w.Device == "" {
+			w.Device = "/dev/watchdog"
+		}
+		if w.Every == 0 {
+			w.Every = 5 * time.Second
+		}
+	}
+}
+
+// Bus returns the settings of the named serial port: its entry in buses, or
+// the defaults (9600 8N1, 500ms, 2 retries) when it is not listed.
+func (c *Config) Bus(port string) Bus {
+	for _, b := range c.Buses {
+		if b.Port == port {
+			return b
+		}
+	}
+	return Bus{Port: port, Baud: DefaultBaud, Parity: "none", StopBits: 1, Timeout: DefaultBusTimeout, Retries: DefaultBusRetries}
+}

@@ -1,0 +1,203 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+
+	"linkguard.dev/linkguard/policy/yamlpos"
+)
+
+// validate reports every problem, each located at its key's line.
+func (c *Config) validate(doc *yamlpos.Doc) []error {
+	var errs []error
+	bad := func(path []any, format string, args ...any) {
+		errs = append(errs, doc.Errorf(path, format, args...))
+	}
+	required := func(v string, path ...any) {
+		if strings.TrimSpace(v) == "" {
+			bad(path, "is required")
+		}
+	}
+	oneOf := func(v string, allowed []string, path ...any) {
+		if !slices.Contains(allowed, v) {
+			bad(path, "%q is not one of %s", v, strings.Join(allowed, ", "))
+		}
+	}
+
+	required(c.Device.ID, "device", "id")
+	required(c.Device.Site, "device", "site")
+	oneOf(c.Device.Kind, []string{KindRouter, KindRelay}, "device", "kind")
+	if strings.ContainsAny(c.Device.ID, "/+#") {
+		bad([]any{"device", "id"}, "must not contain / + or # (it is an MQTT topic level)")
+	}
+	if strings.ContainsAny(c.Device.Site, "/+#") {
+		bad([]any{"device", "site"}, "must not contain / + or # (it is an MQTT topic level)")
+	}
+	required(c.Policy.File, "policy", "file")
+	if len(c.Policy.Trust) == 0 {
+		bad([]any{"policy", "trust"}, "needs at least one committee key")
+	}
+	if c.Policy.Threshold < 1 || c.Policy.Threshold > len(c.Policy.Trust) {
+		bad([]any{"policy", "threshold"}, "%d must be between 1 and the number of trusted keys (%d)", c.Policy.Threshold, len(c.Policy.Trust))
+	}
+	oneOf(c.Log.Level, []string{"debug", "info", "warn", "error"}, "log", "level")
+	oneOf(c.Log.Format, []string{"json", "text"}, "log", "format")
+
+	if l := c.Links; l != nil {
+		oneOf(l.Mode, []string{"inline", "monitor"}, "links", "mode")
+		required(l.Outside, "links", "outside")
+		if l.Mode == "inline" {
+			required(l.Inside, "links", "inside")
+			if l.Inside != "" && l.Inside == l.Outside {
+				bad([]any{"links", "inside"}, "inside and outside are the same interface %q", l.Inside)
+			}
+		}
+		if l.Reset && l.Mode != "monitor" {
+			bad([]any{"links", "reset"}, "only applies in monitor mode (inline mode drops frames instead)")
+		}
+		if l.Evidence.MaxMB < 0 {
+			bad([]any{"links", "evidence", "max_mb"}, "must not be negative")
+		}
+		if l.MaxFlows < 1024 {
+			bad([]any{"links", "max_flows"}, "%d is too small (at least 1024)", l.MaxFlows)
+		}
+	}
+	if m := c.MQTT; m != nil {
+		u, err := url.Parse(m.URL)
+		switch {
+		case m.URL == "":
+			bad([]any{"mqtt", "url"}, "is required")
+		case err != nil:
+			bad([]any{"mqtt", "url"}, "%v", err)
+		default:
+			oneOf(u.Scheme, []string{"tcp", "mqtt", "ssl", "mqtts", "tls", "ws", "wss"}, "mqtt", "url")
+			if u.User != nil {
+				bad([]any{"mqtt", "url"}, "must not carry credentials: devices authenticate with their client certificate")
+			}
+		}
+		if (m.Cert == "") != (m.Key == "") {
+			bad([]any{"mqtt", "cert"}, "cert and key go together")
+		}
+		if m.TelemetryEvery < 1e9 {
+			bad([]any{"mqtt", "telemetry_every"}, "%v is below 1s", m.TelemetryEvery)
+		}
+		if m.Queue.MaxMB < 1 {
+			bad([]any{"mqtt", "queue", "max_mb"}, "must be at least 1")
+		}
+		if len(m.Operators) == 0 {
+			bad([]any{"mqtt", "operators"}, "needs at least one operator key (commands are refused without)")
+		}
+		for i, op := range m.Operators {
+			if slices.Contains(c.Policy.Trust, op) {
+				bad([]any{"mqtt", "operators", i}, "%s is also a policy key: operator and committee keys must differ", op)
+			}
+		}
+	}
+	ports := map[string]bool{}
+	for i, b := range c.Buses {
+		required(b.Port, "buses", i, "port")
+		if ports[b.Port] {
+			bad([]any{"buses", i, "port"}, "%s is listed twice", b.Port)
+		}
+		ports[b.Port] = true
+		if !slices.Contains([]int{1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200}, b.Baud) {
+			bad([]any{"buses", i, "baud"}, "%d is not a standard RS-485 rate", b.Baud)
+		}
+		oneOf(b.Parity, []string{"none", "even", "odd"}, "buses", i, "parity")
+		if b.StopBits != 1 && b.StopBits != 2 {
+			bad([]any{"buses", i, "stop_bits"}, "must be 1 or 2")
+		}
+		if b.Retries < 0 || b.Retries > 10 {
+			bad([]any{"buses", i, "retries"}, "must be between 0 and 10")
+		}
+	}
+	if len(c.Feeds) > 0 && c.Device.Kind != KindRelay {
+		bad([]any{"feeds"}, "only a relay device (device.kind: relay) controls feeds")
+	}
+	if c.Links != nil && c.Device.Kind != KindRouter {
+		bad([]any{"links"}, "only a router (device.kind: router) filters links")
+	}
+	feedIDs := map[string]bool{}
+	relays := map[string]string{}
+	for i, f := range c.Feeds {
+		at := func(k ...any) []any { return append([]any{"feeds", i}, k...) }
+		required(f.ID, at("id")...)
+		if feedIDs[f.ID] {
+			bad(at("id"), "feed %q is listed twice", f.ID)
+		}
+		feedIDs[f.ID] = true
+		required(f.Meter.Bus, at("meter", "bus")...)
+		oneOf(f.Meter.Model, []string{"sdm120", "sdm630", "generic"}, at("meter", "model")...)
+		if f.Meter.Slave < 1 || f.Meter.Slave > 247 {
+			bad(at("meter", "slave"), "%d is not a Modbus slave address (1-247)", f.Meter.Slave)
+		}
+		oneOf(f.Meter.WordOrder, []string{"big", "little"}, at("meter", "word_order")...)
+		if f.Meter.Model == "generic" && f.Meter.Registers["power"] == 0 && f.Meter.Registers["total_power"] == 0 {
+			bad(at("meter", "registers"), "a generic meter needs at least the total_power register")
+		}
+		if f.Meter.Model != "generic" && len(f.Meter.Registers) > 0 {
+			bad(at("meter", "registers"), "only a generic meter takes a register map")
+		}
+		if len(f.Circuits) == 0 {
+			bad(at("circuits"), "a feed needs at least one circuit")
+		}
+		ids := map[string]bool{}
+		for j, ci := range f.Circuits {
+			cat := func(k ...any) []any { return append(at("circuits", j), k...) }
+			required(ci.ID, cat("id")...)
+			if ids[ci.ID] {
+				bad(cat("id"), "circuit %q is listed twice", ci.ID)
+			}
+			ids[ci.ID] = true
+			r := ci.Relay
+			switch {
+			case r.GPIO != "" && r.Bus != "":
+				bad(cat("relay"), "a relay is either gpio or bus/slave/coil, not both")
+			case r.GPIO == "" && r.Bus == "":
+				bad(cat("relay"), "needs gpio, or bus with slave and coil")
+			case r.Bus != "" && (r.Slave < 1 || r.Slave > 247):
+				bad(cat("relay", "slave"), "%d is not a Modbus slave address (1-247)", r.Slave)
+			case r.Bus != "" && r.Coil < 0:
+				bad(cat("relay", "coil"), "must not be negative")
+			}
+			key := r.GPIO
+			if r.Bus != "" {
+				key = fmt.Sprintf("%s/%d/%d", r.Bus, r.Slave, r.Coil)
+			}
+			if other, dup := relays[key]; dup && key != "" {
+				bad(cat("relay"), "the same relay already switches %s", other)
+			}
+			relays[key] = f.ID + "/" + ci.ID
+			if ci.Protected && ci.Priority != 0 {
+				bad(cat("priority"), "a protected circuit has no priority: it is never switched")
+			}
+			if !ci.Protected && ci.Priority < 1 {
+				bad(cat("priority"), "a switched circuit needs a priority of 1 or more (higher is shed last)")
+			}
+		}
+		if f.MinOn < 0 || f.MinOff < 0 || f.StaleAfter <= 0 || f.Confirm < 0 || f.Period <= 0 {
+			bad(at(), "durations must be positive")
+		}
+		if f.MaxOpsPerHour < 1 {
+			bad(at("max_ops_per_hour"), "must be at least 1")
+		}
+		oneOf(f.SafeState, []string{"restore", "hold"}, at("safe_state")...)
+		if f.Hysteresis < 0 {
+			bad(at("hysteresis_kw"), "must not be negative")
+		}
+	}
+	if u := c.Update; u != nil {
+		required(u.Root, "update", "root")
+		if len(u.Trust) == 0 {
+			bad([]any{"update", "trust"}, "needs at least one release key")
+		}
+		for i, k := range u.Trust {
+			if slices.Contains(c.Policy.Trust, k) || (c.MQTT != nil && slices.Contains(c.MQTT.Operators, k)) {
+				bad([]any{"update", "trust", i}, "%s is also a policy or operator key: release keys must differ", k)
+			}
+		}
+	}
+	return errs
+}
