@@ -143,6 +143,7 @@ type Update struct {
 	Trust        []string      `yaml:"trust"`         // release keys
 	HealthWithin time.Duration `yaml:"health_within"` // a candidate must be healthy this soon
 	MaxFetchMB   int           `yaml:"max_fetch_mb"`
+	Hardware     int           `yaml:"hardware"` // this device's hardware revision, checked against a bundle's min_hardware
 }
 
 // Watchdog feeds a hardware watchdog.

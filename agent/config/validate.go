@@ -190,6 +190,9 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 	}
 	if u := c.Update; u != nil {
 		required(u.Root, "update", "root")
+		if u.Hardware < 0 {
+			bad([]any{"update", "hardware"}, "must not be negative")
+		}
 		if len(u.Trust) == 0 {
 			bad([]any{"update", "trust"}, "needs at least one release key")
 		}
