@@ -1,0 +1,227 @@
+package command
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"linkguard.dev/linkguard/policy/dsse"
+)
+
+// Reason names why a command was refused, as the result and event say it.
+type Reason string
+
+// Reasons for refusal.
+const (
+	ReasonMalformed    Reason = "malformed"
+	ReasonTooLarge     Reason = "too-large"
+	ReasonBadSignature Reason = "bad-signature"
+	ReasonUntrusted    Reason = "untrusted-key"
+	ReasonWrongTarget  Reason = "wrong-target"
+	ReasonExpired      Reason = "expired"
+	ReasonFuture       Reason = "issued-in-future"
+	ReasonLifetime     Reason = "lifetime-too-long"
+	ReasonReplay       Reason = "replay"
+	ReasonRetained     Reason = "retained"
+	ReasonUnknownType  Reason = "unknown-type"
+	ReasonFailed       Reason = "failed"
+)
+
+// Refusal is the error Verify returns; errors.Is matches it by reason
+// against the Err* values.
+type Refusal struct {
+	Reason Reason
+	Detail string
+}
+
+func (r *Refusal) Error() string {
+	if r.Detail == "" {
+		return "command: refused: " + string(r.Reason)
+	}
+	return "command: refused: " + string(r.Reason) + ": " + r.Detail
+}
+
+// Is matches refusals of the same reason.
+func (r *Refusal) Is(target error) bool {
+	t, ok := target.(*Refusal)
+	return ok && t.Reason == r.Reason
+}
+
+// Sentinels for errors.Is.
+var (
+	ErrMalformed    = &Refusal{Reason: ReasonMalformed}
+	ErrTooLarge     = &Refusal{Reason: ReasonTooLarge}
+	ErrBadSignature = &Refusal{Reason: ReasonBadSignature}
+	ErrUntrusted    = &Refusal{Reason: ReasonUntrusted}
+	ErrWrongTarget  = &Refusal{Reason: ReasonWrongTarget}
+	ErrExpired      = &Refusal{Reason: ReasonExpired}
+	ErrFuture       = &Refusal{Reason: ReasonFuture}
+	ErrLifetime     = &Refusal{Reason: ReasonLifetime}
+	ErrReplay       = &Refusal{Reason: ReasonReplay}
+	ErrRetained     = &Refusal{Reason: ReasonRetained}
+)
+
+// ReasonOf returns the refusal reason of err, ReasonUnknownType for an
+// unhandled type and ReasonFailed for anything else.
+func ReasonOf(err error) Reason {
+	var r *Refusal
+	switch {
+	case errors.As(err, &r):
+		return r.Reason
+	case errors.Is(err, ErrUnknownType):
+		return ReasonUnknownType
+	}
+	return ReasonFailed
+}
+
+func refuse(r Reason, format string, a ...any) error {
+	return &Refusal{Reason: r, Detail: fmt.Sprintf(format, a...)}
+}
+
+// Limits on what Verify reads.
+const (
+	MaxMessage  = 64 << 10 // bytes of envelope
+	MaxDepth    = 16       // JSON nesting in envelope and payload
+	MaxLifetime = 24 * time.Hour
+	DefaultSkew = 2 * time.Minute
+)
+
+// Verifier checks commands for one device.
+type Verifier struct {
+	Keys   *dsse.Keyring // mqtt.operators
+	Device string
+	Site   string
+	Skew   time.Duration // tolerated clock difference; DefaultSkew if zero
+	Seen   *Seen         // replay memory; required
+	Now    func() time.Time
+}
+
+// Verify checks msg and, when it is a valid, fresh command for this device,
+// remembers its id (so it is never accepted again) and returns it. On
+// refusal it still returns the command id when the payload could be read,
+// so the result can name it; that id is not authenticated.
+func (v *Verifier) Verify(msg []byte) (id string, c *Command, err error) {
+	if len(msg) > MaxMessage {
+		return "", nil, refuse(ReasonTooLarge, "%d bytes, limit %d", len(msg), MaxMessage)
+	}
+	if !utf8.Valid(msg) {
+		return "", nil, refuse(ReasonMalformed, "not UTF-8 text")
+	}
+	if d := jsonDepth(msg); d > MaxDepth {
+		return "", nil, refuse(ReasonMalformed, "JSON nested %d deep, limit %d", d, MaxDepth)
+	}
+	id = unverifiedID(msg)
+	ver, err := v.Keys.Verify(msg, PayloadType, 1)
+	if err != nil {
+		switch {
+		case errors.Is(err, dsse.ErrBadSignature):
+			return id, nil, refuse(ReasonBadSignature, "%v", err)
+		case errors.Is(err, dsse.ErrUnknownKey):
+			return id, nil, refuse(ReasonUntrusted, "%v", err)
+		case errors.Is(err, dsse.ErrNoSignatures), errors.Is(err, dsse.ErrThreshold), errors.Is(err, dsse.ErrDuplicateKey):
+			return id, nil, refuse(ReasonBadSignature, "%v", err)
+		}
+		return id, nil, refuse(ReasonMalformed, "%v", err)
+	}
+	var p Payload
+	dec := json.NewDecoder(bytes.NewReader(ver.Payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil || dec.More() {
+		return id, nil, refuse(ReasonMalformed, "payload: %v", err)
+	}
+	if p.ID == "" || p.Type == "" || p.Target == "" || p.Issued.IsZero() || p.Expires.IsZero() {
+		return p.ID, nil, refuse(ReasonMalformed, "payload needs id, target, type, issued and expires")
+	}
+	if len(p.ID) > 128 {
+		return "", nil, refuse(ReasonMalformed, "id longer than 128 bytes")
+	}
+	c = &Command{Payload: p}
+	for _, s := range ver.Signers {
+		c.Signers = append(c.Signers, v.Keys.Name(s))
+	}
+	if !v.targets(p.Target) {
+		return p.ID, nil, refuse(ReasonWrongTarget, "for %q, this is %s at site %s", p.Target, v.Device, v.Site)
+	}
+	now := time.Now()
+	if v.Now != nil {
+		now = v.Now()
+	}
+	skew := v.Skew
+	if skew == 0 {
+		skew = DefaultSkew
+	}
+	switch {
+	case !now.Before(p.Expires):
+		return p.ID, nil, refuse(ReasonExpired, "expired %s", p.Expires.UTC().Format(time.RFC3339))
+	case p.Issued.After(now.Add(skew)):
+		return p.ID, nil, refuse(ReasonFuture, "issued %s, now %s", p.Issued.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	case p.Expires.Sub(p.Issued) > MaxLifetime:
+		return p.ID, nil, refuse(ReasonLifetime, "valid %s, limit %s", p.Expires.Sub(p.Issued), MaxLifetime)
+	}
+	if err := v.Seen.Remember(p.ID, p.Expires, now); err != nil {
+		return p.ID, nil, err
+	}
+	return p.ID, c, nil
+}
+
+func (v *Verifier) targets(t string) bool {
+	switch {
+	case t == "all":
+		return true
+	case len(t) > 5 && t[:5] == "site:":
+		return t[5:] == v.Site
+	}
+	return t == v.Device
+}
+
+// unverifiedID digs the id out of an envelope without trusting it.
+func unverifiedID(msg []byte) string {
+	var env struct {
+		Payload string `json:"payload"`
+	}
+	if json.Unmarshal(msg, &env) != nil {
+		return ""
+	}
+	raw, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil || len(raw) > MaxMessage || jsonDepth(raw) > MaxDepth {
+		return ""
+	}
+	var p struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(raw, &p) != nil || len(p.ID) > 128 || !utf8.ValidString(p.ID) {
+		return ""
+	}
+	return p.ID
+}
+
+// jsonDepth is the deepest nesting of arrays and objects in b, found
+// without decoding (strings are skipped, escapes honoured).
+func jsonDepth(b []byte) int {
+	depth, deepest, inStr, esc := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inStr:
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
+}
