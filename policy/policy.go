@@ -81,6 +81,19 @@ func (a *Approval) CoversSite(site string) bool {
 	return false
 }
 
+// CoversService reports whether the approval allows proto to dport.
+func (a *Approval) CoversService(proto uint8, dport uint16) bool {
+	if len(a.Services) == 0 {
+		return true
+	}
+	for _, s := range a.Services {
+		if s.Matches(proto, dport) {
+			return true
+		}
+	}
+	return false
+}
+
 // IP protocol numbers the policy names.
 const (
 	ProtoICMP   uint8 = 1

@@ -106,10 +106,10 @@ type Matcher struct {
 }
 
 type compiled struct {
-	sites    []string
-	services []policy.Service
-	from     int64 // Unix nanos; math.MinInt64 when open
-	until    int64 // Unix nanos; math.MaxInt64 when open
+	app   *policy.Approval
+	sites []string
+	from  int64 // Unix nanos; math.MinInt64 when open
+	until int64 // Unix nanos; math.MaxInt64 when open
 }
 
 // Compile builds a matcher from a validated policy. The policy must not be
@@ -124,7 +124,7 @@ func Compile(p *policy.Policy) *Matcher {
 	m.apps = make([]compiled, len(p.Approvals))
 	for i := range p.Approvals {
 		a := &p.Approvals[i]
-		c := compiled{sites: a.Sites, services: a.Services, from: math.MinInt64, until: math.MaxInt64}
+		c := compiled{app: a, sites: a.Sites, from: math.MinInt64, until: math.MaxInt64}
 		if !a.ValidFrom.IsZero() {
 			c.from = a.ValidFrom.UnixNano()
 		}
@@ -249,19 +249,10 @@ func (c *compiled) check(q *Query, now int64, recheck *int64) (Reason, int) {
 	if len(c.sites) > 0 && !slices.Contains(c.sites, q.Site) {
 		reason, misses = ReasonSite, misses+1
 	}
-	if len(c.services) > 0 {
-		ok := false
-		for _, s := range c.services {
-			if s.Matches(q.Proto, q.DPort) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			misses++
-			if reason == ReasonApproved {
-				reason = ReasonService
-			}
+	if !c.app.CoversService(q.Proto, q.DPort) {
+		misses++
+		if reason == ReasonApproved {
+			reason = ReasonService
 		}
 	}
 	switch {

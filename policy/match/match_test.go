@@ -160,7 +160,7 @@ func TestAgainstLinearScan(t *testing.T) {
 				continue
 			}
 			for _, pfx := range a.Remote {
-				if pfx.Contains(dst) && serviceOK(a, q.Proto, q.DPort) {
+				if pfx.Contains(dst) && a.CoversService(q.Proto, q.DPort) {
 					want = true
 				}
 			}
@@ -169,18 +169,6 @@ func TestAgainstLinearScan(t *testing.T) {
 			t.Fatalf("flow %+v: matcher says %v (%v), linear scan says approved=%v", q, d.Verdict, d.Reason, want)
 		}
 	}
-}
-
-func serviceOK(a *policy.Approval, proto uint8, port uint16) bool {
-	if len(a.Services) == 0 {
-		return true
-	}
-	for _, s := range a.Services {
-		if s.Matches(proto, port) {
-			return true
-		}
-	}
-	return false
 }
 
 func randomIn(r *rand.Rand, p netip.Prefix) netip.Addr {

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs what the test suite needs on a fresh Debian machine of the kind CI
+# uses (run as root). Idempotent: packages already present are not fetched
+# again, but `apt-get update` runs once first as Debian needs.
+set -eu
+
+PKGS="mosquitto mosquitto-clients qemu-user socat iproute2 iputils-ping iperf3 ethtool"
+
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+	echo "deps: all test packages present"
+	exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+	echo "deps: missing:$missing — run as root (or install them) so the whole suite can run" >&2
+	exit 1
+fi
+echo "deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing
