@@ -69,7 +69,7 @@ func (p *parser) policy(root *yaml.Node) *Policy {
 	if !pol.Issued.IsZero() && !pol.Expires.IsZero() && !pol.Expires.After(pol.Issued) {
 		p.fail(nil, []any{"expires"}, "expires %s is not after issued %s", pol.Expires.Format(time.RFC3339), pol.Issued.Format(time.RFC3339))
 	}
-	switch d := p.scalar(root, []any{"default"}, true); d {
+	switch d := p.scalar(root, []any{"default"}, false); d { // absent: deny
 	case "deny", "":
 		pol.Default = DefaultDeny
 	case "monitor":
