@@ -1,0 +1,549 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"linkguard.dev/linkguard/firmware/slot"
+	"linkguard.dev/linkguard/firmware/update"
+	"linkguard.dev/linkguard/hal/atomicfile"
+)
+
+// Files the console writes under its directory.
+const (
+	IdentityFile = "identity.json"
+	KeyFile      = "device.key"
+	CertFile     = "device.crt"
+	CAFile       = "ca.crt"
+	ConfigFile   = "config.yaml"
+	DoneFile     = "provisioned.json"
+)
+
+// Identity is who the device is.
+type Identity struct {
+	DeviceID string `json:"device_id"`
+	Site     string `json:"site"`
+	Broker   string `json:"broker"`
+}
+
+var (
+	idRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	fileRE = regexp.MustCompile(`^(ca\.crt|config\.yaml|(trust|release|operators)/[a-z0-9][a-z0-9._-]{0,62}\.pub)$`)
+)
+
+// Console is the device side of the protocol.
+type Console struct {
+	Dir string // where identity, key, certificate, trust keys and config go
+
+	// Installer installs bundles sent with BUNDLE-*; nil refuses them.
+	Installer *update.Installer
+	// ValidateConfig checks a configuration before it is installed (the
+	// agent's strict config parser and an identity match); nil accepts any.
+	ValidateConfig func(data []byte, id Identity) error
+	// Restart restarts the agent service (to try a new candidate); nil
+	// refuses RESTART.
+	Restart func() error
+	Logger  *slog.Logger
+}
+
+type remoteErr struct{ code, msg string }
+
+func (e *remoteErr) Error() string { return e.code + ": " + e.msg }
+
+func fail(code, format string, a ...any) error {
+	return &remoteErr{code, fmt.Sprintf(format, a...)}
+}
+
+// Serve answers requests read from rw until it reads EOF, QUIT, or ctx ends
+// (the caller closes rw to interrupt a blocked read).
+func (c *Console) Serve(ctx context.Context, rw io.ReadWriter) error {
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return fmt.Errorf("provision: %w", err)
+	}
+	lr := newLineReader(rw)
+	for ctx.Err() == nil {
+		line, err := lr.next()
+		if err == io.EOF || errors.Is(err, os.ErrClosed) {
+			return nil
+		}
+		if err != nil && !errors.Is(err, ErrLine) {
+			return fmt.Errorf("provision: read: %w", err)
+		}
+		var fields []string
+		if err == nil {
+			fields, err = Parse(line)
+		}
+		if err != nil || len(fields) < 2 {
+			code := "line"
+			if errors.Is(err, ErrChecksum) {
+				code = "checksum"
+			}
+			log.Warn("bad request line", "err", err)
+			if _, err := rw.Write(Format("-", "ERR", code, "resend")); err != nil {
+				return fmt.Errorf("provision: write: %w", err)
+			}
+			continue
+		}
+		seq, verb, args := fields[0], fields[1], fields[2:]
+		if verb == "QUIT" {
+			_, err := rw.Write(Format(seq, "OK", "BYE"))
+			return err
+		}
+		reply, err := c.handle(verb, args)
+		var out []byte
+		if err != nil {
+			var re *remoteErr
+			if !errors.As(err, &re) {
+				re = &remoteErr{"failed", err.Error()}
+			}
+			log.Warn("request failed", "verb", verb, "code", re.code, "err", re.msg)
+			out = Format(append([]string{seq, "ERR", re.code}, strings.Fields(re.msg)...)...)
+		} else {
+			log.Info("request done", "verb", verb)
+			out = Format(append([]string{seq, "OK"}, reply...)...)
+		}
+		if _, err := rw.Write(out); err != nil {
+			return fmt.Errorf("provision: write: %w", err)
+		}
+	}
+	return ctx.Err()
+}
+
+func (c *Console) path(name string) string { return filepath.Join(c.Dir, filepath.FromSlash(name)) }
+
+func (c *Console) handle(verb string, args []string) ([]string, error) {
+	nargs := map[string]int{"HELLO": 0, "STATUS": 0, "IDENTITY": 3, "KEYGEN": 0, "CERT": 1, "FILE": 2, "DONE": 0,
+		"RESET": 1, "BUNDLE-BEGIN": 2, "BUNDLE-DATA": 2, "BUNDLE-END": 1, "HEALTH": 0, "RESTART": 0}
+	n, ok := nargs[verb]
+	if !ok {
+		return nil, fail("verb", "unknown request %q", verb)
+	}
+	if len(args) != n {
+		return nil, fail("args", "%s takes %d arguments, got %d", verb, n, len(args))
+	}
+	switch verb {
+	case "HELLO":
+		id, _ := c.identity()
+		dev := "-"
+		if id != nil {
+			dev = id.DeviceID
+		}
+		return []string{"HELLO", "proto=1", "device=" + dev}, nil
+	case "STATUS":
+		return c.status(), nil
+	case "IDENTITY":
+		return c.setIdentity(Identity{DeviceID: args[0], Site: args[1], Broker: args[2]})
+	case "KEYGEN":
+		return c.keygen()
+	case "CERT":
+		return c.cert(args[0])
+	case "FILE":
+		return c.file(args[0], args[1])
+	case "DONE":
+		return c.done()
+	case "RESET":
+		return c.reset(args[0])
+	case "BUNDLE-BEGIN":
+		return c.bundleBegin(args[0], args[1])
+	case "BUNDLE-DATA":
+		return c.bundleData(args[0], args[1])
+	case "BUNDLE-END":
+		return c.bundleEnd(args[0])
+	case "HEALTH":
+		return c.health()
+	case "RESTART":
+		if c.Restart == nil {
+			return nil, fail("unsupported", "this console cannot restart the agent")
+		}
+		if err := c.Restart(); err != nil {
+			return nil, fail("restart", "%v", err)
+		}
+		return []string{"RESTARTED"}, nil
+	}
+	return nil, fail("verb", "unhandled %q", verb)
+}
+
+func (c *Console) identity() (*Identity, error) {
+	b, err := os.ReadFile(c.path(IdentityFile))
+	if err != nil {
+		return nil, err
+	}
+	var id Identity
+	if err := json.Unmarshal(b, &id); err != nil {
+		return nil, err
+	}
+	return &id, nil
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// status lists the steps done: identity, key, cert, ca, config, trust, done.
+func (c *Console) status() []string {
+	out := []string{"STATUS"}
+	for _, s := range []struct{ name, file string }{
+		{"identity", IdentityFile}, {"key", KeyFile}, {"cert", CertFile}, {"ca", CAFile}, {"config", ConfigFile}, {"done", DoneFile},
+	} {
+		if exists(c.path(s.file)) {
+			out = append(out, s.name)
+		}
+	}
+	if m, _ := filepath.Glob(c.path("trust/*.pub")); len(m) > 0 {
+		out = append(out, "trust")
+	}
+	return out
+}
+
+func (c *Console) setIdentity(id Identity) ([]string, error) {
+	if !idRE.MatchString(id.DeviceID) || !idRE.MatchString(id.Site) {
+		return nil, fail("identity", "device id and site must match %s", idRE)
+	}
+	if !strings.HasPrefix(id.Broker, "mqtts://") && !strings.HasPrefix(id.Broker, "ssl://") && !strings.HasPrefix(id.Broker, "tls://") && !strings.HasPrefix(id.Broker, "tcp://") && !strings.HasPrefix(id.Broker, "mqtt://") {
+		return nil, fail("identity", "broker %q is not an MQTT URL", id.Broker)
+	}
+	if old, err := c.identity(); err == nil {
+		if *old == id {
+			return []string{"IDENTITY", "unchanged"}, nil
+		}
+		if old.DeviceID != id.DeviceID && exists(c.path(KeyFile)) {
+			return nil, fail("identity-mismatch", "device is already %s; send RESET %s to re-provision it", old.DeviceID, old.DeviceID)
+		}
+	}
+	b, _ := json.MarshalIndent(id, "", "  ")
+	if err := atomicfile.Write(c.path(IdentityFile), append(b, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	return []string{"IDENTITY", "set"}, nil
+}
+
+// keygen creates the device key on the device (once) and answers with a CSR
+// for it. The private key never leaves the device.
+func (c *Console) keygen() ([]string, error) {
+	id, err := c.identity()
+	if err != nil {
+		return nil, fail("order", "set IDENTITY first")
+	}
+	key, err := c.loadKey()
+	if errors.Is(err, fs.ErrNotExist) {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return nil, err
+		}
+		if err := atomicfile.Write(c.path(KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: id.DeviceID, OrganizationalUnit: []string{id.Site}},
+	}, key)
+	if err != nil {
+		return nil, err
+	}
+	return []string{"CSR", base64.StdEncoding.EncodeToString(csr)}, nil
+}
+
+func (c *Console) loadKey() (*ecdsa.PrivateKey, error) {
+	b, err := os.ReadFile(c.path(KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("provision: device key is not PEM")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("provision: device key: %w", err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("provision: device key is %T", k)
+	}
+	return ek, nil
+}
+
+func (c *Console) cert(b64 string) ([]string, error) {
+	der, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fail("base64", "%v", err)
+	}
+	crt, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fail("cert", "%v", err)
+	}
+	key, err := c.loadKey()
+	if err != nil {
+		return nil, fail("order", "no device key: send KEYGEN first")
+	}
+	if !key.PublicKey.Equal(crt.PublicKey) {
+		return nil, fail("cert", "certificate is not for this device's key")
+	}
+	id, _ := c.identity()
+	if id == nil || crt.Subject.CommonName != id.DeviceID {
+		return nil, fail("cert", "certificate names %q, device is %v", crt.Subject.CommonName, id)
+	}
+	if err := atomicfile.Write(c.path(CertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return nil, err
+	}
+	return []string{"CERT", "installed", crt.NotAfter.UTC().Format(time.RFC3339)}, nil
+}
+
+func (c *Console) file(name, b64 string) ([]string, error) {
+	if !fileRE.MatchString(name) {
+		return nil, fail("name", "%q is not a file the console installs", name)
+	}
+	data, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fail("base64", "%v", err)
+	}
+	switch {
+	case name == CAFile:
+		blk, _ := pem.Decode(data)
+		if blk == nil || blk.Type != "CERTIFICATE" {
+			return nil, fail("content", "ca.crt is not a PEM certificate")
+		}
+		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
+			return nil, fail("content", "ca.crt: %v", err)
+		}
+	case name == ConfigFile:
+		id, err := c.identity()
+		if err != nil {
+			return nil, fail("order", "set IDENTITY first")
+		}
+		if c.ValidateConfig != nil {
+			if err := c.ValidateConfig(data, *id); err != nil {
+				return nil, fail("config", "%v", err)
+			}
+		}
+	default: // a .pub key file
+		blk, _ := pem.Decode(data)
+		if blk == nil || blk.Type != "PUBLIC KEY" {
+			return nil, fail("content", "%s is not a PEM public key", name)
+		}
+		if _, err := x509.ParsePKIXPublicKey(blk.Bytes); err != nil {
+			return nil, fail("content", "%s: %v", name, err)
+		}
+	}
+	p := c.path(name)
+	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) {
+		return []string{"FILE", name, "unchanged"}, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(p, data, 0o644); err != nil {
+		return nil, err
+	}
+	return []string{"FILE", name, "installed"}, nil
+}
+
+func (c *Console) done() ([]string, error) {
+	st := c.status()
+	var missing []string
+	for _, need := range []string{"identity", "key", "cert", "ca", "config"} {
+		if !slices.Contains(st, need) {
+			missing = append(missing, need)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fail("incomplete", "missing %s", strings.Join(missing, ","))
+	}
+	if !exists(c.path(DoneFile)) {
+		b, _ := json.Marshal(map[string]string{"at": time.Now().UTC().Format(time.RFC3339)})
+		if err := atomicfile.Write(c.path(DoneFile), b, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return []string{"DONE"}, nil
+}
+
+// reset removes the provisioning (not the installed slots); the device id
+// must be named, so a reset is never an accident.
+func (c *Console) reset(deviceID string) ([]string, error) {
+	id, err := c.identity()
+	if err != nil || id.DeviceID != deviceID {
+		return nil, fail("identity-mismatch", "RESET must name this device's id")
+	}
+	for _, f := range []string{DoneFile, CertFile, KeyFile, IdentityFile, ConfigFile, CAFile, "trust", "release", "operators"} {
+		if err := os.RemoveAll(c.path(f)); err != nil {
+			return nil, err
+		}
+	}
+	return []string{"RESET"}, nil
+}
+
+// Bundle transfer: BUNDLE-BEGIN SIZE SHA256 answers the offset to continue
+// from (a resumed transfer keeps what arrived); BUNDLE-DATA OFFSET B64 appends;
+// BUNDLE-END SHA256 checks and installs.
+func (c *Console) incoming(sum string) string { return c.path("incoming-" + sum + ".lgb.part") }
+
+func (c *Console) bundleBegin(sizeS, sum string) ([]string, error) {
+	if c.Installer == nil {
+		return nil, fail("unsupported", "this console does not install bundles")
+	}
+	size, err := strconv.ParseInt(sizeS, 10, 64)
+	if err != nil || size <= 0 || size > update.DefaultMaxFetch {
+		return nil, fail("size", "size %q", sizeS)
+	}
+	if b, err := hex.DecodeString(sum); err != nil || len(b) != sha256.Size {
+		return nil, fail("sha256", "%q", sum)
+	}
+	// Only one transfer at a time: drop others.
+	olds, _ := filepath.Glob(c.path("incoming-*.lgb.part*"))
+	for _, o := range olds {
+		if !strings.HasPrefix(o, c.incoming(sum)) {
+			os.Remove(o)
+		}
+	}
+	var have int64
+	if fi, err := os.Stat(c.incoming(sum)); err == nil {
+		have = min(fi.Size(), size)
+	}
+	if err := os.WriteFile(c.incoming(sum)+".size", []byte(sizeS), 0o600); err != nil {
+		return nil, err
+	}
+	return []string{"OFFSET", strconv.FormatInt(have, 10)}, nil
+}
+
+// current returns the transfer BUNDLE-BEGIN started: its file, the bytes
+// received so far and the announced size.
+func (c *Console) current() (string, int64, int64, error) {
+	m, _ := filepath.Glob(c.path("incoming-*.lgb.part.size"))
+	if len(m) != 1 {
+		return "", 0, 0, fail("order", "send BUNDLE-BEGIN first")
+	}
+	b, err := os.ReadFile(m[0])
+	if err != nil {
+		return "", 0, 0, err
+	}
+	size, _ := strconv.ParseInt(string(b), 10, 64)
+	p := strings.TrimSuffix(m[0], ".size")
+	var have int64
+	if fi, err := os.Stat(p); err == nil {
+		have = fi.Size()
+	}
+	return p, have, size, nil
+}
+
+func (c *Console) bundleData(offS, b64 string) ([]string, error) {
+	if c.Installer == nil {
+		return nil, fail("unsupported", "this console does not install bundles")
+	}
+	off, err := strconv.ParseInt(offS, 10, 64)
+	if err != nil || off < 0 {
+		return nil, fail("offset", "%q", offS)
+	}
+	data, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fail("base64", "%v", err)
+	}
+	p, have, size, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	if off > have {
+		return nil, fail("offset", "offset %d beyond the %d bytes received", off, have)
+	}
+	if off+int64(len(data)) > size {
+		return nil, fail("size", "chunk ends at %d, bundle has %d bytes", off+int64(len(data)), size)
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	_, err = f.WriteAt(data, off)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []string{"OFFSET", strconv.FormatInt(max(have, off+int64(len(data))), 10)}, nil
+}
+
+func (c *Console) bundleEnd(sum string) ([]string, error) {
+	if c.Installer == nil {
+		return nil, fail("unsupported", "this console does not install bundles")
+	}
+	p := c.incoming(sum)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fail("order", "no transfer of %s", sum)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	b, _ := os.ReadFile(p + ".size")
+	size, _ := strconv.ParseInt(string(b), 10, 64)
+	if n != size {
+		return nil, fail("incomplete", "%d of %d bytes received", n, size)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != sum {
+		os.Remove(p)
+		os.Remove(p + ".size")
+		return nil, fail("sha256", "transfer corrupted: start again")
+	}
+	res, err := c.Installer.InstallFile(p, false)
+	os.Remove(p)
+	os.Remove(p + ".size")
+	if err != nil {
+		return nil, fail("install", "%v", err)
+	}
+	return []string{"INSTALLED", res.Manifest.Version, string(res.Slot), "candidate=" + strconv.FormatBool(res.Candidate)}, nil
+}
+
+// HealthReport is what HEALTH answers (base64 JSON on the wire).
+type HealthReport struct {
+	Provisioned []string       `json:"provisioned"`
+	Slots       *slot.State    `json:"slots,omitempty"`
+	Rollback    *slot.Rollback `json:"rollback,omitempty"`
+}
+
+func (c *Console) health() ([]string, error) {
+	rep := HealthReport{Provisioned: c.status()[1:]}
+	if c.Installer != nil {
+		if st, err := c.Installer.Slots.Load(); err == nil {
+			rep.Slots = &st
+			rep.Rollback = st.Rollback
+		}
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return nil, err
+	}
+	return []string{"HEALTH", base64.StdEncoding.EncodeToString(b)}, nil
+}
