@@ -1,0 +1,67 @@
+// Package linkfilter enforces the approval policy on a link: capture ->
+// decode -> flow table -> verdict -> forward or drop, with per-approval
+// counters, rate-limited denied-flow events and a bounded evidence ring.
+//
+// It imports hal/capture, policy, policy/match and agent/report only: never
+// MQTT, the queue or other agent components (the composition root adapts).
+//
+// # Packet path
+//
+// Each capture port has one goroutine with its own Decoder (a gopacket
+// DecodingLayerParser over reused layers: Ethernet, 802.1Q/802.1ad, IPv4,
+// IPv6 with extension headers, TCP, UDP, ICMPv4/v6; IgnoreUnsupported). The
+// flow table is keyed by the canonical 5-tuple, so both directions are one
+// flow; it is split into 16 shards, each a fixed open-addressing table with
+// a hard cap (Options.MaxFlows): a full shard evicts an idle-expired flow or
+// the least recently seen of a short scan, and counts it. The verdict is
+// cached per flow together with the policy generation it was decided under
+// and the matcher's RecheckAt; a policy swap (SetMatcher) bumps the
+// generation, so every existing flow is re-decided at its next frame — a
+// revoked approval cuts a live TCP session at its next segment. Decode plus
+// judgement allocates nothing (TestNoAllocs, BenchmarkDecide).
+//
+// A non-first IPv4/IPv6 fragment carries no ports: it follows the verdict
+// its datagram's first fragment got (under the same policy generation);
+// without one it is unclassified. Unclassified frames (malformed headers,
+// orphan fragments, non-IP protocols other than ARP, RARP, LLDP, IEEE
+// link-local control and IPv6 neighbour discovery, which always pass) are
+// passed only when both addresses are domestic; otherwise the policy
+// default applies: dropped under deny, passed and reported under monitor.
+// With no policy loaded at all, every IP frame is dropped.
+//
+// # Fail-closed in inline mode, and how a technician recovers
+//
+// In inline mode LinkGuard is the only path between the inside (customer,
+// domestic) and outside (border) interfaces: the two ports are not bridged
+// by the kernel, the agent copies each allowed frame across. If the agent
+// stops — crash, kill, power loss of the process, a policy it cannot load —
+// nothing copies frames any more and the link is cut. That is deliberate:
+// a border filter that fails open would let every unapproved international
+// link through whenever it could be made to crash, and a crash is easy to
+// provoke from outside. Before the first valid signed policy is loaded the
+// agent forwards only link control frames (ARP, ND, LLDP); IP is dropped.
+//
+// A technician restores service, in order of preference:
+//
+//  1. Restart the agent (`systemctl restart linkguard` or
+//     `/etc/init.d/linkguard restart`); the supervisor restarts it on its
+//     own, so a persistent cut means it keeps failing: read its log
+//     (`logread -e linkguard` or `journalctl -u linkguard`).
+//  2. If the policy is the problem (expired, bad signature), push a valid
+//     signed policy with lgctl; the agent keeps the last known good one.
+//  3. Only with the regulator's written permission, bridge the link
+//     without filtering — this is the documented, logged bypass:
+//     `ip link add lgbypass type bridge && ip link set eth0 master lgbypass &&
+//     ip link set eth1 master lgbypass && ip link set lgbypass up`
+//     (undo with `ip link del lgbypass`, then restart the agent). The
+//     monitor mode (`links.mode: monitor`) is the supported way to run a
+//     link unfiltered but watched.
+//
+// # Monitor mode
+//
+// The filter reads the tap(s) and judges the same way, but forwards
+// nothing; denied flows are reported and, with reset, each denied TCP
+// segment (up to 4 per flow) is answered with an RST to the sender (out of
+// the port it came from, MACs swapped) and one to the receiver (out of the
+// other port, MACs kept), using the sequence numbers each end expects.
+package linkfilter

@@ -1,0 +1,351 @@
+package linkfilter
+
+import (
+	"net"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/policy/match"
+)
+
+func TestDecode(t *testing.T) {
+	d := NewDecoder(layers.LinkTypeEthernet)
+	cases := []struct {
+		name  string
+		frame []byte
+		want  Packet
+	}{
+		{"tcp4", tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 443, true, false, nil),
+			Packet{Kind: KindIP, Src: addr("10.1.0.5"), Dst: addr("198.51.100.7"), Proto: 6, SPort: 40000, DPort: 443, TCPFlags: TCPSyn, Seq: 1000, Ack: 2000, L3Off: 14}},
+		{"udp6", udp6(t, "fd00:1::5", "2001:db8:aa::1", 5000, 53),
+			Packet{Kind: KindIP, IPv6: true, Src: addr("fd00:1::5"), Dst: addr("2001:db8:aa::1"), Proto: 17, SPort: 5000, DPort: 53, L3Off: 14}},
+		{"qinq tcp", frame(t, eth(layers.EthernetTypeQinQ),
+			&layers.Dot1Q{VLANIdentifier: 100, Type: layers.EthernetTypeDot1Q},
+			&layers.Dot1Q{VLANIdentifier: 200, Type: layers.EthernetTypeIPv4},
+			ip4("10.1.0.5", "192.0.2.9", layers.IPProtocolTCP), &layers.TCP{SrcPort: 1, DstPort: 443, ACK: true}),
+			Packet{Kind: KindIP, Src: addr("10.1.0.5"), Dst: addr("192.0.2.9"), Proto: 6, SPort: 1, DPort: 443, TCPFlags: TCPAck, L3Off: 22}},
+		{"icmp echo", frame(t, eth(layers.EthernetTypeIPv4), ip4("10.1.0.5", "203.0.113.1", layers.IPProtocolICMPv4),
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0), Id: 77, Seq: 1}),
+			Packet{Kind: KindIP, Src: addr("10.1.0.5"), Dst: addr("203.0.113.1"), Proto: 1, SPort: 77, DPort: 77, L3Off: 14}},
+		{"arp", frame(t, &layers.Ethernet{SrcMAC: macA, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
+			&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+				Operation: 1, SourceHwAddress: macA, SourceProtAddress: []byte{10, 1, 0, 1}, DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 1, 0, 2}}),
+			Packet{Kind: KindLinkControl, L3Off: -1}},
+		{"neighbour solicitation", frame(t, eth(layers.EthernetTypeIPv6), ip6("fe80::1", "ff02::1:ff00:2", layers.IPProtocolICMPv6),
+			&layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(135, 0)}, gopacket.Payload(make([]byte, 20))),
+			Packet{Kind: KindLinkControl}},
+		{"ipx", append(frame(t, &layers.Ethernet{SrcMAC: macA, DstMAC: macB, EthernetType: 0x8137}), make([]byte, 30)...),
+			Packet{Kind: KindOther, L3Off: -1}},
+		{"truncated tcp", tcp4(t, "10.1.0.5", "198.51.100.7", 1, 2, false, true, nil)[:40],
+			Packet{Kind: KindMalformed}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var p Packet
+			d.Decode(c.frame, false, &p)
+			if c.want.Kind == KindLinkControl || c.want.Kind == KindMalformed {
+				if p.Kind != c.want.Kind {
+					t.Fatalf("kind %v, want %v (%+v)", p.Kind, c.want.Kind, p)
+				}
+				return
+			}
+			p.Truncated = false
+			if p != c.want {
+				t.Fatalf("got  %+v\nwant %+v", p, c.want)
+			}
+		})
+	}
+}
+
+func TestFragments(t *testing.T) {
+	f := New(Options{Site: "s1"})
+	f.SetMatcher(testMatcher(t, testPolicy))
+	d := NewDecoder(layers.LinkTypeEthernet)
+	payload := make([]byte, 64)
+	mk := func(dst string, off uint16, more bool) []byte {
+		ip := ip4("10.1.0.5", dst, layers.IPProtocolUDP)
+		ip.Id = 4242
+		ip.FragOffset = off
+		if more {
+			ip.Flags = layers.IPv4MoreFragments
+		}
+		if off == 0 {
+			return frame(t, eth(layers.EthernetTypeIPv4), ip, gopacket.Payload(append([]byte{0x13, 0x88, 0x00, 0x35, 0, 72, 0, 0}, payload...)))
+		}
+		return frame(t, eth(layers.EthernetTypeIPv4), ip, gopacket.Payload(payload))
+	}
+	// Approved datagram: both fragments pass.
+	if p, r := judge(f, d, mk("198.51.100.7", 0, true), t0); r.Action != Pass || p.Frag != FirstFragment || p.DPort != 53 {
+		t.Fatalf("first fragment: %+v %+v", p, r)
+	}
+	if p, r := judge(f, d, mk("198.51.100.7", 9, false), t0+1); r.Action != Pass || p.Frag != LaterFragment {
+		t.Fatalf("later fragment of approved flow: %+v %+v", p, r)
+	}
+	// A later fragment whose first was never seen: unknown, denied.
+	if _, r := judge(f, d, mk("198.51.100.8", 9, false), t0+2); r.Action != Drop || r.Reason != match.ReasonUnclassified {
+		t.Fatalf("orphan fragment: %+v", r)
+	}
+	// Denied datagram: later fragment follows the denial.
+	judge(f, d, mk("8.8.8.8", 0, true), t0+3)
+	if _, r := judge(f, d, mk("8.8.8.8", 9, false), t0+4); r.Action != Drop || r.Verdict != match.Denied || r.Reason != match.ReasonNoApproval {
+		t.Fatalf("later fragment of denied flow: %+v", r)
+	}
+	if s := f.Snapshot(); s.FragmentsUnknown != 1 {
+		t.Fatalf("fragments_unknown %d", s.FragmentsUnknown)
+	}
+}
+
+func TestJudge(t *testing.T) {
+	rec := &report.Recorder{}
+	f := New(Options{Site: "s1", Events: rec})
+	d := NewDecoder(layers.LinkTypeEthernet)
+	// No policy: fail closed for IP, link control passes.
+	if _, r := judge(f, d, tcp4(t, "10.1.0.5", "10.1.0.6", 1, 2, true, false, nil), t0); r.Action != Drop || r.Reason != match.ReasonNoPolicy {
+		t.Fatalf("no policy: %+v", r)
+	}
+	f.SetMatcher(testMatcher(t, testPolicy))
+	steps := []struct {
+		name   string
+		frame  []byte
+		action Action
+		v      match.Verdict
+	}{
+		{"domestic", tcp4(t, "10.1.0.5", "10.1.9.9", 1000, 22, true, false, nil), Pass, match.Domestic},
+		{"approved out", tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 22, true, false, nil), Pass, match.Approved},
+		{"approved back", tcp4(t, "198.51.100.7", "10.1.0.5", 22, 40000, true, true, nil), Pass, match.Approved},
+		{"service approved", tcp4(t, "10.1.0.5", "192.0.2.9", 40001, 443, true, false, nil), Pass, match.Approved},
+		{"service not approved", tcp4(t, "10.1.0.5", "192.0.2.9", 40002, 80, true, false, nil), Drop, match.Denied},
+		// The reply of a flow a remote host opened to port 443 on a
+		// domestic host is judged with DPort 443, not the ephemeral port.
+		{"unapproved", tcp4(t, "10.1.0.5", "8.8.8.8", 40003, 443, true, false, nil), Drop, match.Denied},
+		{"unapproved inbound", tcp4(t, "8.8.8.8", "10.1.0.5", 443, 40004, true, false, nil), Drop, match.Denied},
+		{"approved v6", udp6(t, "fd00:1::5", "2001:db8:aa::1", 5000, 53), Pass, match.Approved},
+		{"unapproved v6", udp6(t, "fd00:1::5", "2001:db8:bb::1", 5000, 53), Drop, match.Denied},
+	}
+	for _, s := range steps {
+		_, r := judge(f, d, s.frame, t0+1)
+		if r.Action != s.action || r.Verdict != s.v {
+			t.Errorf("%s: %+v, want %v %v", s.name, r, s.action, s.v)
+		}
+	}
+	// Second packet of a denied flow: no second event.
+	judge(f, d, tcp4(t, "10.1.0.5", "8.8.8.8", 40003, 443, false, true, nil), t0+2)
+	ev := rec.Events()
+	if len(ev) != 5 {
+		t.Fatalf("%d events, want 5 (one per denied flow): %+v", len(ev), ev)
+	}
+	if ev[1].Type != report.LinkDenied || ev[1].Fields["dst"] != "192.0.2.9" || ev[1].Fields["action"] != "dropped" {
+		t.Fatalf("event %+v", ev[1])
+	}
+	s := f.Snapshot()
+	if len(s.Approvals) != 2 || s.Approvals[0].ID != "A1" || s.Approvals[0].Packets != 3 || s.Approvals[1].Packets != 1 {
+		t.Fatalf("approval counters %+v", s.Approvals)
+	}
+	if s.Denied != 6 || s.Domestic != 1 {
+		t.Fatalf("snapshot %+v", s)
+	}
+}
+
+func TestRevocationReDecidesLiveFlow(t *testing.T) {
+	rec := &report.Recorder{}
+	f := New(Options{Site: "s1", Events: rec})
+	f.SetMatcher(testMatcher(t, testPolicy))
+	d := NewDecoder(layers.LinkTypeEthernet)
+	seg := tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 22, false, true, []byte("data"))
+	if _, r := judge(f, d, seg, t0); r.Action != Pass {
+		t.Fatal(r)
+	}
+	revoked := `serial: 8
+issued: 2026-01-01T00:00:00Z
+expires: 2030-01-01T00:00:00Z
+default: deny
+domestic: [10.1.0.0/16]
+approvals:
+  - id: A2
+    holder: Web only
+    remote: [192.0.2.0/24]
+    services: [tcp/443]
+`
+	f.SetMatcher(testMatcher(t, revoked))
+	_, r := judge(f, d, seg, t0+1)
+	if r.Action != Drop || r.Reason != match.ReasonNoApproval {
+		t.Fatalf("after revocation: %+v", r)
+	}
+	ev := rec.Events()
+	if len(ev) != 1 || ev[0].Fields["revoked"] != true {
+		t.Fatalf("events %+v", ev)
+	}
+	// Re-approved: the same flow opens again without a restart.
+	f.SetMatcher(testMatcher(t, testPolicy))
+	if _, r := judge(f, d, seg, t0+2); r.Action != Pass {
+		t.Fatalf("after re-approval: %+v", r)
+	}
+	// Counters of A1 survive the swaps.
+	if s := f.Snapshot(); len(s.Approvals) != 1 || s.Approvals[0].Packets != 2 {
+		t.Fatalf("%+v", s.Approvals)
+	}
+}
+
+func TestRecheckAtHonoured(t *testing.T) {
+	f := New(Options{Site: "s1"})
+	f.SetMatcher(testMatcher(t, `serial: 1
+issued: 2026-01-01T00:00:00Z
+expires: 2030-01-01T00:00:00Z
+default: deny
+domestic: [10.1.0.0/16]
+approvals:
+  - id: W
+    holder: Window
+    remote: [198.51.100.0/24]
+    valid_until: 2026-06-01T12:00:01Z
+`))
+	d := NewDecoder(layers.LinkTypeEthernet)
+	seg := tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 22, false, true, nil)
+	if _, r := judge(f, d, seg, t0); r.Action != Pass {
+		t.Fatal(r)
+	}
+	if _, r := judge(f, d, seg, t0+2e9); r.Action != Drop || r.Reason != match.ReasonLapsed {
+		t.Fatalf("after the window closed: %+v", r)
+	}
+}
+
+func TestFlowTableBounded(t *testing.T) {
+	f := New(Options{Site: "s1", MaxFlows: 256})
+	f.SetMatcher(testMatcher(t, testPolicy))
+	d := NewDecoder(layers.LinkTypeEthernet)
+	fr := tcp4(t, "10.1.0.5", "8.8.8.8", 1, 443, true, false, nil)
+	var p Packet
+	d.Decode(fr, false, &p)
+	for i := range 10000 {
+		p.SPort = uint16(i)
+		p.Src = addr("10.1.0.5").Next()
+		f.Judge(&p, fr, len(fr), t0+int64(i))
+	}
+	s := f.Snapshot()
+	if s.Flows > s.FlowCap || s.FlowCap != 256 || s.FlowsEvicted+s.FlowsExpired < 10000-256 {
+		t.Fatalf("flows %d cap %d evicted %d expired %d", s.Flows, s.FlowCap, s.FlowsEvicted, s.FlowsExpired)
+	}
+	// Every remaining flow is still findable (backward-shift deletion kept
+	// probe runs intact).
+	for _, sh := range f.shards {
+		for i := range sh.slots {
+			if sl := &sh.slots[i]; sl.used && sh.find(&sl.key, sl.key.hash()) != i {
+				t.Fatalf("slot %d unreachable", i)
+			}
+		}
+	}
+	// Idle flows expire.
+	f.Sweep(timeAt(t0 + int64(2*f.o.Timeouts.TCPOpening)))
+	if s := f.Snapshot(); s.Flows != 0 {
+		t.Fatalf("%d flows after sweep", s.Flows)
+	}
+}
+
+func TestEventsRateLimited(t *testing.T) {
+	rec := &report.Recorder{}
+	f := New(Options{Site: "s1", Events: rec, EventsPerSecond: 5, EventBurst: 5})
+	f.SetMatcher(testMatcher(t, testPolicy))
+	d := NewDecoder(layers.LinkTypeEthernet)
+	fr := tcp4(t, "10.1.0.5", "8.8.8.8", 1, 443, true, false, nil)
+	var p Packet
+	d.Decode(fr, false, &p)
+	for i := range 1000 {
+		p.SPort = uint16(i + 1)
+		f.Judge(&p, fr, len(fr), t0+int64(i)*1e6) // 1000 new denied flows in 1 s
+	}
+	n := len(rec.Events())
+	if n < 5 || n > 11 {
+		t.Fatalf("%d events for 1000 denied flows in 1 s at 5/s burst 5", n)
+	}
+	if s := f.Snapshot(); s.EventsSuppressed != uint64(1000-n) || s.DeniedFlows != 1000 {
+		t.Fatalf("%+v", s)
+	}
+}
+
+func TestNoAllocs(t *testing.T) {
+	f := New(Options{Site: "s1"})
+	f.SetMatcher(testMatcher(t, testPolicy))
+	d := NewDecoder(layers.LinkTypeEthernet)
+	frames := [][]byte{
+		tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 443, false, true, nil),
+		udp6(t, "fd00:1::5", "2001:db8:aa::1", 5000, 53),
+		tcp4(t, "10.1.0.5", "10.1.0.6", 40000, 443, false, true, nil),
+	}
+	var p Packet
+	now := t0
+	for _, fr := range frames {
+		allocs := testing.AllocsPerRun(1000, func() {
+			d.Decode(fr, false, &p)
+			now++
+			f.Judge(&p, fr, len(fr), now)
+		})
+		if allocs != 0 {
+			t.Errorf("%d allocs per frame (%+v)", int(allocs), p)
+		}
+	}
+	// New flows, too.
+	fr := frames[0]
+	d.Decode(fr, false, &p)
+	allocs := testing.AllocsPerRun(1000, func() {
+		p.SPort++
+		now++
+		f.Judge(&p, fr, len(fr), now)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocs per new flow", allocs)
+	}
+}
+
+func TestBuildRST(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		var fr []byte
+		if v6 {
+			fr = frame(t, eth(layers.EthernetTypeIPv6), ip6("fd00:1::5", "2001:db8:bb::1", layers.IPProtocolTCP),
+				&layers.TCP{SrcPort: 40000, DstPort: 443, ACK: true, PSH: true, Seq: 100, Ack: 900}, gopacket.Payload("abcd"))
+		} else {
+			fr = tcp4(t, "10.1.0.5", "8.8.8.8", 40000, 443, false, true, []byte("abcd"))
+		}
+		d := NewDecoder(layers.LinkTypeEthernet)
+		var p Packet
+		d.Decode(fr, false, &p)
+		var buf [rstMax]byte
+		for _, toSender := range []bool{true, false} {
+			n := BuildRST(buf[:], fr, &p, toSender)
+			if n == 0 {
+				t.Fatal("no RST built")
+			}
+			pkt := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.Default)
+			tcp, _ := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			if tcp == nil || !tcp.RST {
+				t.Fatalf("v6=%v toSender=%v: %v", v6, toSender, pkt)
+			}
+			// Verify the checksum by recomputing it.
+			want := tcp.Checksum
+			tcp.SetNetworkLayerForChecksum(pkt.NetworkLayer().(gopacket.NetworkLayer))
+			sb := gopacket.NewSerializeBuffer()
+			if err := tcp.SerializeTo(sb, gopacket.SerializeOptions{ComputeChecksums: true}); err != nil {
+				t.Fatal(err)
+			}
+			if tcp.Checksum != want {
+				t.Fatalf("v6=%v toSender=%v: checksum %#x, want %#x", v6, toSender, want, tcp.Checksum)
+			}
+			e := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+			if toSender {
+				if e.DstMAC.String() != macA.String() || tcp.DstPort != 40000 || tcp.Seq != p.Ack || tcp.Ack != p.Seq+4 {
+					t.Fatalf("to sender: %v", pkt)
+				}
+			} else if e.DstMAC.String() != macB.String() || tcp.DstPort != 443 || tcp.Seq != p.Seq+4 {
+				t.Fatalf("to receiver: %v", pkt)
+			}
+			if !v6 {
+				ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+				if toSender && !ip.DstIP.Equal(net.ParseIP("10.1.0.5")) {
+					t.Fatal(ip.DstIP)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,96 @@
+package linkfilter
+
+import "sort"
+
+// ApprovalCount is the traffic one approval carried.
+type ApprovalCount struct {
+	ID      string `json:"id"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Snapshot is the filter's counters at one moment, for telemetry.
+type Snapshot struct {
+	Mode             string          `json:"mode"`
+	PolicySerial     uint64          `json:"policy_serial"`
+	Passed           uint64          `json:"passed"`
+	PassedBytes      uint64          `json:"passed_bytes"`
+	Denied           uint64          `json:"denied"` // dropped (inline) or reported (monitor)
+	DeniedBytes      uint64          `json:"denied_bytes"`
+	DeniedFlows      uint64          `json:"denied_flows"`
+	Domestic         uint64          `json:"domestic"`
+	LinkControl      uint64          `json:"link_control"`
+	Other            uint64          `json:"other"` // non-IP frames the filter cannot classify
+	Malformed        uint64          `json:"malformed"`
+	Truncated        uint64          `json:"truncated"`
+	FragmentsUnknown uint64          `json:"fragments_unknown"`
+	NewFlows         uint64          `json:"new_flows"`
+	Flows            int             `json:"flows"` // in the table now
+	FlowCap          int             `json:"flow_cap"`
+	FlowsEvicted     uint64          `json:"flows_evicted"` // dropped from a full table
+	FlowsExpired     uint64          `json:"flows_expired"`
+	Events           uint64          `json:"events"`
+	EventsSuppressed uint64          `json:"events_suppressed"`
+	EvidenceFrames   uint64          `json:"evidence_frames"`
+	Resets           uint64          `json:"resets"`
+	PolicySwaps      uint64          `json:"policy_swaps"`
+	Approvals        []ApprovalCount `json:"approvals"`
+}
+
+// Snapshot reads the counters. Cheap enough for a telemetry tick; not for
+// the packet path.
+func (f *Filter) Snapshot() Snapshot {
+	st := f.state.Load()
+	s := Snapshot{
+		Mode:             f.o.Mode.String(),
+		Passed:           f.c.passed.Load(),
+		PassedBytes:      f.c.passedBytes.Load(),
+		Denied:           f.c.denied.Load(),
+		DeniedBytes:      f.c.deniedBytes.Load(),
+		DeniedFlows:      f.c.deniedFlows.Load(),
+		Domestic:         f.c.domestic.Load(),
+		LinkControl:      f.c.linkControl.Load(),
+		Other:            f.c.other.Load(),
+		Malformed:        f.c.malformed.Load(),
+		Truncated:        f.c.truncated.Load(),
+		FragmentsUnknown: f.c.fragUnknown.Load(),
+		NewFlows:         f.c.newFlows.Load(),
+		Events:           f.c.eventsSent.Load(),
+		EventsSuppressed: f.c.eventsQuiet.Load(),
+		EvidenceFrames:   f.c.evidence.Load(),
+		Resets:           f.c.resets.Load(),
+		PolicySwaps:      f.c.swaps.Load(),
+	}
+	if st.m != nil {
+		s.PolicySerial = st.m.Policy().Serial
+	}
+	for _, sh := range f.shards {
+		sh.mu.Lock()
+		s.Flows += sh.n
+		s.FlowCap += sh.limit
+		s.FlowsEvicted += sh.evicted
+		s.FlowsExpired += sh.expired
+		sh.mu.Unlock()
+	}
+	f.retiredMu.Lock()
+	byID := make(map[string]ApprovalCount, len(f.retired)+len(st.counts))
+	for id, c := range f.retired {
+		byID[id] = c
+	}
+	f.retiredMu.Unlock()
+	for i := range st.counts {
+		a := st.m.Approval(int32(i))
+		c := byID[a.ID]
+		c.ID = a.ID
+		c.Packets += st.counts[i].pkts.Load()
+		c.Bytes += st.counts[i].bytes.Load()
+		byID[a.ID] = c
+	}
+	for _, c := range byID {
+		if c.Packets > 0 {
+			s.Approvals = append(s.Approvals, c)
+		}
+	}
+	sort.Slice(s.Approvals, func(i, j int) bool { return s.Approvals[i].ID < s.Approvals[j].ID })
+	return s
+}
