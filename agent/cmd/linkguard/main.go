@@ -41,6 +41,8 @@ func newRoot() *cobra.Command {
 		newRunCmd(),
 		newVersionCmd(),
 		newPolicyCmd(),
+		newUpdateCmd(),
+		newProvisionConsoleCmd(),
 	)
 	return root
 }
