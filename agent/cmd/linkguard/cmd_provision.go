@@ -70,4 +70,3 @@ func validateProvisionedConfig(data []byte, id provision.Identity) error {
 	}
 	return nil
 }
-
