@@ -178,6 +178,15 @@ func (v *Verifier) targets(t string) bool {
 	return t == v.Device
 }
 
+// PeekID returns the id in a command message without verifying anything:
+// only for naming the command in a refusal.
+func PeekID(msg []byte) string {
+	if len(msg) > MaxMessage || !utf8.Valid(msg) || jsonDepth(msg) > MaxDepth {
+		return ""
+	}
+	return unverifiedID(msg)
+}
+
 // unverifiedID digs the id out of an envelope without trusting it.
 func unverifiedID(msg []byte) string {
 	var env struct {

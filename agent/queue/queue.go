@@ -704,3 +704,36 @@ func syncPath(path string) error {
 	}
 	return nil
 }
+
+// Last returns the newest record of class c still on disk for which keep
+// returns true (nil keep: any). Used at start-up to recover state that is
+// written after the queue, such as an event chain head.
+func (q *Queue) Last(c Class, keep func([]byte) bool) ([]byte, bool, error) {
+	if c >= numClasses {
+		return nil, false, ErrClass
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	l := q.lanes[c]
+	for i := len(l.segs) - 1; i >= 0; i-- {
+		b, err := os.ReadFile(l.segs[i].path)
+		if err != nil {
+			return nil, false, fmt.Errorf("queue: %w", err)
+		}
+		var found []byte
+		for off := 0; off < len(b); {
+			_, data, n, err := decodeRecord(b[off:], q.opt.MaxRecord)
+			if err != nil {
+				break
+			}
+			if keep == nil || keep(data) {
+				found = data
+			}
+			off += n
+		}
+		if found != nil {
+			return append([]byte(nil), found...), true, nil
+		}
+	}
+	return nil, false, nil
+}

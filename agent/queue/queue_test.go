@@ -388,3 +388,18 @@ func TestDropKeepsOrderWithReaderInside(t *testing.T) {
 		t.Fatalf("last record %q", got[len(got)-1].Data)
 	}
 }
+
+func TestLast(t *testing.T) {
+	q := open(t, t.TempDir(), Options{SegmentBytes: 64})
+	if _, ok, _ := q.Last(Event, nil); ok {
+		t.Fatal("Last on an empty queue found a record")
+	}
+	for i := range 10 {
+		q.Append(Event, payload(i))
+		q.Append(Telemetry, []byte("t"))
+	}
+	b, ok, err := q.Last(Event, func(d []byte) bool { return !bytes.Equal(d, payload(9)) })
+	if err != nil || !ok || !bytes.Equal(b, payload(8)) {
+		t.Fatalf("Last = %q %v %v", b, ok, err)
+	}
+}

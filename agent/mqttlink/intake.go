@@ -1,0 +1,356 @@
+package mqttlink
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"linkguard.dev/linkguard/agent/command"
+	"linkguard.dev/linkguard/agent/queue"
+	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/hal/atomicfile"
+	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/store"
+)
+
+// HandlerTimeout bounds one command handler.
+const HandlerTimeout = 30 * time.Second
+
+// onMessage runs on paho's goroutine: hand off and return at once.
+func (l *Link) onMessage(_ paho.Client, m paho.Message) {
+	if m.Topic() == PolicyTopic {
+		if len(m.Payload()) > dsse.MaxEnvelopeSize {
+			l.log.Warn("fleet policy message over the size limit ignored", "bytes", len(m.Payload()))
+			return
+		}
+		// Keep only the newest: a later retained copy supersedes.
+		select {
+		case <-l.policyIn:
+		default:
+		}
+		l.policyIn <- m.Payload()
+		return
+	}
+	select {
+	case l.inbox <- m:
+	default:
+		l.log.Warn("command dropped: intake full", "topic", m.Topic(), "bytes", len(m.Payload()))
+	}
+}
+
+func (l *Link) commandLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-l.inbox:
+			l.handleCommand(ctx, m.Payload(), m.Retained(), m.Topic())
+		}
+	}
+}
+
+// handleCommand verifies and runs one command and always answers it.
+func (l *Link) handleCommand(ctx context.Context, msg []byte, retained bool, topic string) {
+	var (
+		id  string
+		c   *command.Command
+		err error
+	)
+	if retained {
+		// Never act on what the broker replays at subscribe time.
+		id = command.PeekID(msg)
+		err = fmt.Errorf("%w: a retained message on %s is never acted on", command.ErrRetained, topic)
+	} else {
+		id, c, err = l.verify.Verify(msg)
+	}
+	var result any
+	if err == nil {
+		hctx, cancel := context.WithTimeout(ctx, HandlerTimeout)
+		result, err = l.cmds.Dispatch(hctx, c)
+		cancel()
+	}
+	res := Result{CmdID: id, OK: err == nil, Device: l.opt.Device, Result: result, TS: l.opt.Now().UTC()}
+	fields := report.Fields{"cmd_id": id, "topic": topic}
+	if c != nil {
+		res.Type = c.Type
+		fields["type"], fields["signers"] = c.Type, c.Signers
+	}
+	if err != nil {
+		reason := command.ReasonOf(err)
+		res.Reason, res.Error = string(reason), err.Error()
+		fields["reason"], fields["error"] = string(reason), err.Error()
+		l.log.Warn("command refused", "cmd_id", id, "reason", reason, "err", err)
+		l.Emit(report.CommandRefused, report.Warning, fields)
+	} else {
+		l.log.Info("command accepted", "cmd_id", id, "type", c.Type, "signers", c.Signers)
+		l.Emit(report.CommandAccepted, report.Notice, fields)
+	}
+	b, merr := json.Marshal(res)
+	if merr != nil {
+		res.Result = nil
+		res.Error = "result not encodable: " + merr.Error()
+		b, _ = json.Marshal(res)
+	}
+	if err := l.enqueue(queue.Event, l.topics.Result, b); err != nil {
+		l.log.Error("command result not queued", "cmd_id", id, "err", err)
+	}
+}
+
+func (l *Link) policyLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case env := <-l.policyIn:
+			l.applyPolicy(env)
+		}
+	}
+}
+
+// applyPolicy applies the fleet policy like a policy file and writes it to
+// the policy file path. Outcome events come from the store's OnOutcome hook
+// (see PolicyOutcome), so file and MQTT policies report alike.
+func (l *Link) applyPolicy(env []byte) {
+	if l.opt.Policy == nil {
+		return
+	}
+	_, err := l.opt.Policy.Apply(env, "mqtt")
+	if errors.Is(err, store.ErrUnchanged) {
+		return
+	}
+	if err != nil {
+		return // refused and reported by the store
+	}
+	if l.opt.PolicyFile != "" {
+		if err := atomicfile.Write(l.opt.PolicyFile, env, 0o644); err != nil {
+			l.log.Error("applied fleet policy not written to the policy file", "path", l.opt.PolicyFile, "err", err)
+			l.Emit(report.AgentError, report.Error, report.Fields{"error": err.Error(), "what": "policy file write"})
+		}
+	}
+	// The state carries the policy serial.
+	if l.client != nil && l.client.IsConnectionOpen() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := l.publishState(ctx); err != nil {
+			l.log.Warn("state not republished after policy change", "err", err)
+		}
+	}
+}
+
+// PolicyOutcome turns the policy store's outcomes into events; pass it as
+// store.Options.OnOutcome.
+func (l *Link) PolicyOutcome(o store.Outcome) {
+	f := report.Fields{"source": o.Source, "serial": o.Serial, "prev": o.Prev}
+	if o.Applied {
+		l.Emit(report.PolicyApplied, report.Notice, f)
+		return
+	}
+	f["reason"] = errString(o.Err)
+	l.Emit(report.PolicyRejected, report.Warning, f)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// ---- telemetry
+
+func (l *Link) telemetryLoop(ctx context.Context) error {
+	t := time.NewTicker(l.opt.TelemetryEvery)
+	defer t.Stop()
+	sync := time.NewTicker(time.Second)
+	defer sync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sync.C:
+			// Bound what a power cut can take while nothing is delivered.
+			if err := l.q.Sync(); err != nil && !errors.Is(err, queue.ErrClosed) {
+				l.log.Error("queue sync", "err", err)
+			}
+		case <-t.C:
+			l.publishTelemetry()
+		}
+	}
+}
+
+func (l *Link) publishTelemetry() {
+	l.telSeq++
+	qs := l.q.Stats()
+	tel := Telemetry{
+		Device: l.opt.Device, BootID: l.bootID, Seq: l.telSeq, TS: l.opt.Now().UTC(),
+		Agent: AgentHealth{
+			RSSBytes: rss(), Goroutines: runtime.NumGoroutine(),
+			Uptime: l.opt.Now().Sub(l.start).Seconds(),
+			Queue: QueueStats{Depth: qs.Depth, Bytes: qs.Bytes,
+				Dropped: DroppedStats{Telemetry: qs.Dropped[queue.Telemetry], Events: qs.Dropped[queue.Event]}},
+		},
+	}
+	l.secMu.Lock()
+	if len(l.sections) > 0 {
+		tel.Sections = map[string]json.RawMessage{}
+	}
+	for name, fn := range l.sections {
+		b, err := json.Marshal(fn())
+		if err != nil {
+			b, _ = json.Marshal(map[string]string{"error": err.Error()})
+		}
+		tel.Sections[name] = b
+	}
+	l.secMu.Unlock()
+	b, err := json.Marshal(tel)
+	if err != nil {
+		l.log.Error("telemetry not encodable", "err", err)
+		return
+	}
+	if err := l.enqueue(queue.Telemetry, l.topics.Telemetry, b); err != nil {
+		l.log.Error("telemetry not queued", "err", err)
+	}
+	if d := qs.Dropped; d != l.dropsShown {
+		l.Emit(report.QueueDropped, report.Warning, report.Fields{
+			"telemetry": d[queue.Telemetry] - l.dropsShown[queue.Telemetry],
+			"events":    d[queue.Event] - l.dropsShown[queue.Event],
+		})
+		l.dropsShown = d
+	}
+}
+
+// rss reads the resident set size from /proc; 0 where there is none.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
+
+// ---- built-in command handlers
+
+func (l *Link) registerBuiltins() {
+	must := func(typ string, f command.HandlerFunc) {
+		if err := l.cmds.Register(typ, f); err != nil {
+			panic(err) // programming error: built-ins register once
+		}
+	}
+	must(command.Ping, func(context.Context, *command.Command) (any, error) {
+		return map[string]any{"pong": l.opt.Now().UTC(), "boot_id": l.bootID}, nil
+	})
+	must(command.Rebirth, func(ctx context.Context, _ *command.Command) (any, error) {
+		return nil, l.publishState(ctx)
+	})
+	must(command.PolicyFetch, func(ctx context.Context, _ *command.Command) (any, error) {
+		// Subscribing again makes the broker send the retained policy.
+		if err := waitToken(ctx, l.client.Unsubscribe(PolicyTopic), 10*time.Second); err != nil {
+			return nil, fmt.Errorf("unsubscribe: %w", err)
+		}
+		if err := waitToken(ctx, l.client.Subscribe(PolicyTopic, 1, l.onMessage), 10*time.Second); err != nil {
+			return nil, fmt.Errorf("subscribe: %w", err)
+		}
+		var serial uint64
+		if l.opt.Policy != nil {
+			serial = l.opt.Policy.Current().Serial()
+		}
+		return map[string]any{"enforced_serial": serial}, nil
+	})
+	must(command.LogLevel, func(_ context.Context, c *command.Command) (any, error) {
+		var a struct {
+			Level string `json:"level"`
+		}
+		if err := c.DecodeArgs(&a); err != nil {
+			return nil, err
+		}
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(a.Level)); err != nil {
+			return nil, fmt.Errorf("log.level: %w", err)
+		}
+		if l.opt.LevelVar == nil {
+			return nil, errors.New("log.level: this agent's level is fixed")
+		}
+		prev := l.opt.LevelVar.Level()
+		l.opt.LevelVar.Set(lv)
+		l.Emit(report.LogLevelChanged, report.Info, report.Fields{"level": lv.String(), "prev": prev.String()})
+		return map[string]string{"level": lv.String(), "prev": prev.String()}, nil
+	})
+}
+
+// EvidenceChunk is one piece of an uploaded evidence file, on .../evidence.
+type EvidenceChunk struct {
+	CmdID  string `json:"cmd_id"`
+	File   string `json:"file"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	Chunk  int    `json:"chunk"`
+	Chunks int    `json:"chunks"`
+	Data   string `json:"data"` // base64
+}
+
+// EvidenceChunkSize keeps each evidence message well under the queue's
+// record limit.
+const EvidenceChunkSize = 128 << 10
+
+// RegisterEvidence adds evidence.upload, which queues a file from dir (the
+// packet filter's pcap ring) for upload on .../evidence in chunks. Args:
+// {"file": "NAME"}; no file lists what there is.
+func (l *Link) RegisterEvidence(dir string) error {
+	return l.Register(command.EvidenceUpload, command.HandlerFunc(func(_ context.Context, c *command.Command) (any, error) {
+		var a struct {
+			File string `json:"file"`
+		}
+		if err := c.DecodeArgs(&a); err != nil {
+			return nil, err
+		}
+		if a.File == "" {
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				return nil, fmt.Errorf("evidence.upload: %w", err)
+			}
+			var names []string
+			for _, e := range ents {
+				if e.Type().IsRegular() {
+					names = append(names, e.Name())
+				}
+			}
+			return map[string]any{"files": names}, nil
+		}
+		if strings.ContainsAny(a.File, `/\`) || a.File == ".." || a.File == "." {
+			return nil, fmt.Errorf("evidence.upload: %q is not a file name", a.File)
+		}
+		data, err := os.ReadFile(dir + "/" + a.File)
+		if err != nil {
+			return nil, fmt.Errorf("evidence.upload: %w", err)
+		}
+		sum := sha256.Sum256(data)
+		chunks := max(1, (len(data)+EvidenceChunkSize-1)/EvidenceChunkSize)
+		for i := range chunks {
+			part := data[i*EvidenceChunkSize : min(len(data), (i+1)*EvidenceChunkSize)]
+			b, _ := json.Marshal(EvidenceChunk{CmdID: c.ID, File: a.File, Size: int64(len(data)),
+				SHA256: hex.EncodeToString(sum[:]), Chunk: i, Chunks: chunks, Data: base64.StdEncoding.EncodeToString(part)})
+			if err := l.enqueue(queue.Event, l.topics.Evidence, b); err != nil {
+				return nil, fmt.Errorf("evidence.upload: chunk %d: %w", i, err)
+			}
+		}
+		l.Emit(report.EvidenceUploaded, report.Info, report.Fields{"file": a.File, "size": len(data), "sha256": hex.EncodeToString(sum[:])})
+		return map[string]any{"file": a.File, "size": len(data), "chunks": chunks}, nil
+	}))
+}

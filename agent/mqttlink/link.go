@@ -1,0 +1,636 @@
+package mqttlink
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"linkguard.dev/linkguard/agent/command"
+	"linkguard.dev/linkguard/agent/queue"
+	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/store"
+)
+
+// Options configure a Link.
+type Options struct {
+	Device, Site, Kind, Version string
+
+	URL            string // tcp:// mqtt:// ssl:// mqtts:// ws:// wss://
+	CA, Cert, Key  string // PEM files; Cert+Key = the device's identity
+	Keepalive      time.Duration
+	TelemetryEvery time.Duration
+	MinBackoff     time.Duration // first reconnect delay (default 500ms)
+	MaxBackoff     time.Duration // reconnect delay cap (default 60s)
+
+	StateDir      string // queue, event chain and replay memory live in StateDir/mqtt
+	QueueMaxBytes int64
+
+	Operators  *dsse.Keyring // who may sign commands
+	Policy     *store.Store  // the fleet policy is applied here; may be nil
+	PolicyFile string        // and written here once applied; may be empty
+
+	Logger   *slog.Logger
+	LevelVar *slog.LevelVar // for log.level; may be nil
+	Now      func() time.Time
+	// InFlight bounds the QoS 1 messages awaiting PUBACK (default 64).
+	InFlight int
+}
+
+// Link is a device's connection to the broker.
+type Link struct {
+	opt    Options
+	log    *slog.Logger
+	topics Topics
+	bootID string
+	start  time.Time
+	q      *queue.Queue
+	cmds   command.Dispatcher
+	verify *command.Verifier
+	client paho.Client
+
+	upMu sync.Mutex
+	up   chan struct{} // closed while connected
+	lost chan error
+
+	chainMu   sync.Mutex
+	chainSeq  uint64
+	chainHash string
+	chainPath string
+
+	secMu    sync.Mutex
+	sections map[string]func() any
+	telSeq   uint64
+
+	inbox      chan paho.Message
+	policyIn   chan []byte
+	dropsShown [2]uint64
+}
+
+var (
+	_ report.Events     = (*Link)(nil)
+	_ report.Telemetry  = (*Link)(nil)
+	_ command.Registrar = (*Link)(nil)
+)
+
+// New opens the link's durable state (queue, event chain, replay memory);
+// Run connects.
+func New(opt Options) (*Link, error) {
+	if opt.Device == "" || opt.URL == "" {
+		return nil, errors.New("mqttlink: device and url are required")
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.TelemetryEvery <= 0 {
+		opt.TelemetryEvery = 10 * time.Second
+	}
+	if opt.Keepalive <= 0 {
+		opt.Keepalive = 30 * time.Second
+	}
+	if opt.MinBackoff <= 0 {
+		opt.MinBackoff = 500 * time.Millisecond
+	}
+	if opt.MaxBackoff <= 0 {
+		opt.MaxBackoff = time.Minute
+	}
+	if opt.InFlight <= 0 {
+		opt.InFlight = 64
+	}
+	if opt.Operators == nil {
+		opt.Operators = dsse.NewKeyring()
+	}
+	dir := filepath.Join(opt.StateDir, "mqtt")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("mqttlink: %w", err)
+	}
+	q, err := queue.Open(filepath.Join(dir, "queue"), queue.Options{MaxBytes: opt.QueueMaxBytes})
+	if err != nil {
+		return nil, fmt.Errorf("mqttlink: %w", err)
+	}
+	seen, err := command.OpenSeen(filepath.Join(dir, "commands-seen.json"), opt.Now())
+	if err != nil {
+		q.Close()
+		return nil, fmt.Errorf("mqttlink: %w", err)
+	}
+	l := &Link{
+		opt:       opt,
+		log:       opt.Logger,
+		topics:    TopicsFor(opt.Device, opt.Site),
+		bootID:    newID(),
+		start:     opt.Now(),
+		q:         q,
+		up:        make(chan struct{}),
+		lost:      make(chan error, 1),
+		chainPath: filepath.Join(dir, "events-chain.json"),
+		sections:  map[string]func() any{},
+		inbox:     make(chan paho.Message, 64),
+		policyIn:  make(chan []byte, 1),
+	}
+	l.verify = &command.Verifier{Keys: opt.Operators, Device: opt.Device, Site: opt.Site, Seen: seen, Now: opt.Now}
+	if err := l.loadChain(); err != nil {
+		q.Close()
+		return nil, err
+	}
+	l.registerBuiltins()
+	return l, nil
+}
+
+// BootID identifies this run of the agent in state, will, telemetry and events.
+func (l *Link) BootID() string { return l.bootID }
+
+// Topics returns the device's topics.
+func (l *Link) Topics() Topics { return l.topics }
+
+// Register adds a command handler (command.Registrar).
+func (l *Link) Register(typ string, h command.Handler) error { return l.cmds.Register(typ, h) }
+
+// AddSection adds a telemetry section (report.Telemetry).
+func (l *Link) AddSection(name string, collect func() any) {
+	l.secMu.Lock()
+	defer l.secMu.Unlock()
+	l.sections[name] = collect
+}
+
+// QueueStats exposes the queue's figures (for tests and benchmarks).
+func (l *Link) QueueStats() queue.Stats { return l.q.Stats() }
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Run connects, keeps the connection, publishes and takes commands until
+// ctx ends. It closes the queue when it returns.
+func (l *Link) Run(ctx context.Context) error {
+	defer l.q.Close()
+	client, err := l.newClient()
+	if err != nil {
+		return err
+	}
+	l.client = client
+	l.Emit(report.AgentStarted, report.Info, report.Fields{"version": l.opt.Version})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	for _, f := range []func(context.Context) error{l.deliver, l.telemetryLoop, l.commandLoop, l.policyLoop} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	l.connectLoop(ctx)
+	wg.Wait()
+	if l.client.IsConnectionOpen() {
+		// A clean shutdown says so itself rather than leaving it to the will.
+		if b, err := json.Marshal(l.state(false)); err == nil {
+			l.client.Publish(l.topics.State, 1, true, b).WaitTimeout(2 * time.Second)
+		}
+		l.client.Disconnect(250)
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (l *Link) newClient() (paho.Client, error) {
+	u, err := url.Parse(l.opt.URL)
+	if err != nil {
+		return nil, fmt.Errorf("mqttlink: url: %w", err)
+	}
+	if u.User != nil {
+		return nil, errors.New("mqttlink: url must not carry credentials")
+	}
+	secure := false
+	switch u.Scheme {
+	case "tcp", "mqtt":
+		u.Scheme = "tcp"
+	case "ssl", "mqtts", "tls":
+		u.Scheme, secure = "ssl", true
+	case "ws":
+	case "wss":
+		secure = true
+	default:
+		return nil, fmt.Errorf("mqttlink: url scheme %q is not one of tcp mqtt ssl mqtts ws wss", u.Scheme)
+	}
+	if u.Port() == "" {
+		port := map[string]string{"tcp": "1883", "ssl": "8883", "ws": "80", "wss": "443"}[u.Scheme]
+		u.Host += ":" + port
+	}
+	o := paho.NewClientOptions().
+		AddBroker(u.String()).
+		SetClientID(l.opt.Device).
+		SetCleanSession(false).
+		SetResumeSubs(false).
+		SetOrderMatters(true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetKeepAlive(l.opt.Keepalive).
+		SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(15 * time.Second).
+		SetWriteTimeout(15 * time.Second).
+		SetStore(paho.NewOrderedMemoryStore()).
+		SetMaxResumePubInFlight(l.opt.InFlight).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { l.setDown(err) })
+	if secure || l.opt.CA != "" || l.opt.Cert != "" {
+		tc, err := l.tlsConfig(u.Hostname())
+		if err != nil {
+			return nil, err
+		}
+		o.SetTLSConfig(tc)
+	}
+	will, err := json.Marshal(l.state(false))
+	if err != nil {
+		return nil, fmt.Errorf("mqttlink: will: %w", err)
+	}
+	o.SetBinaryWill(l.topics.State, will, 1, true)
+	return paho.NewClient(o), nil
+}
+
+func (l *Link) tlsConfig(host string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	if l.opt.CA != "" {
+		pem, err := os.ReadFile(l.opt.CA)
+		if err != nil {
+			return nil, fmt.Errorf("mqttlink: ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("mqttlink: ca %s: no certificates", l.opt.CA)
+		}
+		tc.RootCAs = pool
+	}
+	if l.opt.Cert != "" {
+		// Loaded at each handshake, so a renewed certificate is picked up
+		// on the next reconnect without a restart.
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := tls.LoadX509KeyPair(l.opt.Cert, l.opt.Key)
+			if err != nil {
+				return nil, fmt.Errorf("mqttlink: client certificate: %w", err)
+			}
+			return &c, nil
+		}
+		if _, err := tls.LoadX509KeyPair(l.opt.Cert, l.opt.Key); err != nil {
+			return nil, fmt.Errorf("mqttlink: client certificate: %w", err)
+		}
+	}
+	return tc, nil
+}
+
+// brokerName is the broker address for logs: never credentials or a query.
+func (l *Link) brokerName() string {
+	u, err := url.Parse(l.opt.URL)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// connectLoop connects and reconnects with exponential backoff and full
+// jitter until ctx ends.
+func (l *Link) connectLoop(ctx context.Context) {
+	backoff := l.opt.MinBackoff
+	for ctx.Err() == nil {
+		err := l.connect(ctx)
+		if err == nil {
+			backoff = l.opt.MinBackoff
+			select {
+			case <-ctx.Done():
+				return
+			case err = <-l.lost:
+			}
+			l.log.Warn("mqtt connection lost", "broker", l.brokerName(), "err", err)
+		} else {
+			l.log.Warn("mqtt connect failed", "broker", l.brokerName(), "err", err, "retry_max", backoff)
+		}
+		delay := jitter(backoff)
+		backoff = min(backoff*2, l.opt.MaxBackoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// jitter picks a delay in [d/2, d) so a fleet does not reconnect in step.
+func jitter(d time.Duration) time.Duration {
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(d/2)+1))
+	if err != nil {
+		return d
+	}
+	return d/2 + time.Duration(n.Int64())
+}
+
+func (l *Link) connect(ctx context.Context) error {
+	select {
+	case <-l.lost: // a stale loss from the previous session
+	default:
+	}
+	tok := l.client.Connect()
+	if err := waitToken(ctx, tok, 30*time.Second); err != nil {
+		return err
+	}
+	subs := map[string]byte{l.topics.Cmd: 1, AllCmdTopic: 1, PolicyTopic: 1}
+	if l.opt.Site != "" {
+		subs[l.topics.SiteCmd] = 1
+	}
+	if err := waitToken(ctx, l.client.SubscribeMultiple(subs, l.onMessage), 30*time.Second); err != nil {
+		l.client.Disconnect(0)
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	if err := l.publishState(ctx); err != nil {
+		l.client.Disconnect(0)
+		return err
+	}
+	l.upMu.Lock()
+	select {
+	case <-l.up:
+	default:
+		close(l.up)
+	}
+	l.upMu.Unlock()
+	l.log.Info("mqtt connected", "broker", l.brokerName(), "client_id", l.opt.Device, "boot_id", l.bootID)
+	return nil
+}
+
+func (l *Link) setDown(err error) {
+	l.upMu.Lock()
+	select {
+	case <-l.up:
+		l.up = make(chan struct{})
+	default:
+	}
+	l.upMu.Unlock()
+	select {
+	case l.lost <- err:
+	default:
+	}
+}
+
+func (l *Link) upChan() chan struct{} {
+	l.upMu.Lock()
+	defer l.upMu.Unlock()
+	return l.up
+}
+
+func waitToken(ctx context.Context, tok paho.Token, limit time.Duration) error {
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return errors.New("timed out")
+	}
+}
+
+func (l *Link) state(online bool) State {
+	s := State{Online: online, Device: l.opt.Device, BootID: l.bootID, TS: l.opt.Now().UTC()}
+	if !online {
+		return s
+	}
+	s.Site, s.Kind, s.Version = l.opt.Site, l.opt.Kind, l.opt.Version
+	s.Capabilities = l.cmds.Types()
+	if l.opt.Policy != nil {
+		if c := l.opt.Policy.Current(); c != nil {
+			exp := c.Matcher.Policy().Expires.UTC()
+			s.Policy = &PolicyState{Serial: c.Serial(), Expires: &exp}
+		} else {
+			s.Policy = &PolicyState{}
+		}
+	}
+	return s
+}
+
+func (l *Link) publishState(ctx context.Context) error {
+	b, err := json.Marshal(l.state(true))
+	if err != nil {
+		return fmt.Errorf("mqttlink: state: %w", err)
+	}
+	if err := waitToken(ctx, l.client.Publish(l.topics.State, 1, true, b), 30*time.Second); err != nil {
+		return fmt.Errorf("publish state: %w", err)
+	}
+	return nil
+}
+
+// ---- durable publishing
+
+// record layout in the queue: topic length (u16), topic, payload.
+func encodeRecord(topic string, payload []byte) []byte {
+	b := make([]byte, 0, 2+len(topic)+len(payload))
+	b = append(b, byte(len(topic)>>8), byte(len(topic)))
+	b = append(b, topic...)
+	return append(b, payload...)
+}
+
+func decodeRecord(b []byte) (string, []byte, error) {
+	if len(b) < 2 {
+		return "", nil, errors.New("mqttlink: short queue record")
+	}
+	n := int(b[0])<<8 | int(b[1])
+	if len(b) < 2+n {
+		return "", nil, errors.New("mqttlink: short queue record")
+	}
+	return string(b[2 : 2+n]), b[2+n:], nil
+}
+
+// enqueue puts a message on the durable queue for in-order delivery.
+func (l *Link) enqueue(c queue.Class, topic string, payload []byte) error {
+	_, err := l.q.Append(c, encodeRecord(topic, payload))
+	return err
+}
+
+type pending struct {
+	seq     uint64
+	tok     paho.Token
+	barrier chan struct{} // set on a barrier: closed once everything before it settled
+}
+
+// deliver publishes queued records in order, at most InFlight awaiting
+// PUBACK, and acknowledges them in the queue as their PUBACKs arrive, in
+// order. Records in flight when the connection drops stay in paho's ordered
+// store and are resent first on reconnect (clean session false); records in
+// flight when the process dies are resent from the queue at the next start.
+// So delivery is at least once and in order; consumers drop duplicates by
+// event id. A publish that fails outright (not connected) stops the
+// acknowledgements; once everything in flight has settled, the queue hands
+// every unacknowledged record out again, in order.
+func (l *Link) deliver(ctx context.Context) error {
+	inflight := make(chan pending, l.opt.InFlight)
+	var failed sync.Mutex // guards bad
+	bad := false
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		for p := range inflight {
+			if p.barrier != nil {
+				failed.Lock()
+				bad = false
+				failed.Unlock()
+				close(p.barrier)
+				continue
+			}
+			err := waitToken(ctx, p.tok, 1<<62)
+			if ctx.Err() != nil {
+				continue
+			}
+			failed.Lock()
+			if err != nil && !bad {
+				bad = true
+				l.log.Warn("publish failed; will resend from the queue", "seq", p.seq, "err", err)
+			}
+			ok := !bad
+			failed.Unlock()
+			if ok {
+				if err := l.q.Ack(p.seq); err != nil {
+					l.log.Error("queue ack", "err", err)
+				}
+			}
+		}
+	}()
+	defer func() { close(inflight); <-acked }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.upChan():
+		}
+		rec, err := l.q.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("mqttlink: queue: %w", err)
+		}
+		failed.Lock()
+		retry := bad
+		failed.Unlock()
+		if retry {
+			b := pending{barrier: make(chan struct{})}
+			select {
+			case inflight <- b:
+			case <-ctx.Done():
+				return nil
+			}
+			select {
+			case <-b.barrier:
+			case <-ctx.Done():
+				return nil
+			}
+			l.q.Rewind()
+			continue
+		}
+		topic, payload, err := decodeRecord(rec.Data)
+		if err != nil {
+			l.log.Error("dropping unreadable queue record", "seq", rec.Seq, "err", err)
+			continue
+		}
+		select {
+		case inflight <- pending{seq: rec.Seq, tok: l.client.Publish(topic, 1, false, payload)}:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// ---- events
+
+type chainHead struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// loadChain restores the event chain head: the chain file, or the newest
+// event still in the queue if that is later (the file is written after the
+// queue, so a crash between the two leaves the queue ahead).
+func (l *Link) loadChain() error {
+	l.chainSeq, l.chainHash = 0, Genesis
+	if b, err := os.ReadFile(l.chainPath); err == nil {
+		var h chainHead
+		if err := json.Unmarshal(b, &h); err != nil || len(h.Hash) != 64 {
+			return fmt.Errorf("mqttlink: event chain %s is damaged: %v", l.chainPath, err)
+		}
+		l.chainSeq, l.chainHash = h.Seq, h.Hash
+	} else if !os.IsNotExist(err) {
+		return fmt.Errorf("mqttlink: event chain: %w", err)
+	}
+	last, ok, err := l.q.Last(queue.Event, func(data []byte) bool {
+		topic, _, err := decodeRecord(data)
+		return err == nil && topic == l.topics.Events
+	})
+	if err != nil {
+		return fmt.Errorf("mqttlink: %w", err)
+	}
+	if ok {
+		_, payload, _ := decodeRecord(last)
+		var ev Event
+		if json.Unmarshal(payload, &ev) == nil && ev.Seq > l.chainSeq {
+			sum := sha256.Sum256(payload)
+			l.chainSeq, l.chainHash = ev.Seq, hex.EncodeToString(sum[:])
+		}
+	}
+	return nil
+}
+
+// Emit publishes an event through the durable queue, chained to the
+// previous one (report.Events).
+func (l *Link) Emit(typ string, sev report.Severity, f report.Fields) {
+	l.chainMu.Lock()
+	defer l.chainMu.Unlock()
+	ev := Event{
+		ID: newID(), TS: l.opt.Now().UTC(), Seq: l.chainSeq + 1,
+		Device: l.opt.Device, BootID: l.bootID,
+		Severity: sev.String(), Type: typ, Prev: l.chainHash, Fields: f,
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		ev.Fields = map[string]any{"unencodable_fields": err.Error()}
+		b, _ = json.Marshal(ev)
+	}
+	if err := l.enqueue(queue.Event, l.topics.Events, b); err != nil {
+		l.log.Error("event not queued", "type", typ, "err", err)
+		return
+	}
+	sum := sha256.Sum256(b)
+	l.chainSeq, l.chainHash = ev.Seq, hex.EncodeToString(sum[:])
+	hb, _ := json.Marshal(chainHead{l.chainSeq, l.chainHash})
+	// Not fsynced on purpose: the chain file must never be ahead of the
+	// queue; loadChain takes the later of the two.
+	tmp := l.chainPath + ".tmp"
+	if err := os.WriteFile(tmp, hb, 0o600); err == nil {
+		err = os.Rename(tmp, l.chainPath)
+	}
+	if err != nil {
+		l.log.Error("event chain head not saved", "err", err)
+	}
+}
