@@ -7,7 +7,10 @@
 // (github.com/gaissmai/bart; chosen over a hand-written trie: 0 allocs per
 // lookup and well-kept), and each table entry lists every approval whose
 // prefixes cover it, supernets included, so one lookup finds all candidates.
-// Decide allocates nothing. A Matcher is never modified after Compile, so the
+// Decide allocates nothing on 64-bit targets (BenchmarkMatch); on 32-bit ARM
+// and MIPS bart's lookups let a 4- or 16-byte address slice escape, so Decide
+// makes up to three small allocations there — paid once per new flow, since
+// the packet path caches verdicts per flow. A Matcher is never modified after Compile, so the
 // packet path can load it through an atomic.Pointer and swap it whole.
 //
 // It imports policy and bart only: nothing of MQTT, the agent or capture.

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -189,8 +190,15 @@ func randomIn(r *rand.Rand, p netip.Prefix) netip.Addr {
 func TestDecideAllocatesNothing(t *testing.T) {
 	m := match.Compile(policytest.Synthetic(10000, 1))
 	q := match.Query{Site: "s", Src: netip.MustParseAddr("103.1.0.1"), Dst: m.Policy().Approvals[3].Remote[0].Addr(), Proto: 6, DPort: 443, Now: time.Now()}
-	if n := testing.AllocsPerRun(1000, func() { m.Decide(&q) }); n != 0 {
-		t.Fatalf("Decide allocates %v times per call", n)
+	// On 32-bit targets bart's lookup lets the address's byte slice escape
+	// (netip.Addr.AsSlice is not kept on the stack there): up to one small
+	// allocation per table lookup, paid per new flow, never per packet.
+	want := 0.0
+	if strconv.IntSize == 32 {
+		want = 3
+	}
+	if n := testing.AllocsPerRun(1000, func() { m.Decide(&q) }); n > want {
+		t.Fatalf("Decide allocates %v times per call, want at most %v", n, want)
 	}
 }
 
