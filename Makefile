@@ -37,8 +37,8 @@ test-go:
 	$(GO) test -race -timeout 25m -count=1 ./...
 
 test-qemu: ## Run the core packages' tests cross-compiled for arm and arm64 under qemu-user
-	CGO_ENABLED=0 GOARCH=arm GOARM=7 $(GO) test -count=1 -exec qemu-arm $(QEMU_PKGS)
-	CGO_ENABLED=0 GOARCH=arm64 $(GO) test -count=1 -exec qemu-aarch64 $(QEMU_PKGS)
+	CGO_ENABLED=0 GOARCH=arm GOARM=7 $(GO) test -short -count=1 -exec qemu-arm $(QEMU_PKGS)
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) test -short -count=1 -exec qemu-aarch64 $(QEMU_PKGS)
 
 bench: ## Run the benchmarks (with allocations)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
