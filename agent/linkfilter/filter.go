@@ -64,6 +64,10 @@ type Options struct {
 	EvidencePerFlow int
 	Evidence        *Evidence // nil: no evidence kept
 	Logger          *slog.Logger
+	// DecideAt, when set (Unix nanos), is the time policies are judged at
+	// instead of each frame's timestamp: replaying an old capture against
+	// today's policy. Flow timeouts still follow frame time.
+	DecideAt int64
 }
 
 // polState is one policy generation as the packet path sees it.
@@ -263,8 +267,12 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 		f.c.newFlows.Add(1)
 	}
 	prevAllowed := fl.gen != 0 && fl.decided.Verdict.Allowed()
-	if isNew || fl.gen != st.gen || now >= fl.decided.RecheckAt {
-		fl.decided = f.decide(st, fl, now)
+	dnow := now
+	if f.o.DecideAt != 0 {
+		dnow = f.o.DecideAt
+	}
+	if isNew || fl.gen != st.gen || dnow >= fl.decided.RecheckAt {
+		fl.decided = f.decide(st, fl, dnow)
 		fl.gen = st.gen
 		if !fl.decided.Verdict.Allowed() || fl.decided.Verdict == match.Monitored {
 			fl.reported = false

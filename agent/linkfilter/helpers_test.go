@@ -113,3 +113,5 @@ func judge(f *Filter, d *Decoder, fr []byte, now int64) (Packet, Result) {
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 func timeAt(ns int64) time.Time { return time.Unix(0, ns) }
+
+func compileSynthetic(p *policy.Policy) *match.Matcher { return match.Compile(p) }

@@ -41,6 +41,7 @@ func newRoot() *cobra.Command {
 		newRunCmd(),
 		newVersionCmd(),
 		newPolicyCmd(),
+		newReplayCmd(),
 		newUpdateCmd(),
 		newProvisionConsoleCmd(),
 	)

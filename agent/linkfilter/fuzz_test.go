@@ -1,0 +1,34 @@
+package linkfilter
+
+import (
+	"testing"
+
+	"github.com/gopacket/gopacket/layers"
+)
+
+// FuzzJudge feeds arbitrary frames of every supported link type through
+// decode and the classifier (and the RST builder): no panic, and a frame
+// is either passed or judged.
+func FuzzJudge(f *testing.F) {
+	f.Add(uint8(0), tcp4(f, "10.1.0.5", "198.51.100.7", 40000, 443, true, false, nil))
+	f.Add(uint8(0), udp6(f, "fd00:1::5", "2001:db8:aa::1", 5000, 53))
+	f.Add(uint8(1), tcp4(f, "10.1.0.5", "8.8.8.8", 1, 2, false, true, []byte("x"))[14:])
+	f.Add(uint8(2), []byte{0, 0, 0, 2, 0x45, 0, 0, 20})
+	f.Add(uint8(0), []byte{1, 0x80, 0xc2, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0, 38, 0x42, 0x42, 3})
+	m := testMatcher(f, testPolicy)
+	links := []layers.LinkType{layers.LinkTypeEthernet, layers.LinkTypeRaw, layers.LinkTypeNull, layers.LinkTypeLinuxSLL}
+	f.Fuzz(func(t *testing.T, link uint8, frame []byte) {
+		flt := New(Options{Site: "s1", MaxFlows: 64, Mode: ModeMonitor, Reset: true})
+		flt.SetMatcher(m)
+		d := NewDecoder(links[int(link)%len(links)])
+		var p Packet
+		d.Decode(frame, false, &p)
+		r := flt.Judge(&p, frame, len(frame), t0)
+		if r.Action == 0 {
+			t.Fatalf("no action for %+v", p)
+		}
+		var buf [rstMax]byte
+		BuildRST(buf[:], frame, &p, true)
+		BuildRST(buf[:], frame, &p, false)
+	})
+}
