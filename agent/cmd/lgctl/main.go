@@ -41,6 +41,10 @@ func newRoot() *cobra.Command {
 		newVersionCmd(),
 		newKeyCmd(),
 		newPolicyCmd(),
+		newBundleCmd(),
+		newPortsCmd(),
+		newProvisionCmd(),
+		newFlashCmd(),
 	)
 	return root
 }

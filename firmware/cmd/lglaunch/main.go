@@ -5,6 +5,7 @@
 //	lglaunch -root /opt/linkguard -- run --config /etc/linkguard/config.yaml
 //	lglaunch -root /opt/linkguard -status
 //	lglaunch -root /opt/linkguard -commit b
+//	lglaunch -root /opt/linkguard -cli -- update status   (the active slot's CLI)
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"syscall"
 
 	"linkguard.dev/linkguard/firmware/launcher"
 	"linkguard.dev/linkguard/firmware/slot"
@@ -33,6 +35,7 @@ func run() int {
 	fs.DurationVar(&cfg.KillGrace, "kill-grace", 0, "SIGTERM to SIGKILL when stopping a candidate (default 10s)")
 	status := fs.Bool("status", false, "print the slot state as JSON and exit")
 	commit := fs.String("commit", "", "commit candidate slot `a|b` and exit")
+	cli := fs.Bool("cli", false, "run the committed active slot's binary with the arguments as a command (no boot accounting)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
@@ -53,6 +56,21 @@ func run() int {
 		b, _ := json.MarshalIndent(st, "", "  ")
 		fmt.Println(string(b))
 		return 0
+	case *cli:
+		s, err := slot.New(cfg.Root)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		st, err := s.Load()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		bin := s.Binary(st.Active)
+		err = syscall.Exec(bin, append([]string{bin}, cfg.Args...), os.Environ())
+		fmt.Fprintln(os.Stderr, "lglaunch: exec", bin+":", err)
+		return 1
 	case *commit != "":
 		s, err := slot.New(cfg.Root)
 		if err == nil {
