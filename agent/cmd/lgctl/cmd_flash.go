@@ -216,48 +216,48 @@ func (ff *flashFlags) viaSSH(ctx context.Context, out, errw io.Writer, bundlePat
 		return err
 	}
 	defer run1(c, "rm -f "+shellQuote(remote), nil)
-	lg := shellQuote(ff.remoteLG) + " -c " + shellQuote(ff.remoteConfig)
+	lg := shellQuote(ff.remoteLG)
+	cfg := " -c " + shellQuote(ff.remoteConfig)
 	fmt.Fprintln(out, "installing (the device verifies signature, arch, version and sha256 first)")
-	res, err := run1(c, lg+" update install "+shellQuote(remote), nil)
+	res, err := run1(c, lg+" update install"+cfg+" "+shellQuote(remote), nil)
 	if err != nil {
 		return err
 	}
 	fmt.Fprint(out, res)
 	if !strings.Contains(res, "candidate") {
-		return ff.report(out, func() (slot.State, error) { return sshStatus(c, lg) }, "")
+		return ff.report(out, func() (slot.State, error) { return sshStatus(c, lg, cfg) }, "")
+	}
+	status := func() (slot.State, error) { return sshStatus(c, lg, cfg) }
+	st, err := status()
+	if err != nil {
+		return err
 	}
 	fmt.Fprintln(out, "restarting the service into the candidate")
 	if _, err := run1(c, ff.restartCmd, nil); err != nil {
 		return err
 	}
-	return ff.wait(ctx, out, func() (slot.State, error) { return sshStatus(c, lg) })
+	return ff.wait(ctx, out, status, st.Candidate)
 }
 
-func sshStatus(c *ssh.Client, lg string) (slot.State, error) {
+func sshStatus(c *ssh.Client, lg, cfg string) (slot.State, error) {
 	var st slot.State
-	s, err := run1(c, lg+" update status", nil)
+	s, err := run1(c, lg+" update status"+cfg, nil)
 	if err != nil {
 		return st, err
 	}
 	return st, json.Unmarshal([]byte(s), &st)
 }
 
-// wait polls the device until its candidate commits or is rolled back.
-func (ff *flashFlags) wait(ctx context.Context, out io.Writer, status func() (slot.State, error)) error {
-	st, err := status()
-	if err != nil {
-		return err
-	}
-	cand := st.Candidate
-	if cand == "" {
-		return ff.report(out, status, "")
-	}
+// wait polls the device until candidate cand commits or is rolled back.
+func (ff *flashFlags) wait(ctx context.Context, out io.Writer, status func() (slot.State, error), cand slot.Name) error {
 	deadline := time.Now().Add(ff.healthTimeout)
-	for time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+	for first := true; time.Now().Before(deadline); first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
 		st, err := status()
 		if err != nil {
@@ -319,8 +319,12 @@ func (ff *flashFlags) viaSerial(ctx context.Context, out, errw io.Writer, bundle
 	if !in.Candidate {
 		return ff.report(out, status, "")
 	}
+	st, err := status()
+	if err != nil {
+		return err
+	}
 	if _, err := c.Call(ctx, "RESTART"); err != nil {
 		return err
 	}
-	return ff.wait(ctx, out, status)
+	return ff.wait(ctx, out, status, st.Candidate)
 }
