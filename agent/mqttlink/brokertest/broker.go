@@ -85,6 +85,7 @@ func waitTLS(tb testing.TB, addr string, tc *tls.Config, what func() string) {
 // ---- mosquitto
 
 type mosquitto struct {
+	bin  string
 	pki  *PKI
 	conf string
 	port int
@@ -101,7 +102,7 @@ func Mosquitto(tb testing.TB, pki *PKI) Broker {
 	tb.Helper()
 	bin := envtest.Command(tb, "mosquitto")
 	dir := tb.TempDir()
-	m := &mosquitto{pki: pki, port: freePort(tb), conf: filepath.Join(dir, "mosquitto.conf")}
+	m := &mosquitto{bin: bin, pki: pki, port: freePort(tb), conf: filepath.Join(dir, "mosquitto.conf")}
 	conf := fmt.Sprintf(`per_listener_settings false
 allow_anonymous false
 persistence true
@@ -119,10 +120,14 @@ keyfile %s
 require_certificate true
 use_identity_as_username true
 `, dir, m.port, pki.CA, pki.ServerCert, pki.ServerKey)
+	if os.Geteuid() == 0 {
+		// Run as root, mosquitto drops to user mosquitto, which cannot read
+		// the test's private key files.
+		conf = "user root\n" + conf
+	}
 	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	_ = bin
 	m.tc = pki.ClientTLS(tb, "brokertest-probe")
 	m.Start(tb)
 	tb.Cleanup(func() { m.Stop(tb) })
@@ -140,7 +145,7 @@ func (m *mosquitto) Start(tb testing.TB) {
 		return
 	}
 	m.out = new(bytes.Buffer)
-	cmd := exec.Command("mosquitto", "-c", m.conf)
+	cmd := exec.Command(m.bin, "-c", m.conf)
 	cmd.Stdout, cmd.Stderr = m.out, m.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -173,12 +178,13 @@ func (m *mosquitto) Stop(tb testing.TB) {
 // ---- mochi
 
 type mochi struct {
-	srv  *mqtt.Server
-	addr string
-	tls  *tls.Config
-	tc   *tls.Config
-	mu   sync.Mutex
-	up   bool
+	srv   *mqtt.Server
+	addr  string
+	tls   *tls.Config
+	tc    *tls.Config
+	mu    sync.Mutex
+	up    bool
+	subID int
 }
 
 const mochiListener = "tls"
@@ -279,3 +285,32 @@ func (h *allowCertified) Provides(b byte) bool {
 func (h *allowCertified) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
 func (h *allowCertified) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// Inline is implemented by embedded brokers: an in-process subscriber that
+// is never disconnected, even by Stop, and sees messages in the order the
+// broker accepted them. (A remote subscriber's queued messages may be
+// redelivered in another order by mochi after a reconnect.)
+type Inline interface {
+	Subscribe(filter string, fn func(topic string, payload []byte, retained bool)) (unsubscribe func(), err error)
+	Publish(topic string, payload []byte, retained bool) error
+}
+
+var _ Inline = (*mochi)(nil)
+
+func (m *mochi) Subscribe(filter string, fn func(string, []byte, bool)) (func(), error) {
+	m.mu.Lock()
+	m.subID++
+	id := m.subID
+	m.mu.Unlock()
+	err := m.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		fn(pk.TopicName, pk.Payload, pk.FixedHeader.Retain)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { m.srv.Unsubscribe(filter, id) }, nil
+}
+
+func (m *mochi) Publish(topic string, payload []byte, retained bool) error {
+	return m.srv.Publish(topic, payload, retained, 1)
+}

@@ -19,11 +19,11 @@ import (
 // PKI is a throwaway certificate authority with a server certificate for
 // 127.0.0.1/localhost, all written as PEM files in Dir.
 type PKI struct {
-	Dir                      string
+	Dir                       string
 	CA, ServerCert, ServerKey string
-	caCert                   *x509.Certificate
-	caKey                    *ecdsa.PrivateKey
-	serial                   int64
+	caCert                    *x509.Certificate
+	caKey                     *ecdsa.PrivateKey
+	serial                    int64
 }
 
 // NewPKI creates a CA and a server certificate under a test directory.
