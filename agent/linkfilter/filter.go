@@ -2,6 +2,8 @@ package linkfilter
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math"
@@ -94,6 +96,7 @@ type Filter struct {
 	c      counters
 	lim    limiter
 
+	seed      uint64 // flow hash seed
 	retiredMu sync.Mutex
 	retired   map[string]ApprovalCount // counts of approvals under earlier generations
 	swapAt    atomic.Int64             // Unix nanos of the last policy swap
@@ -146,8 +149,11 @@ func New(o Options) *Filter {
 	f := &Filter{o: o, log: o.Logger, retired: map[string]ApprovalCount{}}
 	f.lim = limiter{rate: o.EventsPerSecond, burst: o.EventBurst, tokens: o.EventBurst}
 	per := max(1, o.MaxFlows/nShards)
+	var sb [8]byte
+	_, _ = crand.Read(sb[:])
+	f.seed = binary.LittleEndian.Uint64(sb[:])
 	for i := range f.shards {
-		f.shards[i] = newShard(per)
+		f.shards[i] = newShard(per, f.seed)
 	}
 	f.state.Store(&polState{deny: true})
 	return f
@@ -243,7 +249,7 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 		return f.finish(st, r, p, frame, wireLen, now, nil)
 	}
 	k, fwd := keyOf(p)
-	h := k.hash()
+	h := k.hash(f.seed)
 	s := f.shards[h>>60]
 	s.mu.Lock()
 	i := s.find(&k, h)
@@ -261,7 +267,7 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 		isNew = true
 	}
 	if isNew {
-		fl.initA = fwd
+		fl.initA = fwd == initiatedBySender(p)
 		fl.first = now
 		fl.tcp = tcpOpening
 		f.c.newFlows.Add(1)
@@ -322,6 +328,26 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 		f.c.deniedFlows.Add(1)
 	}
 	return f.finish(st, r, p, frame, wireLen, now, ev)
+}
+
+// initiatedBySender guesses, from the first frame seen of a flow, whether
+// its sender opened the flow. Readers of two ports race, so the first frame
+// seen may be the answer (a monitor on a kernel bridge sees a SYN-ACK before
+// its SYN now and then): a SYN-ACK was sent by the responder; otherwise an
+// ephemeral source port talking to a lower port marks the opener, and
+// failing that the sender is taken to be the opener.
+func initiatedBySender(p *Packet) bool {
+	if p.Proto == 6 && p.TCPFlags&(TCPSyn|TCPAck) == TCPSyn|TCPAck {
+		return false
+	}
+	if p.Proto == 6 && p.TCPFlags&TCPSyn != 0 {
+		return true
+	}
+	const ephemeral = 32768
+	if p.DPort >= ephemeral && p.SPort < ephemeral && p.SPort != 0 {
+		return false
+	}
+	return true
 }
 
 // decide asks the matcher about a flow, as its initiator opened it.

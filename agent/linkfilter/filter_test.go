@@ -2,6 +2,7 @@ package linkfilter
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -221,8 +222,13 @@ func TestFlowTableBounded(t *testing.T) {
 	d.Decode(fr, false, &p)
 	for i := range 10000 {
 		p.SPort = uint16(i)
-		p.Src = addr("10.1.0.5").Next()
+		p.Dst = netip.AddrFrom4([4]byte{8, byte(i), byte(i >> 8), 1})
 		f.Judge(&p, fr, len(fr), t0+int64(i))
+	}
+	for _, sh := range f.shards {
+		if sh.n > sh.limit {
+			t.Fatalf("shard holds %d flows, limit %d", sh.n, sh.limit)
+		}
 	}
 	s := f.Snapshot()
 	if s.Flows > s.FlowCap || s.FlowCap != 256 || s.FlowsEvicted+s.FlowsExpired < 10000-256 {
@@ -232,7 +238,7 @@ func TestFlowTableBounded(t *testing.T) {
 	// probe runs intact).
 	for _, sh := range f.shards {
 		for i := range sh.slots {
-			if sl := &sh.slots[i]; sl.used && sh.find(&sl.key, sl.key.hash()) != i {
+			if sl := &sh.slots[i]; sl.used && sh.find(&sl.key, sl.key.hash(f.seed)) != i {
 				t.Fatalf("slot %d unreachable", i)
 			}
 		}
@@ -346,6 +352,28 @@ func TestBuildRST(t *testing.T) {
 					t.Fatal(ip.DstIP)
 				}
 			}
+		}
+	}
+}
+
+func TestInitiatorFromFirstFrameSeen(t *testing.T) {
+	f := New(Options{Site: "s1"})
+	f.SetMatcher(testMatcher(t, testPolicy))
+	d := NewDecoder(layers.LinkTypeEthernet)
+	// The SYN-ACK of a connection 10.1.0.5 opened to 192.0.2.9:443 is seen
+	// first: the flow is still judged as opened to port 443 (approved).
+	if _, r := judge(f, d, tcp4(t, "192.0.2.9", "10.1.0.5", 443, 40000, true, true, nil), t0); r.Verdict != match.Approved {
+		t.Fatalf("syn-ack first: %+v", r)
+	}
+	// Mid-stream UDP reply from a low port to an ephemeral one.
+	if _, r := judge(f, d, frame(t, eth(layers.EthernetTypeIPv4), ip4("192.0.2.9", "10.1.0.6", layers.IPProtocolUDP),
+		&layers.UDP{SrcPort: 443, DstPort: 50000}), t0); r.Verdict != match.Denied || r.Reason != match.ReasonService {
+		t.Fatalf("udp: %+v", r)
+	}
+	fl := f.Flows()
+	for _, fi := range fl {
+		if fi.Src != addr("10.1.0.5") && fi.Src != addr("10.1.0.6") {
+			t.Errorf("initiator %v", fi)
 		}
 	}
 }

@@ -39,18 +39,23 @@ func less(x *[16]byte, px uint16, y *[16]byte, py uint16) bool {
 	return px <= py
 }
 
-func (k *flowKey) hash() uint64 {
-	h := uint64(k.proto) | uint64(k.pa)<<8 | uint64(k.pb)<<24
-	for _, w := range [4]uint64{
-		binary.LittleEndian.Uint64(k.a[:8]), binary.LittleEndian.Uint64(k.a[8:]),
-		binary.LittleEndian.Uint64(k.b[:8]), binary.LittleEndian.Uint64(k.b[8:]),
-	} {
-		h ^= w
-		h *= 0x9e3779b97f4a7c15
-		h ^= h >> 29
-	}
-	h *= 0xbf58476d1ce4e5b9
-	return h ^ h>>32
+// hash mixes the key with a per-table random seed, so nobody outside can
+// aim a flood of tuples at one probe run.
+func (k *flowKey) hash(seed uint64) uint64 {
+	h := seed ^ (uint64(k.proto) | uint64(k.pa)<<8 | uint64(k.pb)<<24)
+	h = mix64(h ^ binary.LittleEndian.Uint64(k.a[:8]))
+	h = mix64(h ^ binary.LittleEndian.Uint64(k.a[8:]))
+	h = mix64(h ^ binary.LittleEndian.Uint64(k.b[:8]))
+	return mix64(h ^ binary.LittleEndian.Uint64(k.b[8:]))
+}
+
+// mix64 is the splitmix64 finaliser.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // TCP states the table tracks, only as far as timeouts need.
@@ -131,17 +136,18 @@ type shard struct {
 	n       int
 	limit   int
 	cursor  uint64 // eviction clock hand
+	seed    uint64
 	evicted uint64
 	expired uint64
 	_       [40]byte // keep shards' locks off one cache line
 }
 
-func newShard(limit int) *shard {
+func newShard(limit int, seed uint64) *shard {
 	size := 8
 	for size < 2*limit {
 		size *= 2
 	}
-	return &shard{slots: make([]flow, size), mask: uint64(size - 1), limit: limit}
+	return &shard{slots: make([]flow, size), mask: uint64(size - 1), limit: limit, seed: seed}
 }
 
 // find returns the slot holding k, or -1.
@@ -175,13 +181,16 @@ func (s *shard) insert(k *flowKey, h uint64, now int64, to *Timeouts) int {
 // within a short scan, else the least recently seen of those it passed.
 func (s *shard) evictOne(now int64, to *Timeouts) {
 	victim, oldest := -1, int64(1<<63-1)
-	for scanned := 0; scanned < 64 && scanned <= len(s.slots); scanned++ {
+	// Look at up to 32 live flows (the table is at most half full, so
+	// about 64 slots).
+	for seen, scanned := 0, 0; seen < 32 && scanned < len(s.slots); scanned++ {
 		i := int(s.cursor & s.mask)
 		s.cursor++
 		f := &s.slots[i]
 		if !f.used {
 			continue
 		}
+		seen++
 		if now-f.last > to.of(f) {
 			s.remove(i)
 			s.expired++
@@ -208,7 +217,7 @@ func (s *shard) remove(i int) {
 		if !f.used {
 			return
 		}
-		home := int(f.key.hash() & s.mask)
+		home := int(f.key.hash(s.seed) & s.mask)
 		// f may move to i when i lies cyclically in [home, j).
 		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
 			s.slots[i] = *f

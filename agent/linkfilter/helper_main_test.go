@@ -1,0 +1,246 @@
+package linkfilter_test
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestMain doubles as the helper process the namespace tests start with
+// `ip netns exec NS <this binary>`: LG_HELPER names the role.
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("LG_HELPER"); mode != "" {
+		args := strings.Fields(os.Getenv("LG_ARGS"))
+		if err := helperMain(mode, args); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", mode, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func helperMain(mode string, args []string) error {
+	switch mode {
+	case "serve":
+		return helperServe(args[0], args[1])
+	case "probe":
+		d, err := time.ParseDuration(args[2])
+		if err != nil {
+			return err
+		}
+		return helperProbe(args[0], args[1], d)
+	case "stream":
+		return helperStream(args[0])
+	case "inject":
+		return helperInject(args[0], args[1], args[2])
+	}
+	return fmt.Errorf("unknown helper %q", mode)
+}
+
+// helperServe echoes TCP and UDP on every address until killed.
+func helperServe(tcpPort, udpPort string) error {
+	ln, err := net.Listen("tcp", ":"+tcpPort)
+	if err != nil {
+		return err
+	}
+	// One UDP socket per address, so each reply leaves from the address
+	// the request went to (a wildcard socket would answer from the
+	// interface's primary address).
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		ip := a.(*net.IPNet).IP
+		if ip.IsLinkLocalUnicast() {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip.String(), udpPort))
+		if err != nil {
+			return err
+		}
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo(buf[:n], from)
+			}
+		}()
+	}
+	fmt.Println("ready")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+	}
+}
+
+// helperProbe: kind tcp, udp or tcp-from-ADDR (bind the local address).
+func helperProbe(kind, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	network := "tcp"
+	d := net.Dialer{Deadline: deadline}
+	switch {
+	case kind == "udp":
+		network = "udp"
+	case strings.HasPrefix(kind, "tcp-from-"):
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(strings.TrimPrefix(kind, "tcp-from-"))}
+	}
+	c, err := d.Dial(network, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(deadline)
+	msg := []byte("linkguard probe")
+	buf := make([]byte, len(msg))
+	for {
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		if network == "tcp" {
+			_, err = io.ReadFull(c, buf)
+			return err
+		}
+		// UDP: resend until an echo comes or the deadline passes.
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Read(buf); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no udp echo from %s", addr)
+		}
+	}
+}
+
+// helperStream writes 512-byte chunks every 2 ms and prints "rx <unix ns>"
+// for each echoed chunk, until the connection fails.
+func helperStream(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(os.Stdout)
+	chunk := make([]byte, 512)
+	go func() {
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	buf := make([]byte, 512)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "rx %d\n", time.Now().UnixNano())
+		w.Flush()
+	}
+}
+
+// helperInject writes frames straight onto iface through a raw packet
+// socket: "garbage N" random junk (some with plausible headers), or
+// "synflood DURATION" TCP SYNs each opening a new flow to an unapproved
+// address.
+func helperInject(iface, kind, arg string) error {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+		return err
+	}
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	sent, failed := 0, 0
+	send := func(b []byte) {
+		if _, err := unix.Write(fd, b); err != nil {
+			failed++
+		} else {
+			sent++
+		}
+	}
+	switch kind {
+	case "garbage":
+		n, err := strconv.Atoi(arg)
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, 1514)
+		for i := range n {
+			l := 14 + r.IntN(len(buf)-14)
+			for j := range l {
+				buf[j] = byte(r.Uint32())
+			}
+			buf[0] &^= 1 // unicast, so the bridge sees it as a frame to forward
+			switch i % 4 {
+			case 0:
+				binary.BigEndian.PutUint16(buf[12:], 0x0800)
+				buf[14] = 0x40 | buf[14]&0x0f
+			case 1:
+				binary.BigEndian.PutUint16(buf[12:], 0x86dd)
+				buf[14] = 0x60 | buf[14]&0x0f
+			case 2:
+				binary.BigEndian.PutUint16(buf[12:], 0x8100)
+			}
+			send(buf[:l])
+		}
+	case "synflood":
+		d, err := time.ParseDuration(arg)
+		if err != nil {
+			return err
+		}
+		f := synTemplate()
+		end := time.Now().Add(d)
+		for i := 0; time.Now().Before(end); i++ {
+			binary.BigEndian.PutUint32(f[30:], 0x08000000|r.Uint32()&0x00ffffff) // 8.x.y.z
+			binary.BigEndian.PutUint16(f[34:], uint16(1024+i%60000))
+			send(f)
+		}
+	default:
+		return fmt.Errorf("unknown injection %q", kind)
+	}
+	fmt.Printf("sent %d frames (%d refused by the socket)\n", sent, failed)
+	return nil
+}
+
+// synTemplate is a 64-byte Ethernet/IPv4/TCP SYN from 10.1.0.2 to port 443.
+func synTemplate() []byte {
+	f := make([]byte, 64)
+	copy(f[0:6], []byte{0x02, 0, 0, 0, 0, 0x99})
+	copy(f[6:12], []byte{0x02, 0, 0, 0, 0, 0x98})
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:]
+	ip[0], ip[8], ip[9] = 0x45, 64, 6
+	binary.BigEndian.PutUint16(ip[2:], 40)
+	copy(ip[12:16], []byte{10, 1, 0, 2})
+	tcp := ip[20:]
+	binary.BigEndian.PutUint16(tcp[2:], 443)
+	tcp[12], tcp[13] = 5<<4, 0x02
+	return f
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
