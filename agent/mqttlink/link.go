@@ -220,8 +220,13 @@ func (l *Link) Run(ctx context.Context) error {
 	}
 }
 
-func (l *Link) newClient() (paho.Client, error) {
-	u, err := url.Parse(l.opt.URL)
+// BrokerOptions returns paho options for a broker URL (tcp:// mqtt://
+// ssl:// mqtts:// ws:// wss://; the port defaults by scheme) with TLS from
+// PEM files: ca verifies the server, cert+key are the client's identity
+// (mutual TLS). URLs with credentials are refused: identities are
+// certificates, and URLs end up in logs.
+func BrokerOptions(rawURL, ca, cert, key string) (*paho.ClientOptions, error) {
+	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("mqttlink: url: %w", err)
 	}
@@ -244,9 +249,23 @@ func (l *Link) newClient() (paho.Client, error) {
 		port := map[string]string{"tcp": "1883", "ssl": "8883", "ws": "80", "wss": "443"}[u.Scheme]
 		u.Host += ":" + port
 	}
-	o := paho.NewClientOptions().
-		AddBroker(u.String()).
-		SetClientID(l.opt.Device).
+	o := paho.NewClientOptions().AddBroker(u.String())
+	if secure || ca != "" || cert != "" {
+		tc, err := tlsConfig(u.Hostname(), ca, cert, key)
+		if err != nil {
+			return nil, err
+		}
+		o.SetTLSConfig(tc)
+	}
+	return o, nil
+}
+
+func (l *Link) newClient() (paho.Client, error) {
+	o, err := BrokerOptions(l.opt.URL, l.opt.CA, l.opt.Cert, l.opt.Key)
+	if err != nil {
+		return nil, err
+	}
+	o.SetClientID(l.opt.Device).
 		SetCleanSession(false).
 		SetResumeSubs(false).
 		SetOrderMatters(true).
@@ -259,13 +278,6 @@ func (l *Link) newClient() (paho.Client, error) {
 		SetStore(paho.NewOrderedMemoryStore()).
 		SetMaxResumePubInFlight(l.opt.InFlight).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { l.setDown(err) })
-	if secure || l.opt.CA != "" || l.opt.Cert != "" {
-		tc, err := l.tlsConfig(u.Hostname())
-		if err != nil {
-			return nil, err
-		}
-		o.SetTLSConfig(tc)
-	}
 	will, err := json.Marshal(l.state(false))
 	if err != nil {
 		return nil, fmt.Errorf("mqttlink: will: %w", err)
@@ -274,31 +286,31 @@ func (l *Link) newClient() (paho.Client, error) {
 	return paho.NewClient(o), nil
 }
 
-func (l *Link) tlsConfig(host string) (*tls.Config, error) {
+func tlsConfig(host, ca, cert, key string) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-	if l.opt.CA != "" {
-		pem, err := os.ReadFile(l.opt.CA)
+	if ca != "" {
+		pem, err := os.ReadFile(ca)
 		if err != nil {
 			return nil, fmt.Errorf("mqttlink: ca: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqttlink: ca %s: no certificates", l.opt.CA)
+			return nil, fmt.Errorf("mqttlink: ca %s: no certificates", ca)
 		}
 		tc.RootCAs = pool
 	}
-	if l.opt.Cert != "" {
+	if cert != "" {
+		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+			return nil, fmt.Errorf("mqttlink: client certificate: %w", err)
+		}
 		// Loaded at each handshake, so a renewed certificate is picked up
 		// on the next reconnect without a restart.
 		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			c, err := tls.LoadX509KeyPair(l.opt.Cert, l.opt.Key)
+			c, err := tls.LoadX509KeyPair(cert, key)
 			if err != nil {
 				return nil, fmt.Errorf("mqttlink: client certificate: %w", err)
 			}
 			return &c, nil
-		}
-		if _, err := tls.LoadX509KeyPair(l.opt.Cert, l.opt.Key); err != nil {
-			return nil, fmt.Errorf("mqttlink: client certificate: %w", err)
 		}
 	}
 	return tc, nil

@@ -45,6 +45,10 @@ func newRoot() *cobra.Command {
 		newPortsCmd(),
 		newProvisionCmd(),
 		newFlashCmd(),
+		newConsoleCmd(),
+		newCmdCmd(),
+		newWatchCmd(),
+		newAuditCmd(),
 	)
 	return root
 }

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/spf13/cobra"
+
+	"linkguard.dev/linkguard/agent/command"
+	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/policy/dsse"
+)
+
+// brokerFlags are how lgctl reaches the broker: URL and mutual TLS.
+type brokerFlags struct {
+	url, ca, cert, key string
+}
+
+func (b *brokerFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&b.url, "broker", "", "broker URL (mqtts://host:8883, ssl://, tcp://, ws://, wss://)")
+	cmd.Flags().StringVar(&b.ca, "ca", "", "CA certificate (PEM) that signed the broker's certificate")
+	cmd.Flags().StringVar(&b.cert, "tls-cert", "", "client certificate (PEM) for mutual TLS")
+	cmd.Flags().StringVar(&b.key, "tls-key", "", "client certificate key (PEM)")
+	cmd.MarkFlagRequired("broker")
+}
+
+func (b *brokerFlags) connect(ctx context.Context, name string) (paho.Client, error) {
+	o, err := mqttlink.BrokerOptions(b.url, b.ca, b.cert, b.key)
+	if err != nil {
+		return nil, err
+	}
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	o.SetClientID(name + "-" + hex.EncodeToString(rnd[:])).SetCleanSession(true).
+		SetOrderMatters(true).SetConnectTimeout(10 * time.Second).SetAutoReconnect(true)
+	c := paho.NewClient(o)
+	tok := c.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", redact(b.url), err)
+	}
+	return c, nil
+}
+
+// redact drops anything but scheme and host from a URL for messages.
+func redact(u string) string {
+	if i := strings.Index(u, "@"); i >= 0 {
+		if j := strings.Index(u, "://"); j >= 0 && j < i {
+			return u[:j+3] + u[i+1:]
+		}
+	}
+	return u
+}
+
+func subscribe(ctx context.Context, c paho.Client, filter string, h paho.MessageHandler) error {
+	tok := c.Subscribe(filter, 1, h)
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ---- lgctl cmd
+
+// parseArgs turns key=value pairs into command args: values are JSON where
+// they parse as JSON, else strings.
+func parseArgs(kvs []string) (json.RawMessage, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	args := map[string]any{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("argument %q is not key=value", kv)
+		}
+		var j any
+		if err := json.Unmarshal([]byte(v), &j); err == nil {
+			args[k] = j
+		} else {
+			args[k] = v
+		}
+	}
+	return json.Marshal(args)
+}
+
+func newCmdCmd() *cobra.Command {
+	var (
+		bf              brokerFlags
+		keyPath, target string
+		timeout, valid  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "cmd --key operator.key --broker URL --target DEVICE|site:NAME|all TYPE [key=value ...]",
+		Short: "Sign and send a command to devices, wait for their results (exit 1 if any refused or none answered)",
+		Example: `  lgctl cmd --key ops-1.key --broker mqtts://broker:8883 --ca ca.pem --tls-cert ops.pem --tls-key ops.key \
+    --target relay-07 throttle.set feed=tachileik-1 cap_kw=50 until=2026-12-01T06:00:00Z`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			key, err := dsse.LoadPrivateKey(keyPath)
+			if err != nil {
+				return err
+			}
+			args, err := parseArgs(argv[1:])
+			if err != nil {
+				return err
+			}
+			now := time.Now().UTC()
+			var rnd [12]byte
+			rand.Read(rnd[:])
+			p := command.Payload{ID: hex.EncodeToString(rnd[:]), Target: target, Issued: now, Expires: now.Add(valid), Type: argv[0], Args: args}
+			env, err := command.Sign(p, key)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			c, err := bf.connect(ctx, "lgctl-cmd")
+			if err != nil {
+				return err
+			}
+			defer c.Disconnect(100)
+			results := make(chan mqttlink.Result, 256)
+			err = subscribe(ctx, c, mqttlink.Prefix+"+/cmd/result", func(_ paho.Client, m paho.Message) {
+				var r mqttlink.Result
+				if json.Unmarshal(m.Payload(), &r) == nil && r.CmdID == p.ID {
+					results <- r
+				}
+			})
+			if err != nil {
+				return fmt.Errorf("subscribe to results: %w", err)
+			}
+			tok := c.Publish(mqttlink.CmdTopicFor(target), 1, false, env)
+			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				return fmt.Errorf("publish command: %v", tok.Error())
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "sent %s %s to %s; waiting %v for results\n", p.Type, p.ID, target, timeout)
+			single := target != "all" && !strings.HasPrefix(target, "site:")
+			answered, refused := 0, 0
+			deadline := time.NewTimer(timeout)
+			defer deadline.Stop()
+		wait:
+			for {
+				select {
+				case r := <-results:
+					answered++
+					if r.OK {
+						res, _ := json.Marshal(r.Result)
+						fmt.Fprintf(out, "%-20s ok      %s\n", r.Device, strings.TrimPrefix(string(res), "null"))
+					} else {
+						refused++
+						fmt.Fprintf(out, "%-20s REFUSED %s: %s\n", r.Device, r.Reason, r.Error)
+					}
+					if single {
+						break wait
+					}
+				case <-deadline.C:
+					break wait
+				case <-ctx.Done():
+					break wait
+				}
+			}
+			switch {
+			case answered == 0:
+				fmt.Fprintf(cmd.ErrOrStderr(), "lgctl: no device answered within %v\n", timeout)
+				return errSilent
+			case refused > 0:
+				fmt.Fprintf(cmd.ErrOrStderr(), "lgctl: %d of %d devices refused\n", refused, answered)
+				return errSilent
+			}
+			return nil
+		},
+	}
+	bf.add(cmd)
+	cmd.Flags().StringVar(&keyPath, "key", "", "operator signing key (ed25519 PEM, one of the devices' mqtt.operators)")
+	cmd.Flags().StringVar(&target, "target", "", "device id, site:NAME or all")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for results")
+	cmd.Flags().DurationVar(&valid, "valid", 5*time.Minute, "how long the command stays valid (at most 24h)")
+	cmd.MarkFlagRequired("key")
+	cmd.MarkFlagRequired("target")
+	return cmd
+}
+
+// ---- lgctl watch
+
+func newWatchCmd() *cobra.Command {
+	var (
+		bf      brokerFlags
+		asJSON  bool
+		forTime time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "watch --broker URL [--json]",
+		Short: "Print the fleet's states, events, results and telemetry live (a table, or JSON lines that `lgctl audit` reads)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if forTime > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, forTime)
+				defer cancel()
+			}
+			c, err := bf.connect(ctx, "lgctl-watch")
+			if err != nil {
+				return err
+			}
+			defer c.Disconnect(100)
+			out := cmd.OutOrStdout()
+			var mu sync.Mutex
+			enc := json.NewEncoder(out)
+			enc.SetEscapeHTML(false) // keep event bytes exactly as published, for audit
+			handler := func(_ paho.Client, m paho.Message) {
+				mu.Lock()
+				defer mu.Unlock()
+				if asJSON {
+					if json.Valid(m.Payload()) {
+						enc.Encode(mqttlink.WatchRecord{Topic: m.Topic(), Retain: m.Retained(), Payload: m.Payload()})
+					}
+					return
+				}
+				fmt.Fprintln(out, humanLine(m.Topic(), m.Payload()))
+			}
+			if err := subscribe(ctx, c, mqttlink.Prefix+"#", handler); err != nil {
+				return fmt.Errorf("subscribe: %w", err)
+			}
+			if !asJSON {
+				fmt.Fprintf(out, "%-8s %-20s %s\n", "KIND", "DEVICE", "DETAIL")
+			}
+			<-ctx.Done()
+			return nil
+		},
+	}
+	bf.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON record per message ({topic, retain, payload})")
+	cmd.Flags().DurationVar(&forTime, "for", 0, "stop after this long (default: until interrupted)")
+	return cmd
+}
+
+func humanLine(topic string, payload []byte) string {
+	parts := strings.Split(strings.TrimPrefix(topic, mqttlink.Prefix), "/")
+	dev := parts[0]
+	kind := strings.Join(parts[1:], "/")
+	switch kind {
+	case "state":
+		var s mqttlink.State
+		if json.Unmarshal(payload, &s) == nil {
+			online := "OFFLINE"
+			if s.Online {
+				online = "online"
+			}
+			serial := "-"
+			if s.Policy != nil {
+				serial = fmt.Sprint(s.Policy.Serial)
+			}
+			return fmt.Sprintf("%-8s %-20s %s site=%s kind=%s version=%s policy=%s boot=%.8s", "STATE", dev, online, s.Site, s.Kind, s.Version, serial, s.BootID)
+		}
+	case "events":
+		var e mqttlink.Event
+		if json.Unmarshal(payload, &e) == nil {
+			f, _ := json.Marshal(e.Fields)
+			return fmt.Sprintf("%-8s %-20s #%d %-8s %-18s %s", "EVENT", dev, e.Seq, e.Severity, e.Type, f)
+		}
+	case "telemetry":
+		var t mqttlink.Telemetry
+		if json.Unmarshal(payload, &t) == nil {
+			return fmt.Sprintf("%-8s %-20s #%d queue=%d dropped=%d/%d rss=%dk sections=%d", "TELEM", dev, t.Seq,
+				t.Agent.Queue.Depth, t.Agent.Queue.Dropped.Telemetry, t.Agent.Queue.Dropped.Events, t.Agent.RSSBytes>>10, len(t.Sections))
+		}
+	case "cmd/result":
+		var r mqttlink.Result
+		if json.Unmarshal(payload, &r) == nil {
+			if r.OK {
+				return fmt.Sprintf("%-8s %-20s %s %s ok", "RESULT", dev, r.CmdID, r.Type)
+			}
+			return fmt.Sprintf("%-8s %-20s %s %s REFUSED %s", "RESULT", dev, r.CmdID, r.Type, r.Reason)
+		}
+	case "cmd":
+		return fmt.Sprintf("%-8s %-20s %d bytes", "CMD", dev, len(payload))
+	}
+	return fmt.Sprintf("%-8s %-20s %s %d bytes", "OTHER", dev, kind, len(payload))
+}
+
+// ---- lgctl audit
+
+func newAuditCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "audit FILE",
+		Short: "Check devices' event hash chains in a saved stream (lgctl watch --json, or mosquitto_sub output); - reads stdin",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			var r io.Reader = cmd.InOrStdin()
+			if argv[0] != "-" {
+				f, err := os.Open(argv[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				r = bufio.NewReader(f)
+			}
+			reps, err := mqttlink.Audit(r)
+			if err != nil {
+				return err
+			}
+			if len(reps) == 0 {
+				return errors.New("no events in the stream")
+			}
+			sort.Slice(reps, func(i, j int) bool { return reps[i].Device < reps[j].Device })
+			out := cmd.OutOrStdout()
+			bad := 0
+			for _, rep := range reps {
+				status := "chain intact"
+				if !rep.OK() {
+					status, bad = "CHAIN BROKEN", bad+1
+				}
+				fmt.Fprintf(out, "%s: %s: events %d..%d (%d distinct, %d redelivered)\n", rep.Device, status, rep.First, rep.Last, rep.Events, rep.Duplicates)
+				if rep.First > 1 {
+					fmt.Fprintf(out, "  note: the stream starts at seq %d; the link to seq %d is not checked\n", rep.First, rep.First-1)
+				}
+				for _, p := range rep.Problems {
+					fmt.Fprintf(out, "  %s\n", p)
+				}
+			}
+			if bad > 0 {
+				return errSilent
+			}
+			return nil
+		},
+	}
+}
