@@ -1,6 +1,8 @@
-// Package demo runs LinkGuard's desktop demonstration: it makes throwaway
-// committee keys, signs a demo policy, starts a real agent on it and shows
-// what the enforced policy allows and denies.
+// Package demo runs LinkGuard's desktop demonstration (`make demo`): an
+// embedded broker on loopback, two border routers enforcing a signed demo
+// policy on synthetic traffic through the real classifier, a relay
+// controller holding a simulated feed over ptys, and the operator console.
+// It prints the console's URL and runs until ctx ends.
 package demo
 
 import (
@@ -8,129 +10,71 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
-	"text/tabwriter"
 	"time"
 
-	"linkguard.dev/linkguard/agent"
-	"linkguard.dev/linkguard/agent/config"
-	"linkguard.dev/linkguard/policy"
-	"linkguard.dev/linkguard/policy/dsse"
-	"linkguard.dev/linkguard/policy/match"
+	"linkguard.dev/linkguard/testbench/bench"
 )
 
-// Site is the demo router's site.
-const Site = "vientiane-north"
-
-// PolicyYAML renders the demo policy, issued now and valid for a month.
-func PolicyYAML(serial uint64, now time.Time) []byte {
-	return fmt.Appendf(nil, `serial: %d
-issued: %s
-expires: %s
-default: deny
-domestic: [103.1.0.0/16, 2001:db8:100::/40]
-approvals:
-  - id: LA-2026-0017
-    holder: Example Telecom
-    sites: [%s]
-    remote: [203.0.113.0/24, 2001:db8:feed::/48]
-    services: [tcp/443, udp/5060-5061, icmp]
-  - id: LA-2026-0018
-    holder: Mekong Transit
-    remote: [198.51.100.0/24]
-`, serial, now.UTC().Format(time.RFC3339), now.AddDate(0, 1, 0).UTC().Format(time.RFC3339), Site)
+// Options tune the demo.
+type Options struct {
+	ConsoleAddr string // default 127.0.0.1:8080, falling back to a free port
+	BrokerAddr  string // default 127.0.0.1:1883, falling back to a free port
+	Dir         string // working directory; default a fresh temporary one, removed at the end
+	Logger      *slog.Logger
 }
 
-// Flows the demo judges.
-var Flows = []struct {
-	What            string
-	Src, Dst, Proto string
-	DPort           uint16
-}{
-	{"customer to approved partner, HTTPS", "103.1.20.5", "203.0.113.10", "tcp", 443},
-	{"customer to approved partner, SSH", "103.1.20.5", "203.0.113.10", "tcp", 22},
-	{"approved SIP trunk (IPv6)", "2001:db8:100::5", "2001:db8:feed::9", "udp", 5060},
-	{"transit carrier, any service", "103.1.20.5", "198.51.100.77", "udp", 4500},
-	{"unapproved call-centre VoIP", "103.1.66.6", "192.0.2.200", "udp", 5060},
-	{"unapproved tunnel", "103.1.66.6", "45.76.1.1", "udp", 51820},
-	{"inbound from unapproved host", "192.0.2.200", "103.1.20.5", "tcp", 3389},
-	{"domestic traffic", "103.1.20.5", "103.1.99.1", "tcp", 80},
-}
+// Sites of the demo.
+var (
+	Routers = []bench.Site{{ID: "router-vte-01", Site: "vientiane-north"}, {ID: "router-lpb-01", Site: "luang-prabang"}}
+	Feeds   = []bench.Site{{ID: "relay-vte-01", Site: "vientiane-north"}}
+)
 
-// Run starts the demo and blocks until ctx ends.
-func Run(ctx context.Context, out io.Writer, log *slog.Logger) error {
-	dir, err := os.MkdirTemp("", "linkguard-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	fmt.Fprintf(out, "LinkGuard demo in %s\n", dir)
-	_, pubA, err := dsse.GenerateKeyFiles(dir, "committee-a")
-	if err != nil {
-		return err
-	}
-	keyA, err := dsse.LoadPrivateKey(filepath.Join(dir, "committee-a.key"))
-	if err != nil {
-		return err
-	}
-	env, err := dsse.Sign(policy.PayloadType, PolicyYAML(1, time.Now()), keyA)
-	if err != nil {
-		return err
-	}
-	polPath := filepath.Join(dir, "policy.signed.json")
-	if err := os.WriteFile(polPath, env, 0o644); err != nil {
-		return err
-	}
-	cfg, err := config.Parse("demo.yaml", fmt.Appendf(nil, `device: {id: demo-router-01, site: %s, kind: router}
-state_dir: %s
-policy: {file: %s, trust: [%s]}
-log: {level: info, format: text}
-`, Site, filepath.Join(dir, "state"), polPath, pubA))
-	if err != nil {
-		return err
-	}
-	ready := make(chan *agent.Agent, 1)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- agent.Run(ctx, cfg, agent.Options{Logger: log, Ready: func(a *agent.Agent) { ready <- a }})
-	}()
-	var a *agent.Agent
-	select {
-	case a = <-ready:
-	case err := <-errc:
-		return err
-	}
-	// Wait for the watcher to apply the signed file.
-	deadline := time.Now().Add(10 * time.Second)
-	for a.Policy.Matcher() == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	m := a.Policy.Matcher()
-	if m == nil {
-		return fmt.Errorf("demo: the agent did not load the signed policy")
-	}
-	fmt.Fprintf(out, "\nThe agent enforces policy serial %d signed by committee-a. Its verdicts at site %s:\n\n", m.Policy().Serial, Site)
-	Table(out, m)
-	fmt.Fprintf(out, "\nRunning; edit and re-sign %s to see hot reload. Ctrl-C stops.\n", polPath)
-	return <-errc
-}
-
-// Table prints the verdict of every demo flow.
-func Table(out io.Writer, m *match.Matcher) {
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FLOW\tFROM\tTO\tVERDICT\tWHY")
-	for _, f := range Flows {
-		proto, _ := policy.ParseProto(f.Proto)
-		q := match.Query{Site: Site, Src: netip.MustParseAddr(f.Src), Dst: netip.MustParseAddr(f.Dst), Proto: proto, DPort: f.DPort, Now: time.Now()}
-		d := m.Decide(&q)
-		why := d.Reason.String()
-		if a := m.Approval(d.Approval); a != nil {
-			why = a.ID + " (" + a.Holder + ")"
+// Run starts the demo and blocks until ctx ends, then shuts down cleanly.
+func Run(ctx context.Context, out io.Writer, opt Options) error {
+	if opt.Dir == "" {
+		dir, err := os.MkdirTemp("", "linkguard-demo-")
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s/%d\t%s\t%s\n", f.What, f.Src, f.Dst, f.Proto, f.DPort, strings.ToUpper(d.Verdict.String()), why)
+		defer os.RemoveAll(dir)
+		opt.Dir = dir
 	}
-	tw.Flush()
+	if opt.ConsoleAddr == "" {
+		opt.ConsoleAddr = "127.0.0.1:8080"
+	}
+	if opt.BrokerAddr == "" {
+		opt.BrokerAddr = "127.0.0.1:1883"
+	}
+	fmt.Fprintf(out, "LinkGuard demo in %s\n", opt.Dir)
+	fmt.Fprintln(out, "No network namespaces are used: the routers' links are in-memory wires, their traffic is generated and replayed through the real classifier (no root needed).")
+	o := bench.Options{Dir: opt.Dir, Routers: Routers, Feeds: Feeds, TelemetryEvery: 2 * time.Second,
+		BrokerAddr: opt.BrokerAddr, ConsoleAddr: opt.ConsoleAddr, Logger: opt.Logger}
+	b, err := bench.Start(ctx, o)
+	if err != nil && (o.BrokerAddr != "127.0.0.1:0" || o.ConsoleAddr != "127.0.0.1:0") {
+		// The default ports are taken (another demo, a local mosquitto): any port will do.
+		fmt.Fprintf(out, "(%v; using free ports)\n", err)
+		o.BrokerAddr, o.ConsoleAddr = "127.0.0.1:0", "127.0.0.1:0"
+		o.Dir = filepath.Join(opt.Dir, "retry")
+		b, err = bench.Start(ctx, o)
+	}
+	if err != nil {
+		return err
+	}
+	for _, r := range b.Routers {
+		go r.Generate(b.Context(), 2, 500*time.Millisecond)
+	}
+	fmt.Fprintf(out, "\nBroker:  %s (embedded, loopback only)\n", b.Broker.URL())
+	for _, a := range b.Agents() {
+		fmt.Fprintf(out, "Device:  %-14s %-6s at %s\n", a.ID(), a.Kind(), a.Site())
+	}
+	fmt.Fprintf(out, "Keys:    %s (operator.key signs commands, committee.key signs policies)\n", b.Keys.Dir)
+	fmt.Fprintf(out, "\nConsole: %s\n\nTry: revoke %s and watch the routers' denied counts rise; set a throttle of 20 kW on %s and watch the power fall under it.\nCtrl-C stops.\n",
+		b.ConsoleURL, "LA-2026-0017", "relay-vte-01")
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nstopping…")
+	err = b.Close()
+	fmt.Fprintln(out, "stopped.")
+	return err
 }

@@ -1,5 +1,5 @@
 // Command testbench runs LinkGuard's desktop simulation: the demo, and
-// (as the testbench grows) scenarios and fleet simulation.
+// scripted scenarios and fleet-scale simulation.
 package main
 
 import (
@@ -27,14 +27,19 @@ func main() {
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{Use: "testbench", Short: "LinkGuard on a desktop: demo, scenarios, fleet", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(&cobra.Command{
+	var demoOpt demo.Options
+	demoCmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Make demo keys, sign a demo policy, run an agent on it and show what it allows and denies",
+		Short: "Run an embedded broker, simulated sites and the console until Ctrl-C",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			return demo.Run(cmd.Context(), cmd.OutOrStdout(), log)
+			demoOpt.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			return demo.Run(cmd.Context(), cmd.OutOrStdout(), demoOpt)
 		},
-	})
+	}
+	demoCmd.Flags().StringVar(&demoOpt.ConsoleAddr, "listen", "127.0.0.1:8080", "console address")
+	demoCmd.Flags().StringVar(&demoOpt.BrokerAddr, "broker-listen", "127.0.0.1:1883", "embedded broker address (loopback only)")
+	demoCmd.Flags().StringVar(&demoOpt.Dir, "dir", "", "working directory (default: a temporary one, removed at exit)")
+	root.AddCommand(demoCmd)
 	return root
 }

@@ -1,0 +1,343 @@
+package console
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"linkguard.dev/linkguard/agent/command"
+	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/policy"
+	"linkguard.dev/linkguard/policy/dsse"
+)
+
+// Sentinel errors the HTTP layer maps to status codes.
+var (
+	ErrNoKey     = errors.New("console: no key for this action")
+	ErrNoPolicy  = errors.New("console: no fleet policy on the broker")
+	ErrBadAction = errors.New("console: bad action")
+	ErrOffline   = errors.New("console: not connected to the broker")
+)
+
+// fleetPolicy is the retained fleet policy, as published.
+type fleetPolicy struct {
+	Envelope []byte
+	Doc      []byte // the signed YAML
+	Parsed   *policy.Policy
+}
+
+type approvalNode struct {
+	node   *yaml.Node
+	holder string
+}
+
+// PolicyView is the fleet policy for the page.
+type PolicyView struct {
+	Serial    uint64         `json:"serial"`
+	Expires   time.Time      `json:"expires"`
+	Approvals []ApprovalView `json:"approvals"`
+	CanSign   bool           `json:"can_sign"`
+}
+
+// ApprovalView is one approval, in force or revoked here.
+type ApprovalView struct {
+	ID       string   `json:"id"`
+	Holder   string   `json:"holder"`
+	Sites    []string `json:"sites,omitempty"`
+	Remote   []string `json:"remote"`
+	Services []string `json:"services,omitempty"`
+	Revoked  bool     `json:"revoked,omitempty"`
+}
+
+func (c *Console) setPolicy(env []byte) {
+	if len(env) == 0 {
+		c.mu.Lock()
+		c.policy = nil
+		c.mu.Unlock()
+		return
+	}
+	e, err := dsse.Parse(env)
+	if err != nil {
+		c.log.Warn("console: fleet policy is not an envelope", "err", err)
+		return
+	}
+	doc, err := base64.StdEncoding.DecodeString(e.Payload)
+	if err != nil {
+		c.log.Warn("console: fleet policy payload", "err", err)
+		return
+	}
+	p, err := policy.Parse(doc)
+	if err != nil {
+		c.log.Warn("console: fleet policy does not parse", "err", err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.policy != nil && c.policy.Parsed.Serial > p.Serial {
+		return
+	}
+	c.policy = &fleetPolicy{Envelope: env, Doc: doc, Parsed: p}
+	for _, a := range p.Approvals {
+		delete(c.revoked, a.ID)
+	}
+}
+
+// Policy returns the fleet policy view, ok false when there is none.
+func (c *Console) Policy() (PolicyView, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	v := PolicyView{CanSign: len(c.opt.Committee) > 0}
+	if c.policy == nil {
+		return v, false
+	}
+	p := c.policy.Parsed
+	v.Serial, v.Expires = p.Serial, p.Expires
+	for _, a := range p.Approvals {
+		av := ApprovalView{ID: a.ID, Holder: a.Holder, Sites: a.Sites}
+		for _, r := range a.Remote {
+			av.Remote = append(av.Remote, r.String())
+		}
+		for _, s := range a.Services {
+			av.Services = append(av.Services, s.String())
+		}
+		v.Approvals = append(v.Approvals, av)
+	}
+	for id, n := range c.revoked {
+		v.Approvals = append(v.Approvals, ApprovalView{ID: id, Holder: n.holder, Revoked: true})
+	}
+	slices.SortFunc(v.Approvals, func(a, b ApprovalView) int { return strings.Compare(a.ID, b.ID) })
+	return v, true
+}
+
+// NewApproval is an approval the operator adds.
+type NewApproval struct {
+	ID       string   `json:"id"`
+	Holder   string   `json:"holder"`
+	Sites    []string `json:"sites,omitempty"`
+	Remote   []string `json:"remote"`
+	Services []string `json:"services,omitempty"`
+}
+
+// Revoke publishes a new fleet policy without the approval id.
+func (c *Console) Revoke(id string) (*Action, error) {
+	return c.editPolicy("revoke", id, func(approvals *yaml.Node) error {
+		for i, n := range approvals.Content {
+			if scalar(n, "id") == id {
+				c.revoked[id] = approvalNode{node: n, holder: scalar(n, "holder")}
+				approvals.Content = slices.Delete(approvals.Content, i, i+1)
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: no approval %q in the fleet policy", ErrBadAction, id)
+	})
+}
+
+// Approve publishes a new fleet policy with an approval: one revoked
+// earlier in this console (a.Remote empty) or a new one.
+func (c *Console) Approve(a NewApproval) (*Action, error) {
+	return c.editPolicy("approve", a.ID, func(approvals *yaml.Node) error {
+		for _, n := range approvals.Content {
+			if scalar(n, "id") == a.ID {
+				return fmt.Errorf("%w: approval %q is already in force", ErrBadAction, a.ID)
+			}
+		}
+		if len(a.Remote) == 0 {
+			old, ok := c.revoked[a.ID]
+			if !ok {
+				return fmt.Errorf("%w: approval %q needs remote prefixes", ErrBadAction, a.ID)
+			}
+			approvals.Content = append(approvals.Content, old.node)
+			return nil
+		}
+		m := map[string]any{"id": a.ID, "holder": a.Holder, "remote": a.Remote}
+		if len(a.Sites) > 0 {
+			m["sites"] = a.Sites
+		}
+		if len(a.Services) > 0 {
+			m["services"] = a.Services
+		}
+		b, err := yaml.Marshal(m)
+		if err != nil {
+			return err
+		}
+		var n yaml.Node
+		if err := yaml.Unmarshal(b, &n); err != nil {
+			return err
+		}
+		approvals.Content = append(approvals.Content, n.Content[0])
+		return nil
+	})
+}
+
+func scalar(m *yaml.Node, key string) string {
+	if m.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1].Value
+		}
+	}
+	return ""
+}
+
+func setScalar(m *yaml.Node, key, value, tag string) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content[i+1] = &yaml.Node{Kind: yaml.ScalarNode, Value: value, Tag: tag}
+			return
+		}
+	}
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key},
+		&yaml.Node{Kind: yaml.ScalarNode, Value: value, Tag: tag})
+}
+
+// editPolicy changes the fleet policy's approvals, bumps the serial above
+// every serial seen, signs it with the committee keys and publishes it
+// retained.
+func (c *Console) editPolicy(kind, id string, edit func(approvals *yaml.Node) error) (*Action, error) {
+	if len(c.opt.Committee) == 0 {
+		return nil, fmt.Errorf("%w: the console was given no committee key", ErrNoKey)
+	}
+	if c.client == nil || !c.client.IsConnectionOpen() {
+		return nil, ErrOffline
+	}
+	c.mu.Lock()
+	if c.policy == nil {
+		c.mu.Unlock()
+		return nil, ErrNoPolicy
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(c.policy.Doc, &root); err != nil || len(root.Content) == 0 {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("console: fleet policy YAML: %v", err)
+	}
+	doc := root.Content[0]
+	var approvals *yaml.Node
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value == "approvals" {
+			approvals = doc.Content[i+1]
+		}
+	}
+	if approvals == nil {
+		approvals = &yaml.Node{Kind: yaml.SequenceNode}
+		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "approvals"}, approvals)
+	}
+	if approvals.Kind != yaml.SequenceNode {
+		approvals.Kind, approvals.Tag, approvals.Value = yaml.SequenceNode, "", ""
+	}
+	approvals.Style = 0
+	if err := edit(approvals); err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	serial := c.policy.Parsed.Serial
+	for _, d := range c.devices {
+		serial = max(serial, d.PolicySerial)
+	}
+	serial++
+	now := c.opt.Now().UTC()
+	setScalar(doc, "serial", fmt.Sprint(serial), "!!int")
+	setScalar(doc, "issued", now.Add(-time.Minute).Format(time.RFC3339), "")
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&root); err != nil {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("console: policy YAML: %w", err)
+	}
+	newDoc := buf.Bytes()
+	p, err := policy.Parse(newDoc)
+	if err != nil {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: the edited policy is invalid: %v", ErrBadAction, err)
+	}
+	env, err := dsse.Sign(policy.PayloadType, newDoc, c.opt.Committee...)
+	if err != nil {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("console: sign policy: %w", err)
+	}
+	c.policy = &fleetPolicy{Envelope: env, Doc: newDoc, Parsed: p}
+	a := &Action{ID: fmt.Sprintf("policy-%d", serial), Kind: kind, Target: "all", Detail: id, At: now, Serial: serial}
+	c.actions = append(c.actions, a)
+	c.mu.Unlock()
+	tok := c.client.Publish(mqttlink.PolicyTopic, 1, true, env)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return a, fmt.Errorf("console: publish policy: %v", tok.Error())
+	}
+	c.log.Info("console published a fleet policy", "serial", serial, "action", kind, "approval", id)
+	c.notify()
+	return a, nil
+}
+
+// Command signs a command with the operator key and publishes it to target
+// (a device id, "site:NAME" or "all").
+func (c *Console) Command(target, typ string, args any) (*Action, error) {
+	if c.opt.Operator == nil {
+		return nil, fmt.Errorf("%w: the console was given no operator key", ErrNoKey)
+	}
+	if target == "" || typ == "" {
+		return nil, fmt.Errorf("%w: target and type are required", ErrBadAction)
+	}
+	if c.client == nil || !c.client.IsConnectionOpen() {
+		return nil, ErrOffline
+	}
+	var raw json.RawMessage
+	if args != nil {
+		b, err := json.Marshal(args)
+		if err != nil {
+			return nil, fmt.Errorf("%w: args: %v", ErrBadAction, err)
+		}
+		raw = b
+	}
+	now := c.opt.Now().UTC()
+	p := command.Payload{ID: newID(), Target: target, Issued: now, Expires: now.Add(10 * time.Minute), Type: typ, Args: raw}
+	env, err := command.Sign(p, c.opt.Operator)
+	if err != nil {
+		return nil, err
+	}
+	a := &Action{ID: p.ID, Kind: typ, Target: target, Detail: string(raw), At: now}
+	c.mu.Lock()
+	c.actions = append(c.actions, a)
+	c.byCmd[p.ID] = a
+	c.mu.Unlock()
+	tok := c.client.Publish(mqttlink.CmdTopicFor(target), 1, false, env)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return a, fmt.Errorf("console: publish command: %v", tok.Error())
+	}
+	c.notify()
+	return a, nil
+}
+
+func (t TLSFiles) config(host string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("console: ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("console: ca %s: no certificates", t.CA)
+		}
+		tc.RootCAs = pool
+	}
+	if t.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("console: client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}

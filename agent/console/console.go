@@ -1,0 +1,372 @@
+package console
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/policy/dsse"
+)
+
+// Options configure a Console.
+type Options struct {
+	Broker   string // tcp:// or mqtt:// URL (ssl:// with TLS below)
+	ClientID string // default "lgconsole-" + random
+	// Share, when set, takes telemetry, events and results through the
+	// shared subscription group $share/Share/..., so several console
+	// instances split the fleet's stream between them on a clustered
+	// broker. Retained state and the fleet policy are always subscribed
+	// unshared: every instance needs all of it.
+	Share string
+	TLS   TLSFiles
+
+	Operator     ed25519.PrivateKey // signs commands; required for actions
+	OperatorName string
+	// Committee signs new policies (revoke, approve); as many keys as the
+	// devices' threshold needs. Empty: policy actions are refused.
+	Committee []ed25519.PrivateKey
+
+	Logger *slog.Logger
+	Now    func() time.Time
+	// MaxEvents bounds the event history kept (default 2000).
+	MaxEvents int
+}
+
+// TLSFiles are PEM files for an mqtts:// broker.
+type TLSFiles struct{ CA, Cert, Key string }
+
+// Console follows the fleet and acts on it.
+type Console struct {
+	opt    Options
+	log    *slog.Logger
+	client paho.Client
+
+	mu      sync.RWMutex
+	devices map[string]*Device
+	events  []EventRecord
+	evN     int64
+	actions []*Action
+	byCmd   map[string]*Action
+	policy  *fleetPolicy // the retained fleet policy, when there is one
+	revoked map[string]approvalNode
+	changed chan struct{} // closed and replaced at every change
+	connErr string
+	connUp  bool
+
+	msgs   atomic.Uint64 // messages ingested
+	rateMu sync.Mutex
+	rateAt time.Time
+	rateN  uint64
+	rate   float64
+}
+
+// New makes a console; Run connects it.
+func New(opt Options) (*Console, error) {
+	if opt.Broker == "" {
+		return nil, errors.New("console: broker url is required")
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.ClientID == "" {
+		opt.ClientID = "lgconsole-" + newID()[:12]
+	}
+	if opt.MaxEvents <= 0 {
+		opt.MaxEvents = 2000
+	}
+	if opt.OperatorName == "" && opt.Operator != nil {
+		opt.OperatorName = dsse.KeyID(opt.Operator.Public().(ed25519.PublicKey))
+	}
+	return &Console{
+		opt: opt, log: opt.Logger,
+		devices: map[string]*Device{}, byCmd: map[string]*Action{},
+		revoked: map[string]approvalNode{}, changed: make(chan struct{}),
+	}, nil
+}
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (c *Console) topic(t string) string {
+	if c.opt.Share != "" {
+		return "$share/" + c.opt.Share + "/" + t
+	}
+	return t
+}
+
+// Run connects to the broker and follows the fleet until ctx ends.
+func (c *Console) Run(ctx context.Context) error {
+	u, err := url.Parse(c.opt.Broker)
+	if err != nil {
+		return fmt.Errorf("console: broker url: %w", err)
+	}
+	switch u.Scheme {
+	case "mqtt":
+		u.Scheme = "tcp"
+	case "mqtts":
+		u.Scheme = "ssl"
+	}
+	o := paho.NewClientOptions().AddBroker(u.String()).SetClientID(c.opt.ClientID).
+		SetCleanSession(true).SetAutoReconnect(true).SetMaxReconnectInterval(5 * time.Second).
+		SetConnectRetry(true).SetConnectRetryInterval(time.Second).SetKeepAlive(15 * time.Second).
+		SetOrderMatters(false)
+	if c.opt.TLS.CA != "" || c.opt.TLS.Cert != "" || u.Scheme == "ssl" {
+		tc, err := c.opt.TLS.config(u.Hostname())
+		if err != nil {
+			return err
+		}
+		o.SetTLSConfig(tc)
+	}
+	o.SetOnConnectHandler(func(cl paho.Client) {
+		subs := map[string]byte{
+			mqttlink.Prefix + "+/state":               1,
+			mqttlink.PolicyTopic:                      1,
+			c.topic(mqttlink.Prefix + "+/telemetry"):  0,
+			c.topic(mqttlink.Prefix + "+/events"):     1,
+			c.topic(mqttlink.Prefix + "+/cmd/result"): 1,
+		}
+		tok := cl.SubscribeMultiple(subs, c.onMessage)
+		go func() {
+			tok.WaitTimeout(10 * time.Second)
+			if err := tok.Error(); err != nil {
+				c.log.Error("console: subscribe failed", "err", err)
+			}
+		}()
+		c.setConn(true, "")
+		c.log.Info("console connected", "broker", u.Host)
+	})
+	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		c.setConn(false, err.Error())
+		c.log.Warn("console lost the broker", "err", err)
+	})
+	c.client = paho.NewClient(o)
+	c.client.Connect() // retries on its own
+	<-ctx.Done()
+	c.client.Disconnect(250)
+	return nil
+}
+
+func (c *Console) setConn(up bool, e string) {
+	c.mu.Lock()
+	c.connUp, c.connErr = up, e
+	c.mu.Unlock()
+	c.notify()
+}
+
+// notify wakes Wait callers; call without c.mu held.
+func (c *Console) notify() {
+	c.mu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// Changed returns a channel closed at the next change of the model.
+func (c *Console) Changed() <-chan struct{} {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.changed
+}
+
+func (c *Console) onMessage(_ paho.Client, m paho.Message) {
+	c.msgs.Add(1)
+	c.ingest(m.Topic(), m.Payload())
+}
+
+// ingest takes one message of the contract; exported behaviour for tests
+// lives in Ingest.
+func (c *Console) ingest(topic string, payload []byte) {
+	if topic == mqttlink.PolicyTopic {
+		c.setPolicy(payload)
+		c.notify()
+		return
+	}
+	rest, ok := strings.CutPrefix(topic, mqttlink.Prefix)
+	if !ok {
+		return
+	}
+	dev, kind, ok := strings.Cut(rest, "/")
+	if !ok || dev == "" || dev == "site" || dev == "all" {
+		return
+	}
+	c.mu.Lock()
+	switch kind {
+	case "state":
+		var s mqttlink.State
+		if len(payload) == 0 { // retained state cleared
+			delete(c.devices, dev)
+			break
+		}
+		if json.Unmarshal(payload, &s) == nil {
+			c.device(dev).applyState(&s)
+			c.markApplied(dev)
+		}
+	case "telemetry":
+		var t mqttlink.Telemetry
+		if json.Unmarshal(payload, &t) == nil {
+			c.device(dev).applyTelemetry(&t)
+		}
+	case "events":
+		var e mqttlink.Event
+		if json.Unmarshal(payload, &e) == nil && e.ID != "" {
+			c.evN++
+			c.events = append(c.events, EventRecord{N: c.evN, Event: e})
+			if n := len(c.events); n > c.opt.MaxEvents {
+				c.events = append(c.events[:0:0], c.events[n-c.opt.MaxEvents:]...)
+			}
+		}
+	case "cmd/result":
+		var r mqttlink.Result
+		if json.Unmarshal(payload, &r) == nil {
+			if a := c.byCmd[r.CmdID]; a != nil {
+				a.Results = append(a.Results, r)
+			}
+		}
+	default:
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.notify()
+}
+
+// Ingest feeds one message to the model as if it came from the broker
+// (tests and benchmarks).
+func (c *Console) Ingest(topic string, payload []byte) {
+	c.msgs.Add(1)
+	c.ingest(topic, payload)
+}
+
+func (c *Console) device(id string) *Device {
+	d := c.devices[id]
+	if d == nil {
+		d = &Device{ID: id}
+		c.devices[id] = d
+	}
+	return d
+}
+
+// markApplied records dev under every policy action whose serial it now
+// enforces. c.mu must be held.
+func (c *Console) markApplied(dev string) {
+	d := c.devices[dev]
+	for _, a := range c.actions {
+		if a.Serial != 0 && d.Online && d.PolicySerial >= a.Serial && !contains(a.Applied, dev) {
+			a.Applied = append(a.Applied, dev)
+		}
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Devices returns the fleet, sorted by site then id.
+func (c *Console) Devices() []Device {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]Device, 0, len(c.devices))
+	for _, d := range c.devices {
+		out = append(out, d.clone())
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Site != out[j].Site {
+			return out[i].Site < out[j].Site
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Device returns one device.
+func (c *Console) Device(id string) (Device, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	d, ok := c.devices[id]
+	if !ok {
+		return Device{}, false
+	}
+	return d.clone(), true
+}
+
+// Events returns the events f selects, oldest first, at most f.Limit (the
+// newest ones).
+func (c *Console) Events(f EventFilter) []EventRecord {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []EventRecord
+	for i := range c.events {
+		if f.match(&c.events[i]) {
+			out = append(out, c.events[i])
+		}
+	}
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[len(out)-f.Limit:]
+	}
+	return out
+}
+
+// Actions returns the operator's actions, newest first.
+func (c *Console) Actions() []Action {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]Action, 0, len(c.actions))
+	for i := len(c.actions) - 1; i >= 0; i-- {
+		a := *c.actions[i]
+		a.Results = append([]mqttlink.Result(nil), a.Results...)
+		a.Applied = append([]string(nil), a.Applied...)
+		out = append(out, a)
+	}
+	return out
+}
+
+// Ingested counts the messages taken in.
+func (c *Console) Ingested() uint64 { return c.msgs.Load() }
+
+// IngestRate is messages per second over the last few seconds.
+func (c *Console) IngestRate() float64 {
+	c.rateMu.Lock()
+	defer c.rateMu.Unlock()
+	now, n := c.opt.Now(), c.msgs.Load()
+	if c.rateAt.IsZero() {
+		c.rateAt, c.rateN = now, n
+		return 0
+	}
+	if dt := now.Sub(c.rateAt); dt >= 2*time.Second {
+		c.rate = float64(n-c.rateN) / dt.Seconds()
+		c.rateAt, c.rateN = now, n
+	}
+	return c.rate
+}
+
+// Connected reports the broker connection and the last error.
+func (c *Console) Connected() (bool, string) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.connUp, c.connErr
+}

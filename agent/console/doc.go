@@ -1,0 +1,14 @@
+// Package console is the central operator's web console: it follows the
+// fleet over MQTT (retained state, telemetry, events, command results and
+// the retained fleet policy), keeps a live model of it, serves a
+// server-rendered page with a little vanilla JavaScript that polls a JSON
+// API, and carries out the operator's actions — revoke or approve a link
+// (a new policy signed with the committee keys it was given), set or clear
+// a throttle, rebirth — signed here with the operator's key, which never
+// reaches the browser.
+//
+// It speaks the topic contract of agent/mqttlink and signs with
+// agent/command and policy/dsse. It must not import the agent's device-side
+// parts (linkfilter, feeds, queue) or testbench; hal and policy never
+// import it.
+package console

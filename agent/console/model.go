@@ -1,0 +1,196 @@
+package console
+
+import (
+	"encoding/json"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"linkguard.dev/linkguard/agent/mqttlink"
+)
+
+// Device is one device as the console sees it.
+type Device struct {
+	ID            string     `json:"id"`
+	Site          string     `json:"site,omitempty"`
+	Kind          string     `json:"kind,omitempty"`
+	Version       string     `json:"version,omitempty"`
+	Online        bool       `json:"online"`
+	BootID        string     `json:"boot_id,omitempty"`
+	PolicySerial  uint64     `json:"policy_serial"`
+	PolicyExpires *time.Time `json:"policy_expires,omitempty"`
+	Capabilities  []string   `json:"capabilities,omitempty"`
+	StateAt       time.Time  `json:"state_at"`
+	TelemetryAt   time.Time  `json:"telemetry_at"`
+	Filter        *Filter    `json:"filter,omitempty"`
+	Feeds         []*Feed    `json:"feeds,omitempty"`
+	QueueDepth    int64      `json:"queue_depth"`
+}
+
+// Filter is a router's linkfilter telemetry section (the fields the
+// console shows).
+type Filter struct {
+	PolicySerial uint64          `json:"policy_serial"`
+	Passed       uint64          `json:"passed"`
+	Denied       uint64          `json:"denied"`
+	DeniedFlows  uint64          `json:"denied_flows"`
+	Domestic     uint64          `json:"domestic"`
+	Approvals    []ApprovalCount `json:"approvals"`
+}
+
+// ApprovalCount is the traffic one approval carried.
+type ApprovalCount struct {
+	ID      string `json:"id"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Feed is one power feed of a relay controller.
+type Feed struct {
+	ID       string    `json:"id"`
+	PowerW   float64   `json:"power_w"`
+	CapW     float64   `json:"cap_w"` // 0: no cap
+	Status   string    `json:"status,omitempty"`
+	Circuits []Circuit `json:"circuits"`
+	History  []Point   `json:"history"`
+}
+
+// Circuit is one circuit's state.
+type Circuit struct {
+	ID        string `json:"id"`
+	On        bool   `json:"on"`
+	Protected bool   `json:"protected,omitempty"`
+	Priority  int    `json:"priority,omitempty"`
+}
+
+// Point is one sample of a feed's chart.
+type Point struct {
+	T   int64   `json:"t"` // Unix milliseconds
+	P   float64 `json:"p"` // watts
+	Cap float64 `json:"cap"`
+}
+
+// historyLen bounds each feed's chart (10 minutes at one report per 2 s).
+const historyLen = 300
+
+// feedSection is the "feeds" telemetry section: one entry per feed.
+type feedSection struct {
+	Feeds []struct {
+		ID       string    `json:"id"`
+		PowerW   float64   `json:"power_w"`
+		CapW     float64   `json:"cap_w"`
+		Status   string    `json:"status"`
+		Circuits []Circuit `json:"circuits"`
+	} `json:"feeds"`
+}
+
+func (d *Device) applyState(s *mqttlink.State) {
+	d.Online, d.BootID, d.StateAt = s.Online, s.BootID, s.TS
+	if !s.Online {
+		return
+	}
+	if s.Site != "" {
+		d.Site = s.Site
+	}
+	if s.Kind != "" {
+		d.Kind = s.Kind
+	}
+	d.Version, d.Capabilities = s.Version, s.Capabilities
+	if s.Policy != nil {
+		d.PolicySerial, d.PolicyExpires = s.Policy.Serial, s.Policy.Expires
+	}
+}
+
+func (d *Device) applyTelemetry(t *mqttlink.Telemetry) {
+	d.TelemetryAt = t.TS
+	d.QueueDepth = t.Agent.Queue.Depth
+	if raw, ok := t.Sections["linkfilter"]; ok {
+		var f Filter
+		if json.Unmarshal(raw, &f) == nil {
+			d.Filter = &f
+		}
+	}
+	if raw, ok := t.Sections["feeds"]; ok {
+		var fs feedSection
+		if json.Unmarshal(raw, &fs) == nil {
+			for _, in := range fs.Feeds {
+				i := slices.IndexFunc(d.Feeds, func(f *Feed) bool { return f.ID == in.ID })
+				if i < 0 {
+					d.Feeds = append(d.Feeds, &Feed{ID: in.ID})
+					i = len(d.Feeds) - 1
+				}
+				f := d.Feeds[i]
+				f.PowerW, f.CapW, f.Status, f.Circuits = in.PowerW, in.CapW, in.Status, in.Circuits
+				f.History = append(f.History, Point{T: t.TS.UnixMilli(), P: in.PowerW, Cap: in.CapW})
+				if n := len(f.History); n > historyLen {
+					f.History = slices.Delete(f.History, 0, n-historyLen)
+				}
+			}
+			sort.Slice(d.Feeds, func(i, j int) bool { return d.Feeds[i].ID < d.Feeds[j].ID })
+		}
+	}
+}
+
+// clone copies d deeply enough for a reader outside the lock.
+func (d *Device) clone() Device {
+	c := *d
+	if d.Filter != nil {
+		f := *d.Filter
+		f.Approvals = slices.Clone(f.Approvals)
+		c.Filter = &f
+	}
+	c.Feeds = make([]*Feed, len(d.Feeds))
+	for i, f := range d.Feeds {
+		fc := *f
+		fc.Circuits = slices.Clone(f.Circuits)
+		fc.History = slices.Clone(f.History)
+		c.Feeds[i] = &fc
+	}
+	return c
+}
+
+// EventRecord is one event the console received.
+type EventRecord struct {
+	N int64 `json:"n"` // the console's own arrival number
+	mqttlink.Event
+}
+
+// EventFilter selects events.
+type EventFilter struct {
+	Device   string
+	Type     string // prefix: "policy" matches policy.applied and policy.rejected
+	Severity string // minimum
+	After    int64  // only events with N > After
+	Limit    int
+}
+
+var sevRank = map[string]int{"info": 0, "notice": 1, "warning": 2, "error": 3, "critical": 4}
+
+func (f *EventFilter) match(e *EventRecord) bool {
+	if e.N <= f.After {
+		return false
+	}
+	if f.Device != "" && e.Device != f.Device {
+		return false
+	}
+	if f.Type != "" && !strings.HasPrefix(e.Type, f.Type) {
+		return false
+	}
+	if f.Severity != "" && sevRank[e.Severity] < sevRank[f.Severity] {
+		return false
+	}
+	return true
+}
+
+// Action is something the operator did and what the devices answered.
+type Action struct {
+	ID      string            `json:"id"`
+	Kind    string            `json:"kind"` // revoke, approve, throttle.set, throttle.clear, rebirth
+	Target  string            `json:"target"`
+	Detail  string            `json:"detail"`
+	At      time.Time         `json:"at"`
+	Serial  uint64            `json:"serial,omitempty"`  // policy actions: the new serial
+	Results []mqttlink.Result `json:"results,omitempty"` // commands: each device's answer
+	Applied []string          `json:"applied,omitempty"` // policy actions: devices now enforcing Serial
+}

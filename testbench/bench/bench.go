@@ -1,0 +1,220 @@
+// Package bench assembles a whole border on one machine: the embedded
+// broker, simulated sites (routers and relay controllers from package sim)
+// and the operator console, with throwaway keys and a signed demo policy.
+// The demo, the scenarios and the console's browser test all start one.
+//
+// It is testbench code; nothing outside testbench imports it.
+package bench
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"linkguard.dev/linkguard/agent/console"
+	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/hal/atomicfile"
+	"linkguard.dev/linkguard/testbench/broker"
+	"linkguard.dev/linkguard/testbench/sim"
+)
+
+// Site names one simulated device.
+type Site struct {
+	ID   string `yaml:"id" json:"id"`
+	Site string `yaml:"site" json:"site"`
+}
+
+// Options describe a bench.
+type Options struct {
+	Dir            string // working directory (keys, device state); required
+	Routers        []Site
+	Feeds          []Site
+	TelemetryEvery time.Duration // default 1s
+	BrokerAddr     string        // default 127.0.0.1:0
+	ConsoleAddr    string        // "" : no HTTP console (the console model still runs)
+	Logger         *slog.Logger
+}
+
+// Bench is a running border.
+type Bench struct {
+	opt        Options
+	log        *slog.Logger
+	Broker     *broker.Broker
+	Keys       *sim.Keys
+	Routers    map[string]*sim.Router
+	Feeds      map[string]*sim.Feed
+	Console    *console.Console
+	ConsoleURL string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	serial uint64
+}
+
+// Start builds and starts everything; Close stops it.
+func Start(ctx context.Context, opt Options) (b *Bench, err error) {
+	if opt.Dir == "" {
+		return nil, errors.New("bench: a working directory is required")
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.TelemetryEvery <= 0 {
+		opt.TelemetryEvery = time.Second
+	}
+	if opt.BrokerAddr == "" {
+		opt.BrokerAddr = "127.0.0.1:0"
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	b = &Bench{opt: opt, log: opt.Logger, Routers: map[string]*sim.Router{}, Feeds: map[string]*sim.Feed{}, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
+	keyDir := filepath.Join(opt.Dir, "keys")
+	if err := os.MkdirAll(keyDir, 0o700); err != nil {
+		return b, fmt.Errorf("bench: %w", err)
+	}
+	if b.Keys, err = sim.NewKeys(keyDir); err != nil {
+		return b, err
+	}
+	if b.Broker, err = broker.Start(opt.BrokerAddr, slog.New(errorsOnly{opt.Logger.Handler()}).With("part", "broker")); err != nil {
+		return b, err
+	}
+	// The console first, so it sees every message from the start.
+	b.Console, err = console.New(console.Options{Broker: b.Broker.URL(), ClientID: "testbench-console",
+		Operator: b.Keys.Operator, OperatorName: "operator", Committee: []ed25519.PrivateKey{b.Keys.Committee},
+		Logger: opt.Logger.With("part", "console")})
+	if err != nil {
+		return b, err
+	}
+	go func() {
+		defer close(b.done)
+		b.Console.Run(ctx)
+	}()
+	if opt.ConsoleAddr != "" {
+		ln, err := net.Listen("tcp", opt.ConsoleAddr)
+		if err != nil {
+			return b, fmt.Errorf("bench: console: %w", err)
+		}
+		b.ConsoleURL = "http://" + ln.Addr().String() + "/"
+		go console.Serve(ctx, ln, b.Console.Handler())
+	}
+	b.serial = 1
+	env, err := b.Keys.SignPolicy(sim.PolicyYAML(b.serial, time.Now()))
+	if err != nil {
+		return b, err
+	}
+	if err := b.PublishPolicy(env); err != nil {
+		return b, err
+	}
+	agentOpt := func(s Site) sim.AgentOptions {
+		return sim.AgentOptions{ID: s.ID, Site: s.Site, Broker: b.Broker.Addr(), Dir: filepath.Join(opt.Dir, "devices", s.ID),
+			Keys: b.Keys, TelemetryEvery: opt.TelemetryEvery, Logger: opt.Logger}
+	}
+	for _, s := range opt.Routers {
+		r, err := sim.NewRouter(agentOpt(s))
+		if err != nil {
+			return b, err
+		}
+		b.Routers[s.ID] = r
+		if err := b.provision(r.Agent, env); err != nil {
+			return b, err
+		}
+	}
+	for _, s := range opt.Feeds {
+		f, err := sim.NewFeed(ctx, agentOpt(s))
+		if err != nil {
+			return b, err
+		}
+		b.Feeds[s.ID] = f
+		if err := b.provision(f.Agent, env); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// provision writes the signed policy file, as a technician's bundle would,
+// and starts the agent.
+func (b *Bench) provision(a *sim.Agent, env []byte) error {
+	if err := atomicfile.Write(a.PolicyFile(), env, 0o644); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return a.Start(b.ctx)
+}
+
+// Agent returns a device by id.
+func (b *Bench) Agent(id string) (*sim.Agent, bool) {
+	if r, ok := b.Routers[id]; ok {
+		return r.Agent, true
+	}
+	if f, ok := b.Feeds[id]; ok {
+		return f.Agent, true
+	}
+	return nil, false
+}
+
+// Agents lists every device, sorted by id.
+func (b *Bench) Agents() []*sim.Agent {
+	var out []*sim.Agent
+	for _, r := range b.Routers {
+		out = append(out, r.Agent)
+	}
+	for _, f := range b.Feeds {
+		out = append(out, f.Agent)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	return out
+}
+
+// PublishPolicy publishes a signed fleet policy, retained, through the
+// broker's inline client.
+func (b *Bench) PublishPolicy(env []byte) error {
+	if err := b.Broker.Server().Publish(mqttlink.PolicyTopic, env, true, 1); err != nil {
+		return fmt.Errorf("bench: publish policy: %w", err)
+	}
+	return nil
+}
+
+// Context is the bench's context: agents started with it stop at Close.
+func (b *Bench) Context() context.Context { return b.ctx }
+
+// Close stops the agents, the console and the broker.
+func (b *Bench) Close() error {
+	var errs []error
+	for _, a := range b.Agents() {
+		errs = append(errs, a.Close())
+	}
+	for _, f := range b.Feeds {
+		f.CloseHardware()
+	}
+	b.cancel()
+	if b.Console != nil {
+		select {
+		case <-b.done:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	if b.Broker != nil {
+		errs = append(errs, b.Broker.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// errorsOnly passes on a handler's errors only: the embedded broker warns
+// about every closed probe connection and short keepalive.
+type errorsOnly struct{ slog.Handler }
+
+func (h errorsOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelError && h.Handler.Enabled(ctx, l)
+}

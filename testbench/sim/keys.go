@@ -1,0 +1,46 @@
+package sim
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"path/filepath"
+
+	"linkguard.dev/linkguard/policy/dsse"
+)
+
+// Keys are a throwaway committee key (signs policies) and operator key
+// (signs commands), with their key files.
+type Keys struct {
+	Dir                        string
+	Committee, Operator        ed25519.PrivateKey
+	CommitteeKey, CommitteePub string // file paths
+	OperatorKey, OperatorPub   string
+}
+
+// NewKeys makes the key files in dir.
+func NewKeys(dir string) (*Keys, error) {
+	k := &Keys{Dir: dir}
+	var err error
+	if k.CommitteeKey, k.CommitteePub, err = dsse.GenerateKeyFiles(dir, "committee"); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if k.OperatorKey, k.OperatorPub, err = dsse.GenerateKeyFiles(dir, "operator"); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if k.Committee, err = dsse.LoadPrivateKey(k.CommitteeKey); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if k.Operator, err = dsse.LoadPrivateKey(k.OperatorKey); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	return k, nil
+}
+
+// Trust is the keyring devices verify policies with.
+func (k *Keys) Trust() (*dsse.Keyring, error) { return dsse.LoadKeyring(k.CommitteePub) }
+
+// Operators is the keyring devices verify commands with.
+func (k *Keys) Operators() (*dsse.Keyring, error) { return dsse.LoadKeyring(k.OperatorPub) }
+
+// KeyPath names a key file in the key directory.
+func (k *Keys) KeyPath(name string) string { return filepath.Join(k.Dir, name) }
