@@ -3,8 +3,6 @@ package linkfilter_test
 import (
 	"bufio"
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/capture"
+	"linkguard.dev/linkguard/hal/capture/capturetest"
 	"linkguard.dev/linkguard/hal/envtest"
 	"linkguard.dev/linkguard/policy"
 	"linkguard.dev/linkguard/policy/match"
@@ -80,17 +77,8 @@ func run(t testing.TB, name string, args ...string) string {
 // pass or fail.
 func newTopo(t testing.TB) *topo {
 	t.Helper()
-	envtest.Root(t)
-	envtest.Command(t, "ip")
 	envtest.Command(t, "ethtool")
-	b := make([]byte, 3)
-	_, _ = crand.Read(b)
-	sfx := hex.EncodeToString(b)
-	tp := &topo{cust: "lgt-c-" + sfx, lg: "lgt-l-" + sfx, bord: "lgt-b-" + sfx}
-	for _, ns := range []string{tp.cust, tp.lg, tp.bord} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	}
+	tp := &topo{cust: capturetest.Namespace(t, "lgt-c-"), lg: capturetest.Namespace(t, "lgt-l-"), bord: capturetest.Namespace(t, "lgt-b-")}
 	ipn := func(ns string, args ...string) { t.Helper(); run(t, "ip", append([]string{"-n", ns}, args...)...) }
 	ipn(tp.cust, "link", "add", "c0", "type", "veth", "peer", "name", "lgin", "netns", tp.lg)
 	ipn(tp.bord, "link", "add", "b0", "type", "veth", "peer", "name", "lgout", "netns", tp.lg)
@@ -122,45 +110,11 @@ func newTopo(t testing.TB) *topo {
 	return tp
 }
 
-// inNetns runs fn on an OS thread switched into namespace ns. Sockets
-// opened there stay in ns whichever thread uses them later.
-func inNetns(t testing.TB, ns string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		// The thread is not unlocked: if restoring fails it must die
-		// with the goroutine rather than serve others in the wrong ns.
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer self.Close()
-		target, err := os.Open("/var/run/netns/" + ns)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			t.Error(err)
-			return
-		}
-		fn()
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	<-done
-}
-
 // openPorts opens both bridge ports in the LinkGuard namespace, with the
 // agent's own preparation (offloads off, MTU check).
 func (tp *topo) openPorts(t testing.TB, o capture.LiveOptions) (inside, outside *capture.Live) {
 	t.Helper()
-	inNetns(t, tp.lg, func() {
+	capturetest.InNetns(t, tp.lg, func() {
 		for _, p := range []string{"lgin", "lgout"} {
 			if err := capture.DisableOffloads(p); err != nil {
 				t.Error(err)
