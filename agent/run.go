@@ -9,7 +9,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/config"
+	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/agent/version"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/store"
 	"linkguard.dev/linkguard/policy/watch"
@@ -28,6 +32,14 @@ type Agent struct {
 	Config *config.Config
 	Logger *slog.Logger
 	Policy *store.Store
+	// Events is where parts emit events: the MQTT link, or report.Discard
+	// on a device without mqtt.
+	Events report.Events
+	// Telemetry and Commands take parts' telemetry sections and command
+	// handlers; nil on a device without mqtt.
+	Telemetry report.Telemetry
+	Commands  command.Registrar
+	Link      *mqttlink.Link // nil without mqtt
 }
 
 // Run builds the device's parts from cfg and runs them until ctx ends or one
@@ -45,9 +57,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("agent: policy trust: %w", err)
 	}
-	a := &Agent{Config: cfg, Logger: log}
+	a := &Agent{Config: cfg, Logger: log, Events: report.Discard}
 	a.Policy, err = store.New(store.Options{
 		Trust: trust, Threshold: cfg.Policy.Threshold, StateDir: cfg.StateDir, Logger: log.With("part", "policy"),
+		OnOutcome: func(o store.Outcome) {
+			if a.Link != nil {
+				a.Link.PolicyOutcome(o)
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -60,7 +77,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		log.Warn("no last-known-good policy: enforcing nothing until a signed policy arrives")
 	}
 
+	if m := cfg.MQTT; m != nil {
+		if err := a.startLink(m, opts.LevelVar); err != nil {
+			return err
+		}
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
+	if a.Link != nil {
+		g.Go(func() error { return a.Link.Run(ctx) })
+	}
 	w := &watch.Watcher{Path: cfg.Policy.File, Store: a.Policy, Logger: log.With("part", "policy-watch")}
 	g.Go(func() error { return w.Run(ctx) })
 
@@ -71,4 +97,32 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	err = g.Wait()
 	log.Info("agent stopped", "err", err)
 	return err
+}
+
+// startLink opens the MQTT link (its queue, event chain and replay memory)
+// and makes it the agent's event sink, telemetry and command registry.
+func (a *Agent) startLink(m *config.MQTT, lv *slog.LevelVar) error {
+	cfg := a.Config
+	ops, err := dsse.LoadKeyring(m.Operators...)
+	if err != nil {
+		return fmt.Errorf("agent: mqtt operators: %w", err)
+	}
+	link, err := mqttlink.New(mqttlink.Options{
+		Device: cfg.Device.ID, Site: cfg.Device.Site, Kind: cfg.Device.Kind, Version: version.Version,
+		URL: m.URL, CA: m.CA, Cert: m.Cert, Key: m.Key,
+		Keepalive: m.Keepalive, TelemetryEvery: m.TelemetryEvery,
+		StateDir: cfg.StateDir, QueueMaxBytes: int64(m.Queue.MaxMB) << 20,
+		Operators: ops, Policy: a.Policy, PolicyFile: cfg.Policy.File,
+		Logger: a.Logger.With("part", "mqtt"), LevelVar: lv,
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if cfg.Links != nil && cfg.Links.Evidence.Dir != "" {
+		if err := link.RegisterEvidence(cfg.Links.Evidence.Dir); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
+	a.Link, a.Events, a.Telemetry, a.Commands = link, link, link, link
+	return nil
 }
