@@ -253,17 +253,15 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 	s := f.shards[h>>60]
 	s.mu.Lock()
 	i := s.find(&k, h)
-	var fl *flow
 	isNew := false
-	if i >= 0 {
-		fl = &s.slots[i]
-		if now-fl.last > f.o.Timeouts.of(fl) {
-			*fl = flow{key: k, used: true} // idle-expired: a new flow on the same tuple
-			s.expired++
-			isNew = true
-		}
-	} else {
-		fl = &s.slots[s.insert(&k, h, now, &f.o.Timeouts)]
+	if i < 0 {
+		i = s.insert(&k, h, now, &f.o.Timeouts)
+		isNew = true
+	}
+	fl := &s.ents[i]
+	if !isNew && now-fl.last > f.o.Timeouts.of(fl) {
+		*fl = flow{key: k} // idle-expired: a new flow on the same tuple
+		s.expired++
 		isNew = true
 	}
 	if isNew {
@@ -272,15 +270,15 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 		fl.tcp = tcpOpening
 		f.c.newFlows.Add(1)
 	}
-	prevAllowed := fl.gen != 0 && fl.decided.Verdict.Allowed()
+	prevAllowed := fl.gen != 0 && fl.verdict.Allowed()
 	dnow := now
 	if f.o.DecideAt != 0 {
 		dnow = f.o.DecideAt
 	}
-	if isNew || fl.gen != st.gen || dnow >= fl.decided.RecheckAt {
-		fl.decided = f.decide(st, fl, dnow)
-		fl.gen = st.gen
-		if !fl.decided.Verdict.Allowed() || fl.decided.Verdict == match.Monitored {
+	if isNew || fl.gen != uint32(st.gen) || dnow >= fl.recheck {
+		fl.setDecision(f.decide(st, fl, dnow))
+		fl.gen = uint32(st.gen)
+		if !fl.verdict.Allowed() || fl.verdict == match.Monitored {
 			fl.reported = false
 		}
 	}
@@ -298,7 +296,7 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 			fl.tcp = tcpEstablished
 		}
 	}
-	d := fl.decided
+	d := fl.decision()
 	r := Result{Verdict: d.Verdict, Reason: d.Reason, Approval: d.Approval, NewFlow: isNew, Flow: FlowRef{k}}
 	var ev *deniedEvent
 	var evBuf deniedEvent
@@ -477,10 +475,8 @@ func (f *Filter) Flows() []FlowInfo {
 	var out []FlowInfo
 	for _, s := range f.shards {
 		s.mu.Lock()
-		for i := range s.slots {
-			if s.slots[i].used {
-				out = append(out, s.slots[i].info())
-			}
+		for i := range s.ents {
+			out = append(out, s.ents[i].info())
 		}
 		s.mu.Unlock()
 	}

@@ -226,8 +226,8 @@ func TestFlowTableBounded(t *testing.T) {
 		f.Judge(&p, fr, len(fr), t0+int64(i))
 	}
 	for _, sh := range f.shards {
-		if sh.n > sh.limit {
-			t.Fatalf("shard holds %d flows, limit %d", sh.n, sh.limit)
+		if len(sh.ents) > sh.limit {
+			t.Fatalf("shard holds %d flows, limit %d", len(sh.ents), sh.limit)
 		}
 	}
 	s := f.Snapshot()
@@ -237,9 +237,18 @@ func TestFlowTableBounded(t *testing.T) {
 	// Every remaining flow is still findable (backward-shift deletion kept
 	// probe runs intact).
 	for _, sh := range f.shards {
-		for i := range sh.slots {
-			if sl := &sh.slots[i]; sl.used && sh.find(&sl.key, sl.key.hash(f.seed)) != i {
-				t.Fatalf("slot %d unreachable", i)
+		used := 0
+		for _, v := range sh.idx {
+			if v != 0 {
+				used++
+			}
+		}
+		if used != len(sh.ents) {
+			t.Fatalf("%d index slots for %d flows", used, len(sh.ents))
+		}
+		for i := range sh.ents {
+			if sh.find(&sh.ents[i].key, sh.ents[i].key.hash(f.seed)) != i {
+				t.Fatalf("flow %d unreachable", i)
 			}
 		}
 	}

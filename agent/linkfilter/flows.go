@@ -65,23 +65,34 @@ const (
 	tcpClosing // FIN or RST seen
 )
 
-// flow is one entry of the table.
+// flow is one entry of the table. Kept small (104 bytes): a full default
+// table of 65,536 flows is under 8 MB with its index.
 type flow struct {
 	key      flowKey
-	used     bool
 	initA    bool // side a opened the flow
 	seenBack bool // a packet went the other way
 	tcp      uint8
-	decided  match.Decision
-	gen      uint64 // policy generation decided under
+	verdict  match.Verdict
+	reason   match.Reason
+	evidence uint8 // frames of this flow written to the evidence ring
+	resets   uint8 // RST pairs sent (monitor mode)
+	reported bool  // a denied-flow event was emitted for the current verdict
+	approval int32
+	gen      uint32 // policy generation decided under (0: never)
+	recheck  int64  // Decision.RecheckAt
 	first    int64  // Unix nanos
 	last     int64
 	pkts     uint64
 	bytes    uint64
 	denied   uint64 // packets dropped (inline) or reported (monitor)
-	evidence uint8  // frames of this flow written to the evidence ring
-	resets   uint8  // RST pairs sent (monitor mode)
-	reported bool   // a denied-flow event was emitted for the current verdict
+}
+
+func (f *flow) decision() match.Decision {
+	return match.Decision{Verdict: f.verdict, Reason: f.reason, Approval: f.approval, RecheckAt: f.recheck}
+}
+
+func (f *flow) setDecision(d match.Decision) {
+	f.verdict, f.reason, f.approval, f.recheck = d.Verdict, d.Reason, d.Approval, d.RecheckAt
 }
 
 // Timeouts are idle timeouts per protocol state.
@@ -126,16 +137,19 @@ func (t *Timeouts) of(f *flow) int64 {
 	return int64(t.Other)
 }
 
-// shard is one lock's worth of the flow table: open addressing with linear
-// probing, at most half full, backward-shift deletion. Fixed size: it never
-// allocates after construction.
+// shard is one lock's worth of the flow table: the flows sit densely in
+// ents (so eviction scans only live flows and memory is what the cap says),
+// found through idx, an open-addressing index with linear probing, at most
+// half full, with backward-shift deletion. Each idx slot holds the low 32
+// bits of the key's hash (the probe start, and a quick filter) and the
+// entry's position + 1; 0 is empty. Sized once: nothing allocates later.
 type shard struct {
 	mu      sync.Mutex
-	slots   []flow
+	idx     []uint64
 	mask    uint64
-	n       int
+	ents    []flow // len: live flows; cap: limit
 	limit   int
-	cursor  uint64 // eviction clock hand
+	cursor  int // eviction clock hand over ents
 	seed    uint64
 	evicted uint64
 	expired uint64
@@ -147,57 +161,70 @@ func newShard(limit int, seed uint64) *shard {
 	for size < 2*limit {
 		size *= 2
 	}
-	return &shard{slots: make([]flow, size), mask: uint64(size - 1), limit: limit, seed: seed}
+	return &shard{idx: make([]uint64, size), mask: uint64(size - 1), ents: make([]flow, 0, limit), limit: limit, seed: seed}
 }
 
-// find returns the slot holding k, or -1.
+const entMask = 0xffffffff
+
+// find returns the entry holding k, or -1.
 func (s *shard) find(k *flowKey, h uint64) int {
+	tag := uint64(uint32(h)) << 32
 	for i := h & s.mask; ; i = (i + 1) & s.mask {
-		f := &s.slots[i]
-		if !f.used {
+		v := s.idx[i]
+		if v == 0 {
 			return -1
 		}
-		if f.key == *k {
-			return int(i)
+		if v&^entMask == tag {
+			if e := int(v&entMask) - 1; s.ents[e].key == *k {
+				return e
+			}
 		}
 	}
 }
 
-// insert places k (absent) and returns its slot, evicting first if full.
+// slotOf returns the index slot pointing at entry e.
+func (s *shard) slotOf(e int) uint64 {
+	h := s.ents[e].key.hash(s.seed)
+	for i := h & s.mask; ; i = (i + 1) & s.mask {
+		if int(s.idx[i]&entMask) == e+1 {
+			return i
+		}
+	}
+}
+
+// insert adds k (absent) and returns its entry, evicting first if full.
 func (s *shard) insert(k *flowKey, h uint64, now int64, to *Timeouts) int {
-	if s.n >= s.limit {
+	if len(s.ents) >= s.limit {
 		s.evictOne(now, to)
 	}
+	e := len(s.ents)
+	s.ents = append(s.ents, flow{key: *k})
 	i := h & s.mask
-	for s.slots[i].used {
+	for s.idx[i] != 0 {
 		i = (i + 1) & s.mask
 	}
-	s.slots[i] = flow{key: *k, used: true}
-	s.n++
-	return int(i)
+	s.idx[i] = uint64(uint32(h))<<32 | uint64(e+1)
+	return e
 }
 
-// evictOne frees one slot: an idle-expired flow if the clock hand finds one
-// within a short scan, else the least recently seen of those it passed.
+// evictOne frees one entry: an idle-expired flow if the clock hand finds
+// one among the next 8, else the least recently seen of those 8.
 func (s *shard) evictOne(now int64, to *Timeouts) {
 	victim, oldest := -1, int64(1<<63-1)
-	// Look at up to 32 live flows (the table is at most half full, so
-	// about 64 slots).
-	for seen, scanned := 0, 0; seen < 32 && scanned < len(s.slots); scanned++ {
-		i := int(s.cursor & s.mask)
-		s.cursor++
-		f := &s.slots[i]
-		if !f.used {
-			continue
+	for k := 0; k < 8 && k < len(s.ents); k++ {
+		if s.cursor >= len(s.ents) {
+			s.cursor = 0
 		}
-		seen++
+		e := s.cursor
+		s.cursor++
+		f := &s.ents[e]
 		if now-f.last > to.of(f) {
-			s.remove(i)
+			s.remove(e)
 			s.expired++
 			return
 		}
 		if f.last < oldest {
-			victim, oldest = i, f.last
+			victim, oldest = e, f.last
 		}
 	}
 	if victim >= 0 {
@@ -206,22 +233,27 @@ func (s *shard) evictOne(now int64, to *Timeouts) {
 	}
 }
 
-// remove deletes slot i, shifting later members of its probe run back.
-func (s *shard) remove(i int) {
-	s.slots[i] = flow{}
-	s.n--
-	j := i
-	for {
-		j = int((uint64(j) + 1) & s.mask)
-		f := &s.slots[j]
-		if !f.used {
-			return
-		}
-		home := int(f.key.hash(s.seed) & s.mask)
-		// f may move to i when i lies cyclically in [home, j).
+// remove deletes entry e: its index slot goes (later members of the probe
+// run shift back), and the last entry moves into its place.
+func (s *shard) remove(e int) {
+	s.deleteSlot(s.slotOf(e))
+	last := len(s.ents) - 1
+	if e != last {
+		j := s.slotOf(last)
+		s.ents[e] = s.ents[last]
+		s.idx[j] = s.idx[j]&^entMask | uint64(e+1)
+	}
+	s.ents[last] = flow{}
+	s.ents = s.ents[:last]
+}
+
+func (s *shard) deleteSlot(i uint64) {
+	s.idx[i] = 0
+	for j := (i + 1) & s.mask; s.idx[j] != 0; j = (j + 1) & s.mask {
+		home := (s.idx[j] >> 32) & s.mask
+		// The entry at j may move to i when i lies cyclically in [home, j).
 		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
-			s.slots[i] = *f
-			*f = flow{}
+			s.idx[i], s.idx[j] = s.idx[j], 0
 			i = j
 		}
 	}
@@ -229,14 +261,13 @@ func (s *shard) remove(i int) {
 
 // sweep removes idle-expired flows.
 func (s *shard) sweep(now int64, to *Timeouts) {
-	for i := 0; i < len(s.slots); {
-		f := &s.slots[i]
-		if f.used && now-f.last > to.of(f) {
-			s.remove(i)
+	for e := 0; e < len(s.ents); {
+		if f := &s.ents[e]; now-f.last > to.of(f) {
+			s.remove(e) // the last entry moved into e: look at e again
 			s.expired++
-			continue // a later entry may have shifted into i
+			continue
 		}
-		i++
+		e++
 	}
 }
 
@@ -255,7 +286,7 @@ type FlowInfo struct {
 func (f *flow) info() FlowInfo {
 	a, b := netip.AddrFrom16(f.key.a).Unmap(), netip.AddrFrom16(f.key.b).Unmap()
 	fi := FlowInfo{Src: a, Dst: b, SPort: f.key.pa, DPort: f.key.pb, Proto: f.key.proto,
-		Decision: f.decided, Packets: f.pkts, Bytes: f.bytes, Denied: f.denied,
+		Decision: f.decision(), Packets: f.pkts, Bytes: f.bytes, Denied: f.denied,
 		First: time.Unix(0, f.first), Last: time.Unix(0, f.last)}
 	if !f.initA {
 		fi.Src, fi.Dst, fi.SPort, fi.DPort = fi.Dst, fi.Src, fi.DPort, fi.SPort

@@ -66,7 +66,7 @@ func (f *Filter) Snapshot() Snapshot {
 	}
 	for _, sh := range f.shards {
 		sh.mu.Lock()
-		s.Flows += sh.n
+		s.Flows += len(sh.ents)
 		s.FlowCap += sh.limit
 		s.FlowsEvicted += sh.evicted
 		s.FlowsExpired += sh.expired

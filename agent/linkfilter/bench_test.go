@@ -1,0 +1,134 @@
+package linkfilter
+
+import (
+	"bufio"
+	"net/netip"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gopacket/gopacket/layers"
+
+	"linkguard.dev/linkguard/policy/match"
+	"linkguard.dev/linkguard/policy/policytest"
+)
+
+// bigPolicy is the national-size policy of the figures: 100,000 prefixes.
+func bigPolicy(b *testing.B) (*match.Matcher, netip.Addr) {
+	p := policytest.Synthetic(100_000, 1)
+	var remote netip.Addr
+	for _, pfx := range p.Approvals[0].Remote {
+		if pfx.Addr().Is4() {
+			remote = pfx.Addr().Next()
+			break
+		}
+	}
+	return match.Compile(p), remote
+}
+
+// BenchmarkDecide: decode + flow lookup + verdict on a 64-byte TCP frame
+// against a 100,000-prefix policy; cached flow and new flow.
+func BenchmarkDecide(b *testing.B) {
+	m, remote := bigPolicy(b)
+	fr := tcp4(b, "103.1.0.5", remote.String(), 40000, 443, false, true, nil)
+	if len(fr) != 64 {
+		b.Fatalf("frame of %d bytes", len(fr))
+	}
+	b.Run("cached-flow", func(b *testing.B) {
+		f := New(Options{Site: "s1"})
+		f.SetMatcher(m)
+		d := NewDecoder(layers.LinkTypeEthernet)
+		var p Packet
+		now := t0
+		d.Decode(fr, false, &p)
+		if r := f.Judge(&p, fr, len(fr), now); r.Verdict != match.Approved {
+			b.Fatalf("%+v", r)
+		}
+		b.ReportAllocs()
+		b.SetBytes(int64(len(fr)))
+		for b.Loop() {
+			now++
+			d.Decode(fr, false, &p)
+			f.Judge(&p, fr, len(fr), now)
+		}
+	})
+	b.Run("new-flow", func(b *testing.B) {
+		f := New(Options{Site: "s1"})
+		f.SetMatcher(m)
+		d := NewDecoder(layers.LinkTypeEthernet)
+		var p Packet
+		now := t0
+		b.ReportAllocs()
+		b.SetBytes(int64(len(fr)))
+		i := uint32(0)
+		for b.Loop() {
+			now++
+			i++
+			// A new source port and address every frame: a new flow, a
+			// matcher decision, and (once the table is full) an eviction.
+			fr[36], fr[37] = byte(i>>8), byte(i)
+			fr[28], fr[29] = byte(i>>16), byte(i>>24)
+			d.Decode(fr, false, &p)
+			f.Judge(&p, fr, len(fr), now)
+		}
+		b.ReportMetric(float64(f.Snapshot().FlowsEvicted), "evicted")
+	})
+	b.Run("decode-only", func(b *testing.B) {
+		d := NewDecoder(layers.LinkTypeEthernet)
+		var p Packet
+		b.ReportAllocs()
+		for b.Loop() {
+			d.Decode(fr, false, &p)
+		}
+	})
+}
+
+// BenchmarkMemory100k reports the process's resident memory with the
+// 100,000-prefix policy compiled and a full default flow table (65,536
+// flows). Run it alone: `go test -run '^$' -bench Memory100k`.
+func BenchmarkMemory100k(b *testing.B) {
+	for b.Loop() {
+		runtime.GC()
+		debug.FreeOSMemory()
+		b.ReportMetric(float64(rssKiB())/1024, "RSS-before-MB")
+		m, remote := bigPolicy(b)
+		f := New(Options{Site: "s1"})
+		f.SetMatcher(m)
+		d := NewDecoder(layers.LinkTypeEthernet)
+		fr := tcp4(b, "103.1.0.5", remote.String(), 40000, 443, true, false, nil)
+		var p Packet
+		d.Decode(fr, false, &p)
+		for i := range 100_000 {
+			p.SPort = uint16(i)
+			p.Src = netip.AddrFrom4([4]byte{103, 1, byte(i >> 8), byte(i)})
+			f.Judge(&p, fr, len(fr), t0+int64(i))
+		}
+		runtime.GC()
+		debug.FreeOSMemory()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(rssKiB())/1024, "RSS-MB")
+		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
+		b.ReportMetric(float64(f.Snapshot().Flows), "flows")
+		runtime.KeepAlive(f)
+	}
+}
+
+func rssKiB() int {
+	fh, err := os.Open("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	return -1
+}
