@@ -26,6 +26,10 @@ import (
 type Options struct {
 	Broker   string // tcp:// or mqtt:// URL (ssl:// with TLS below)
 	ClientID string // default "lgconsole-" + random
+	// Persistent keeps the broker session (clean session false) so events
+	// and results published while the console was away are delivered when
+	// it is back. Give a stable ClientID with it.
+	Persistent bool
 	// Share, when set, takes telemetry, events and results through the
 	// shared subscription group $share/Share/..., so several console
 	// instances split the fleet's stream between them on a clustered
@@ -127,7 +131,7 @@ func (c *Console) Run(ctx context.Context) error {
 		u.Scheme = "ssl"
 	}
 	o := paho.NewClientOptions().AddBroker(u.String()).SetClientID(c.opt.ClientID).
-		SetCleanSession(true).SetAutoReconnect(true).SetMaxReconnectInterval(5 * time.Second).
+		SetCleanSession(!c.opt.Persistent).SetResumeSubs(c.opt.Persistent).SetAutoReconnect(true).SetMaxReconnectInterval(5 * time.Second).
 		SetConnectRetry(true).SetConnectRetryInterval(time.Second).SetKeepAlive(15 * time.Second).
 		SetOrderMatters(false)
 	if c.opt.TLS.CA != "" || c.opt.TLS.Cert != "" || u.Scheme == "ssl" {

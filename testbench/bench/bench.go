@@ -20,7 +20,6 @@ import (
 
 	"linkguard.dev/linkguard/agent/console"
 	"linkguard.dev/linkguard/agent/mqttlink"
-	"linkguard.dev/linkguard/hal/atomicfile"
 	"linkguard.dev/linkguard/testbench/broker"
 	"linkguard.dev/linkguard/testbench/sim"
 )
@@ -91,7 +90,7 @@ func Start(ctx context.Context, opt Options) (b *Bench, err error) {
 		return b, err
 	}
 	// The console first, so it sees every message from the start.
-	b.Console, err = console.New(console.Options{Broker: b.Broker.URL(), ClientID: "testbench-console",
+	b.Console, err = console.New(console.Options{Broker: b.Broker.URL(), ClientID: "testbench-console", Persistent: true,
 		Operator: b.Keys.Operator, OperatorName: "operator", Committee: []ed25519.PrivateKey{b.Keys.Committee},
 		Logger: opt.Logger.With("part", "console")})
 	if err != nil {
@@ -144,12 +143,12 @@ func Start(ctx context.Context, opt Options) (b *Bench, err error) {
 	return b, nil
 }
 
-// provision writes the signed policy file, as a technician's bundle would,
-// and starts the agent.
-func (b *Bench) provision(a *sim.Agent, env []byte) error {
-	if err := atomicfile.Write(a.PolicyFile(), env, 0o644); err != nil {
-		return fmt.Errorf("bench: %w", err)
-	}
+// provision starts the agent. It gets its first policy from the retained
+// fleet policy, which mqttlink also writes to its policy file. (A policy
+// file written beforehand would be applied by the file watcher, and
+// mqttlink republishes its retained state only for policies that arrive
+// over MQTT, so the console would see serial 0 until the next reconnect.)
+func (b *Bench) provision(a *sim.Agent, _ []byte) error {
 	return a.Start(b.ctx)
 }
 
@@ -184,6 +183,60 @@ func (b *Bench) PublishPolicy(env []byte) error {
 		return fmt.Errorf("bench: publish policy: %w", err)
 	}
 	return nil
+}
+
+// WaitUp waits until every device is online, enforces serial or later and
+// has sent telemetry. A device whose retained state still shows an older
+// serial after a few seconds is sent a signed rebirth: mqttlink can publish
+// the state it built before a retained policy was applied after the one it
+// built after (a race between connect and the policy loop), and then the
+// state stays stale until the next change. Nudges counts those rebirths.
+func (b *Bench) WaitUp(ctx context.Context, serial uint64, within time.Duration) (nudges int, err error) {
+	deadline := time.Now().Add(within)
+	nudgeAt := time.Now().Add(3 * time.Second)
+	nudged := map[string]bool{}
+	for {
+		var stale []string
+		err = nil
+		devs := b.Console.Devices()
+		if len(devs) < len(b.Agents()) {
+			err = fmt.Errorf("bench: %d of %d devices reported", len(devs), len(b.Agents()))
+		}
+		for _, d := range devs {
+			switch {
+			case !d.Online:
+				err = fmt.Errorf("bench: %s is offline", d.ID)
+			case d.PolicySerial < serial:
+				err = fmt.Errorf("bench: %s enforces serial %d", d.ID, d.PolicySerial)
+				stale = append(stale, d.ID)
+			case d.TelemetryAt.IsZero():
+				err = fmt.Errorf("bench: %s sent no telemetry yet", d.ID)
+			}
+		}
+		if err == nil {
+			return nudges, nil
+		}
+		if time.Now().After(deadline) {
+			return nudges, fmt.Errorf("not within %v: %w", within, err)
+		}
+		if time.Now().After(nudgeAt) {
+			for _, id := range stale {
+				if a, ok := b.Agent(id); ok && !nudged[id] && a.Policy() != nil && a.Policy().Current().Serial() >= serial {
+					b.log.Warn("bench: stale retained state; sending rebirth", "device", id)
+					if _, err := b.Console.Command(id, "rebirth", nil); err == nil {
+						nudged[id] = true
+						nudges++
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nudges, ctx.Err()
+		case <-b.Console.Changed():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Context is the bench's context: agents started with it stop at Close.

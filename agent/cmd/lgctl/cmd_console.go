@@ -52,6 +52,7 @@ keys, revoking or approving a link publishes a new fleet policy signed by them.`
 				}
 				o.Committee = append(o.Committee, k)
 			}
+			o.Persistent = o.ClientID != ""
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
@@ -66,6 +67,7 @@ keys, revoking or approving a link publishes a new fleet policy signed by them.`
 	f.StringVar(&opKey, "key", "", "operator private key that signs commands (NAME.key)")
 	f.StringArrayVar(&committee, "committee", nil, "committee private key that signs policies (repeat for a threshold)")
 	f.StringVar(&listen, "listen", "127.0.0.1:8080", "address the web console listens on")
+	f.StringVar(&o.ClientID, "client-id", "", "MQTT client id; given, the broker keeps the console's session while it is away")
 	f.StringVar(&o.Share, "share", "", "take telemetry and events through the shared subscription group $share/NAME/")
 	f.StringVar(&o.TLS.CA, "ca", "", "CA certificate of an mqtts broker")
 	f.StringVar(&o.TLS.Cert, "cert", "", "client certificate for an mqtts broker")
