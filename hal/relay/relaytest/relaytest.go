@@ -120,6 +120,9 @@ func (r *Relay) CheckLimits(minOn, minOff time.Duration, maxPerHour int) string 
 // CheckLimits checks a list of operations; see Relay.CheckLimits.
 func CheckLimits(ops []Op, minOn, minOff time.Duration, maxPerHour int) string {
 	for i := 1; i < len(ops); i++ {
+		if ops[i].On == ops[i-1].On {
+			continue // moved back after someone else moved it (drift): not a dwell pair
+		}
 		gap := ops[i].Time.Sub(ops[i-1].Time)
 		if ops[i-1].On && gap < minOn {
 			return "min_on broken at " + ops[i].Time.Format(time.RFC3339Nano) + " (on for " + gap.String() + ")"
