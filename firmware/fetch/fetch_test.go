@@ -107,21 +107,21 @@ func TestRefusals(t *testing.T) {
 	content, sum := data(10_000)
 	tests := []struct {
 		name string
-		srv  server
+		srv  func() *server
 		req  func(*Request)
 		want error
 	}{
-		{"over cap with length", server{}, func(r *Request) { r.MaxSize = 9_999 }, ErrTooLarge},
-		{"over cap chunked", server{chunked: true}, func(r *Request) { r.MaxSize = 5_000 }, ErrTooLarge},
-		{"digest", server{}, func(r *Request) { r.SHA256 = strings.Repeat("ab", 32) }, ErrDigest},
-		{"not found", server{}, func(r *Request) { r.URL += ".missing" }, ErrStatus},
-		{"scheme", server{}, func(r *Request) { r.URL = "file:///etc/passwd" }, ErrRequest},
-		{"bad sha", server{}, func(r *Request) { r.SHA256 = "xyz" }, ErrRequest},
-		{"no cap", server{}, func(r *Request) { r.MaxSize = 0 }, ErrRequest},
+		{"over cap with length", func() *server { return &server{} }, func(r *Request) { r.MaxSize = 9_999 }, ErrTooLarge},
+		{"over cap chunked", func() *server { return &server{chunked: true} }, func(r *Request) { r.MaxSize = 5_000 }, ErrTooLarge},
+		{"digest", func() *server { return &server{} }, func(r *Request) { r.SHA256 = strings.Repeat("ab", 32) }, ErrDigest},
+		{"not found", func() *server { return &server{} }, func(r *Request) { r.URL += ".missing" }, ErrStatus},
+		{"scheme", func() *server { return &server{} }, func(r *Request) { r.URL = "file:///etc/passwd" }, ErrRequest},
+		{"bad sha", func() *server { return &server{} }, func(r *Request) { r.SHA256 = "xyz" }, ErrRequest},
+		{"no cap", func() *server { return &server{} }, func(r *Request) { r.MaxSize = 0 }, ErrRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newServer(t, content, &tt.srv)
+			s := newServer(t, content, tt.srv())
 			dest := filepath.Join(t.TempDir(), "fw.lgb")
 			req := Request{URL: s.URL + "/fw.lgb", SHA256: sum, MaxSize: 1 << 20, Dest: dest}
 			tt.req(&req)
