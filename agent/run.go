@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/config"
+	"linkguard.dev/linkguard/agent/feeds"
 	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/agent/version"
@@ -40,6 +42,8 @@ type Agent struct {
 	Telemetry report.Telemetry
 	Commands  command.Registrar
 	Link      *mqttlink.Link // nil without mqtt
+	// Feeds is the power-feed throttle controller; nil without feeds.
+	Feeds *feeds.Controller
 }
 
 // Run builds the device's parts from cfg and runs them until ctx ends or one
@@ -83,9 +87,33 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		}
 	}
 
+	var feedSpecs []feeds.Spec
+	if len(cfg.Feeds) > 0 {
+		specs, hw, err := feeds.FromConfig(cfg, log.With("part", "feeds"))
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		defer hw.Close()
+		feedSpecs = specs
+		if err := a.startFeeds(specs); err != nil {
+			return err
+		}
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
 	if a.Link != nil {
 		g.Go(func() error { return a.Link.Run(ctx) })
+	}
+	if a.Feeds != nil {
+		g.Go(func() error { return a.Feeds.Run(ctx) })
+	}
+	if wd := cfg.Watchdog; wd != nil {
+		w := &feeds.Watchdog{Device: wd.Device, Every: wd.Every, Logger: log.With("part", "watchdog")}
+		if a.Feeds != nil {
+			age := feeds.WatchdogAge(feedSpecs)
+			w.Alive = func(now time.Time) bool { return a.Feeds.Alive(now, age) }
+		}
+		g.Go(func() error { return w.Run(ctx) })
 	}
 	w := &watch.Watcher{Path: cfg.Policy.File, Store: a.Policy, Logger: log.With("part", "policy-watch")}
 	g.Go(func() error { return w.Run(ctx) })
@@ -97,6 +125,26 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	err = g.Wait()
 	log.Info("agent stopped", "err", err)
 	return err
+}
+
+// startFeeds builds the feed controller on opened hardware and plugs it
+// into the agent's events, telemetry and commands.
+func (a *Agent) startFeeds(specs []feeds.Spec) error {
+	ctl, err := feeds.New(feeds.Options{Feeds: specs, StateDir: a.Config.StateDir, Events: a.Events,
+		Logger: a.Logger.With("part", "feeds")})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if a.Commands != nil {
+		if err := ctl.RegisterCommands(a.Commands); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
+	if a.Telemetry != nil {
+		ctl.RegisterTelemetry(a.Telemetry)
+	}
+	a.Feeds = ctl
+	return nil
 }
 
 // startLink opens the MQTT link (its queue, event chain and replay memory)

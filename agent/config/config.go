@@ -109,6 +109,8 @@ type Feed struct {
 	Confirm       time.Duration `yaml:"confirm"`       // power must stay over the cap this long before shedding
 	Period        time.Duration `yaml:"period"`        // control period
 	Override      string        `yaml:"override_file"` // local technician override
+	StartJitter   time.Duration `yaml:"start_jitter"`  // caps start at a random offset in [0, start_jitter)
+	Readback      time.Duration `yaml:"readback"`      // how often relays are read back for drift
 }
 
 // Meter is a Modbus meter on a bus.

@@ -90,6 +90,12 @@ func (c *Config) defaults() {
 		if f.Period == 0 {
 			f.Period = time.Second
 		}
+		if f.StartJitter == 0 {
+			f.StartJitter = 30 * time.Second
+		}
+		if f.Readback == 0 {
+			f.Readback = 30 * time.Second
+		}
 		if f.Meter.WordOrder == "" {
 			f.Meter.WordOrder = "big"
 		}

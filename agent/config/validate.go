@@ -177,7 +177,7 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 				bad(cat("priority"), "a switched circuit needs a priority of 1 or more (higher is shed last)")
 			}
 		}
-		if f.MinOn < 0 || f.MinOff < 0 || f.StaleAfter <= 0 || f.Confirm < 0 || f.Period <= 0 {
+		if f.MinOn < 0 || f.MinOff < 0 || f.StaleAfter <= 0 || f.Confirm < 0 || f.Period <= 0 || f.StartJitter < 0 || f.Readback <= 0 {
 			bad(at(), "durations must be positive")
 		}
 		if f.MaxOpsPerHour < 1 {

@@ -13,14 +13,15 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/meter"
 )
 
 // Options configure a Controller.
 type Options struct {
 	Feeds    []Spec
-	StateDir string // where feed state persists; "" keeps it in memory (tests)
-	Events   Emitter
+	StateDir string        // where feed state persists; "" keeps it in memory (tests)
+	Events   report.Events // nil: events are only logged
 	Logger   *slog.Logger
 	Now      func() time.Time // clock; nil means time.Now
 	Rand     *rand.Rand       // start offsets; nil means a random seed
@@ -29,7 +30,7 @@ type Options struct {
 // Controller runs the control loops of all feeds of a device.
 type Controller struct {
 	log      *slog.Logger
-	events   Emitter
+	events   report.Events
 	stateDir string
 	now      func() time.Time
 	rngMu    sync.Mutex
@@ -49,9 +50,9 @@ func New(o Options) (*Controller, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.events = LogEmitter{Logger: c.log}
-	if o.Events != nil {
-		c.events = multiEmitter{o.Events, c.events}
+	c.events = o.Events
+	if c.events == nil {
+		c.events = report.Discard
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -81,6 +82,9 @@ func (c *Controller) runner(id string) (*feedRunner, error) {
 // Run runs every feed's control loop until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	for _, r := range c.feeds {
+		r.alive.Store(c.now().UnixNano())
+	}
 	for _, r := range c.feeds {
 		g.Go(func() error { return c.loop(ctx, r) })
 	}
@@ -178,13 +182,13 @@ func (c *Controller) pollOverride(r *feedRunner) {
 			ci.tech = modeManualOff
 		}
 	}
-	fields := map[string]any{"active": o != nil}
+	fields := report.Fields{"active": o != nil}
 	if o != nil {
 		fields["reason"], fields["hold"], fields["circuits"] = o.Reason, o.Hold, o.Circuits
 	}
-	sev := Warning
+	sev := report.Warning
 	if o == nil {
-		sev = Info
+		sev = report.Info
 	}
 	f.emit(now, EventTechnician, sev, fields)
 }
@@ -214,7 +218,7 @@ func (c *Controller) SetThrottle(_ context.Context, o ThrottleOrder) error {
 	f := r.f
 	f.order = &activeOrder{ThrottleOrder: o, Offset: Duration(off), Start: start.Add(off), Accepted: now}
 	f.overSince, f.underSince = time.Time{}, time.Time{}
-	f.emit(now, EventCapSet, Info, map[string]any{"cap_kw": o.CapKW, "from": start, "until": o.Until,
+	f.emit(now, EventThrottleChanged, report.Info, report.Fields{"change": ChangeSet, "cap_kw": o.CapKW, "from": start, "until": o.Until,
 		"ramp": time.Duration(o.Ramp).String(), "offset": off.String()})
 	f.persist(now)
 	return nil
@@ -231,7 +235,7 @@ func (c *Controller) ClearThrottle(_ context.Context, feedID string) error {
 	defer r.mu.Unlock()
 	had := r.f.order != nil
 	r.f.order = nil
-	r.f.emit(now, EventCapCleared, Info, map[string]any{"why": "throttle.clear", "had_cap": had})
+	r.f.emit(now, EventThrottleChanged, report.Info, report.Fields{"change": ChangeCleared, "why": "throttle.clear", "had_cap": had})
 	r.f.persist(now)
 	return nil
 }
@@ -259,7 +263,7 @@ func (c *Controller) SetRelay(ctx context.Context, o RelayOrder) error {
 		return fmt.Errorf("%w: %s/%s", ErrUnknownCircuit, o.Feed, o.Circuit)
 	}
 	refuse := func(why string, err error) error {
-		f.emit(now, EventInterlock, Warning, map[string]any{"circuit": ci.spec.ID, "command": "relay.set",
+		f.emit(now, EventInterlock, report.Warning, report.Fields{"circuit": ci.spec.ID, "command": "relay.set",
 			"state": o.State, "why": why})
 		return err
 	}
@@ -276,7 +280,7 @@ func (c *Controller) SetRelay(ctx context.Context, o RelayOrder) error {
 		ci.mode = modeAuto
 		f.dirty = true
 		f.persist(now)
-		f.emit(now, EventRelaySwitched, Info, map[string]any{"circuit": ci.spec.ID, "mode": "auto", "by": "command"})
+		f.emit(now, EventRelaySwitched, report.Info, report.Fields{"circuit": ci.spec.ID, "mode": "auto", "by": "command"})
 		return nil
 	}
 	on := o.State == StateOn
@@ -285,7 +289,7 @@ func (c *Controller) SetRelay(ctx context.Context, o RelayOrder) error {
 			f.nextAllowed(ci, now).Format(time.RFC3339), ErrInterlock))
 	}
 	if ci.spec.Protected {
-		f.emit(now, EventProtectedOp, Critical, map[string]any{"circuit": ci.spec.ID, "state": o.State, "reason": o.Reason})
+		f.emit(now, EventProtectedOp, report.Critical, report.Fields{"circuit": ci.spec.ID, "state": o.State, "reason": o.Reason})
 	}
 	snap := f.lastGood
 	good := snap.Usable(now, f.spec.StaleAfter)

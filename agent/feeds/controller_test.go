@@ -390,4 +390,3 @@ func BenchmarkStep(b *testing.B) {
 		p.ctl.Step(ctx, p.spec.ID, snap)
 	}
 }
-

@@ -14,7 +14,8 @@
 // A local technician override file wins over remote commands.
 //
 // Commands arrive as typed method calls (SetThrottle, ClearThrottle,
-// SetRelay) with decoders for their JSON arguments; events and telemetry
-// leave through the small Emitter interface and Telemetry. It must not import
-// MQTT or testbench; the MQTT link plugs into those interfaces.
+// SetRelay) with decoders for their JSON arguments, registered with the
+// command dispatcher by RegisterCommands; events leave through
+// report.Events and telemetry through a report.Telemetry section. It must
+// not import MQTT or testbench: the MQTT link plugs into those interfaces.
 package feeds

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/meter"
 	"linkguard.dev/linkguard/hal/relay"
 	"periph.io/x/conn/v3/physic"
@@ -131,10 +132,6 @@ func (f *feed) circuit(id string) *circuit {
 	return nil
 }
 
-func (f *feed) emit(now time.Time, typ string, sev Severity, fields map[string]any) {
-	f.c.events.Emit(Event{Type: typ, Severity: sev, Time: now, Feed: f.spec.ID, Fields: fields})
-}
-
 // restore loads persisted state; without it, circuits take their read-back
 // state and the dwell clock starts now (we cannot know when they last moved).
 func (f *feed) restore(ctx context.Context, now time.Time) {
@@ -144,7 +141,7 @@ func (f *feed) restore(ctx context.Context, now time.Time) {
 		p, err = loadState(f.c.stateDir, f.spec.ID)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			f.log.Error("feed state unusable: starting from readback", "err", err)
-			f.emit(now, EventStateRestored, Warning, map[string]any{"ok": false, "error": err.Error()})
+			f.emit(now, EventStateRestored, report.Warning, report.Fields{"ok": false, "error": err.Error()})
 		}
 	}
 	for _, ci := range f.all {
@@ -175,7 +172,7 @@ func (f *feed) restore(ctx context.Context, now time.Time) {
 	}
 	if p != nil {
 		f.order = p.Order
-		f.emit(now, EventStateRestored, Info, map[string]any{"ok": true, "saved": p.Saved, "order": p.Order != nil})
+		f.emit(now, EventStateRestored, report.Info, report.Fields{"ok": true, "saved": p.Saved, "order": p.Order != nil})
 	}
 	f.booted = true
 }
@@ -261,17 +258,17 @@ func (f *feed) switchTo(ctx context.Context, ci *circuit, on bool, now time.Time
 		return fmt.Errorf("feeds: %s/%s: %s: %w", f.spec.ID, ci.spec.ID, why, ErrInterlock)
 	}
 	if err := ci.spec.Relay.Set(ctx, on); err != nil {
-		f.emit(now, EventRelayError, Warning, map[string]any{"circuit": ci.spec.ID, "on": on, "error": err.Error()})
+		f.emit(now, EventRelayError, report.Warning, report.Fields{"circuit": ci.spec.ID, "on": on, "error": err.Error()})
 		return fmt.Errorf("feeds: %s/%s: %w", f.spec.ID, ci.spec.ID, err)
 	}
 	ci.on, ci.want, ci.lastSwitch = on, on, now
 	ci.ops = append(ci.ops, now)
 	ci.learnFrom, ci.learnArmed = power, havePower && by == "controller"
-	fields := map[string]any{"circuit": ci.spec.ID, "on": on, "by": by}
+	fields := report.Fields{"circuit": ci.spec.ID, "on": on, "by": by}
 	if havePower {
 		fields["power_kw"] = kw(power)
 	}
-	f.emit(now, EventRelaySwitched, Info, fields)
+	f.emit(now, EventRelaySwitched, report.Info, fields)
 	f.dirty = true
 	return nil
 }
@@ -289,7 +286,7 @@ func (f *feed) capAt(now time.Time, power physic.Power, havePower bool) (physic.
 	if !o.Until.IsZero() && !now.Before(o.Until) {
 		f.order = nil
 		f.dirty = true
-		f.emit(now, EventCapCleared, Info, map[string]any{"why": "until reached"})
+		f.emit(now, EventThrottleChanged, report.Info, report.Fields{"change": ChangeCleared, "why": "until reached"})
 		return 0, false
 	}
 	if now.Before(o.Start) {
@@ -302,7 +299,7 @@ func (f *feed) capAt(now time.Time, power physic.Power, havePower bool) (physic.
 			o.Baseline = kw(power)
 		}
 		f.dirty = true
-		f.emit(now, EventCapActive, Info, map[string]any{"cap_kw": o.CapKW, "baseline_kw": o.Baseline, "offset": time.Duration(o.Offset).String()})
+		f.emit(now, EventThrottleChanged, report.Info, report.Fields{"change": ChangeActive, "cap_kw": o.CapKW, "baseline_kw": o.Baseline, "offset": time.Duration(o.Offset).String()})
 	}
 	return f.effectiveCap(now)
 }
@@ -330,7 +327,7 @@ func (f *feed) step(ctx context.Context, now time.Time, snap meter.Snapshot) {
 		f.lastGood, f.goodAt = snap, now
 		if f.meterLost {
 			f.meterLost = false
-			f.emit(now, EventMeterOK, Info, map[string]any{"power_kw": kw(snap.Power)})
+			f.emit(now, EventMeterOK, report.Info, report.Fields{"power_kw": kw(snap.Power)})
 		}
 		f.learn(snap.Power)
 	} else {
@@ -340,7 +337,7 @@ func (f *feed) step(ctx context.Context, now time.Time, snap meter.Snapshot) {
 		}
 		if !f.meterLost && now.Sub(ref) > f.spec.StaleAfter {
 			f.meterLost = true
-			f.emit(now, EventMeterStale, Warning, map[string]any{"last_good": f.goodAt, "safe_state": safeNames[f.spec.SafeState]})
+			f.emit(now, EventMeterStale, report.Warning, report.Fields{"last_good": f.goodAt, "safe_state": safeNames[f.spec.SafeState]})
 		}
 	}
 	if now.Sub(f.lastRead) >= f.spec.ReadbackEvery {
@@ -473,9 +470,9 @@ func (f *feed) setUnmet(now time.Time, why string, p, capW physic.Power) {
 		return
 	}
 	if why == "" {
-		f.emit(now, EventCapMet, Info, map[string]any{"power_kw": kw(p), "cap_kw": kw(capW)})
+		f.emit(now, EventCapMet, report.Info, report.Fields{"power_kw": kw(p), "cap_kw": kw(capW)})
 	} else {
-		f.emit(now, EventCapUnmet, Critical, map[string]any{"power_kw": kw(p), "cap_kw": kw(capW), "why": why})
+		f.emit(now, EventCapUnmet, report.Critical, report.Fields{"power_kw": kw(p), "cap_kw": kw(capW), "why": why})
 	}
 	f.unmet = why
 }
@@ -517,7 +514,7 @@ func (f *feed) readback(ctx context.Context, now time.Time) {
 		if err != nil {
 			if !ci.readErr {
 				ci.readErr = true
-				f.emit(now, EventRelayError, Warning, map[string]any{"circuit": ci.spec.ID, "readback": true, "error": err.Error()})
+				f.emit(now, EventRelayError, report.Warning, report.Fields{"circuit": ci.spec.ID, "readback": true, "error": err.Error()})
 			}
 			continue
 		}
@@ -529,7 +526,7 @@ func (f *feed) readback(ctx context.Context, now time.Time) {
 			ci.on, ci.drift = on, false // put back by someone else
 			continue
 		}
-		f.emit(now, EventRelayDrift, Warning, map[string]any{"circuit": ci.spec.ID, "want": ci.on, "actual": on, "protected": ci.spec.Protected})
+		f.emit(now, EventRelayDrift, report.Warning, report.Fields{"circuit": ci.spec.ID, "want": ci.on, "actual": on, "protected": ci.spec.Protected})
 		if !ci.drift && !ci.spec.Protected {
 			ci.drift, ci.want = true, ci.on
 		}

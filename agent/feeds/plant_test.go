@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"linkguard.dev/linkguard/agent/feeds"
+	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/meter"
 	"linkguard.dev/linkguard/hal/relay/relaytest"
 	"periph.io/x/conn/v3/physic"
@@ -119,25 +120,31 @@ func (p *plant) tick() {
 
 func (p *plant) telemetry() feeds.FeedTelemetry { return p.ctl.Telemetry()[0] }
 
+// recorder counts events by type.
 type recorder struct {
 	mu sync.Mutex
-	ev []feeds.Event
+	ev []string
+	f  []report.Fields
 }
 
-func (r *recorder) Emit(e feeds.Event) { r.mu.Lock(); r.ev = append(r.ev, e); r.mu.Unlock() }
+func (r *recorder) Emit(typ string, _ report.Severity, f report.Fields) {
+	r.mu.Lock()
+	r.ev, r.f = append(r.ev, typ), append(r.f, f)
+	r.mu.Unlock()
+}
 
 func (r *recorder) count(typ string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
 	for _, e := range r.ev {
-		if e.Type == typ {
+		if e == typ {
 			n++
 		}
 	}
 	return n
 }
 
-func (r *recorder) reset() { r.mu.Lock(); r.ev = nil; r.mu.Unlock() }
+func (r *recorder) reset() { r.mu.Lock(); r.ev, r.f = nil, nil; r.mu.Unlock() }
 
 func kw(v float64) physic.Power { return physic.Power(v * float64(physic.KiloWatt)) }
