@@ -1,8 +1,11 @@
 package slot
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"time"
 )
 
 // Boot is the launcher's decision for one start.
@@ -24,6 +27,9 @@ func (s *Store) PrepareBoot(maxAttempts int) (Boot, error) {
 		maxAttempts = 1
 	}
 	var b Boot
+	if err := s.repairCorrupt(); err != nil {
+		return b, err
+	}
 	_, err := s.Update(func(st *State) error {
 		b = Boot{}
 		if st.Candidate != "" && !s.bootable(st, st.Candidate) {
@@ -134,5 +140,48 @@ func (s *Store) AckRollback(r Rollback) error {
 		}
 		return nil
 	})
+	return err
+}
+
+// repairCorrupt replaces an unreadable state file (bit rot: writes are
+// atomic, so power loss cannot cause it) with one that boots the older of the
+// installed slots: a slot that was once committed, since only the newer slot
+// can be an uncommitted candidate. The bad file is kept beside it.
+func (s *Store) repairCorrupt() error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	_, err = s.Load()
+	if err == nil || errors.Is(err, ErrNoState) {
+		return nil
+	}
+	path := filepath.Join(s.root, StateFile)
+	if err := os.Rename(path, path+".corrupt"); err != nil {
+		return fmt.Errorf("slot: set corrupt state aside: %w", err)
+	}
+	st := State{Active: A}
+	var times [2]time.Time
+	for i, n := range []Name{A, B} {
+		fi, err := os.Stat(filepath.Join(s.Dir(n), "manifest.dsse.json"))
+		if err != nil {
+			continue
+		}
+		*st.Slot(n) = Info{Valid: true, Version: "unknown", Installed: fi.ModTime().UTC()}
+		if !s.bootable(&st, n) {
+			*st.Slot(n) = Info{}
+			continue
+		}
+		times[i] = fi.ModTime()
+	}
+	switch {
+	case st.A.Valid && st.B.Valid && times[1].Before(times[0]):
+		st.Active = B
+	case !st.A.Valid && st.B.Valid:
+		st.Active = B
+	}
+	st.Rollback = &Rollback{To: st.Active, Reason: "state file unreadable: booted the older slot", At: s.now().UTC()}
+	_, err = s.updateLocked(func(cur *State) error { *cur = st; return nil })
 	return err
 }

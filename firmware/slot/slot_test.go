@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,5 +185,36 @@ func TestConfirm(t *testing.T) {
 	// Not on trial: returns at once.
 	if err := slot.Confirm(context.Background(), slot.Self{Root: s.Root(), Slot: in.Slot}, time.Hour, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestBootRepairs(t *testing.T) {
+	rel := bundletest.NewRelease(t)
+	s, _ := slot.New(t.TempDir())
+	install(t, s, rel, "1.0.0")
+	in := install(t, s, rel, "1.1.0")
+	// A candidate whose binary vanished is rolled back, not started.
+	os.Remove(s.Binary(in.Slot))
+	b, err := s.PrepareBoot(3)
+	if err != nil || b.Slot != slot.A || b.RolledBk == nil || b.RolledBk.Reason != "candidate not bootable" {
+		t.Fatalf("boot = %+v, %v", b, err)
+	}
+	// An unreadable state file boots the older slot and says so.
+	in = install(t, s, rel, "1.2.0")
+	s.Commit(in.Slot)
+	for n, age := range map[slot.Name]time.Duration{slot.A: time.Minute, slot.B: time.Hour} {
+		old := time.Now().Add(-age)
+		os.Chtimes(filepath.Join(s.Dir(n), "manifest.dsse.json"), old, old)
+	}
+	os.WriteFile(filepath.Join(s.Root(), slot.StateFile), []byte(`{"active":`), 0o644)
+	b, err = s.PrepareBoot(3)
+	if err != nil || b.Slot != slot.B || b.Trial || b.RolledBk != nil {
+		t.Fatalf("boot after corruption = %+v, %v", b, err)
+	}
+	if rb, _ := slot.PendingRollback(s.Root()); rb == nil || !strings.Contains(rb.Reason, "unreadable") {
+		t.Fatalf("no marker for the repair: %+v", rb)
+	}
+	if _, err := os.Stat(filepath.Join(s.Root(), slot.StateFile+".corrupt")); err != nil {
+		t.Fatal("corrupt state not kept")
 	}
 }
