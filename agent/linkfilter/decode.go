@@ -198,6 +198,9 @@ func (d *Decoder) fill(frame []byte, failed bool, p *Packet) {
 			p.Src = netip.AddrFrom16([16]byte(d.ip6.SrcIP.To16()))
 			p.Dst = netip.AddrFrom16([16]byte(d.ip6.DstIP.To16()))
 			p.Proto = uint8(d.ip6.NextHeader)
+			if d.ip6.HopByHop != nil { // the IPv6 layer decodes hop-by-hop itself
+				p.Proto = uint8(d.ip6.HopByHop.NextHeader)
+			}
 			p.L3Off = offsetIn(frame, d.ip6.Contents)
 		case layers.LayerTypeIPv6HopByHop, layers.LayerTypeIPv6Routing, layers.LayerTypeIPv6Destination:
 			p.Proto = uint8(d.ext.NextHeader)
@@ -232,8 +235,11 @@ func (d *Decoder) fill(frame []byte, failed bool, p *Packet) {
 				}
 			case layers.ICMPv6TypeRouterSolicitation, layers.ICMPv6TypeRouterAdvertisement,
 				layers.ICMPv6TypeNeighborSolicitation, layers.ICMPv6TypeNeighborAdvertisement,
-				layers.ICMPv6TypeRedirect:
-				// Neighbour discovery never leaves the link.
+				layers.ICMPv6TypeRedirect, layers.ICMPv6TypeMLDv1MulticastListenerQueryMessage,
+				layers.ICMPv6TypeMLDv1MulticastListenerReportMessage, layers.ICMPv6TypeMLDv1MulticastListenerDoneMessage,
+				layers.ICMPv6TypeMLDv2MulticastListenerReportMessageV2:
+				// Neighbour discovery and multicast listener discovery
+				// never leave the link.
 				p.Kind = KindLinkControl
 				return
 			}
@@ -242,6 +248,8 @@ func (d *Decoder) fill(frame []byte, failed bool, p *Packet) {
 	switch {
 	case haveIP && failed:
 		p.Kind = KindMalformed
+	case haveIP && linkScoped(p.Src, p.Dst):
+		p.Kind = KindLinkControl
 	case haveIP:
 		p.Kind = KindIP
 		if p.Proto == 0 && !p.IPv6 {
@@ -256,6 +264,18 @@ func (d *Decoder) fill(frame []byte, failed bool, p *Packet) {
 	default:
 		p.Kind = KindOther
 	}
+}
+
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// linkScoped reports packets that cannot leave the link whatever the
+// policy says: to link-local multicast groups (224.0.0.0/24, ff02::/16:
+// MLD, VRRP, OSPF hellos, mDNS), to the limited broadcast address, or from
+// an unspecified source (DHCP discovery, duplicate address detection).
+// Link-local unicast is not among them: on a bridged border link the
+// foreign peer is link-local too, so it is judged like any other address.
+func linkScoped(src, dst netip.Addr) bool {
+	return dst.IsLinkLocalMulticast() || dst == limitedBroadcast || src.IsUnspecified()
 }
 
 // transportPorts reads ports from the start of a first fragment's payload,

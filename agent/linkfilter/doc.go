@@ -25,7 +25,11 @@
 // without one it is unclassified. Unclassified frames (malformed headers,
 // orphan fragments, non-IP protocols other than ARP, RARP, LLDP, IEEE
 // link-local control and IPv6 neighbour discovery, which always pass) are
-// passed only when both addresses are domestic; otherwise the policy
+// passed only when both addresses are domestic; IP packets that cannot
+// leave the link (to 224.0.0.0/24, ff02::/16 or 255.255.255.255, or from an
+// unspecified source; MLD) pass as link control, while link-local unicast
+// is judged like any address, since on a bridged border link the foreign
+// peer is link-local too; otherwise the policy
 // default applies: dropped under deny, passed and reported under monitor.
 // With no policy loaded at all, every IP frame is dropped.
 //

@@ -454,8 +454,9 @@ func (f *Filter) emitDenied(st *polState, ev *deniedEvent, r Result, now int64) 
 	}
 	if ev.revoked {
 		fields["revoked"] = true
-		if sw := f.swapAt.Load(); sw > 0 && now >= sw {
-			fields["after_swap_ms"] = float64(now-sw) / 1e6
+		// A frame already in the ring at the swap counts as 0.
+		if sw := f.swapAt.Load(); sw > 0 {
+			fields["after_swap_ms"] = float64(max(0, now-sw)) / 1e6
 		}
 	}
 	if st.m != nil {

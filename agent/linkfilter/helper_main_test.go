@@ -44,6 +44,10 @@ func helperMain(mode string, args []string) error {
 		return helperStream(args[0])
 	case "inject":
 		return helperInject(args[0], args[1], args[2])
+	case "count":
+		return helperCount(args[0], args[1])
+	case "udpstream":
+		return helperUDPStream(args[0], args[1])
 	}
 	return fmt.Errorf("unknown helper %q", mode)
 }
@@ -244,3 +248,61 @@ func synTemplate() []byte {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// helperCount counts, for a while, IPv4 frames arriving on iface whose
+// destination is in 8.0.0.0/8 (where the SYN flood goes), and prints the
+// count: frames of a denied flow that leaked through the bridge.
+func helperCount(iface, dur string) error {
+	d, err := time.ParseDuration(dur)
+	if err != nil {
+		return err
+	}
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+		return err
+	}
+	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	buf := make([]byte, 2048)
+	n := 0
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		l, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		if l >= 34 && binary.BigEndian.Uint16(buf[12:]) == 0x0800 && buf[30] == 8 {
+			n++
+		}
+	}
+	fmt.Printf("leaked %d\n", n)
+	return nil
+}
+
+// helperUDPStream sends a small UDP datagram to addr every interval until
+// killed.
+func helperUDPStream(addr, interval string) error {
+	d, err := time.ParseDuration(interval)
+	if err != nil {
+		return err
+	}
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return err
+	}
+	msg := []byte("linkguard stream")
+	for {
+		_, _ = c.Write(msg)
+		time.Sleep(d)
+	}
+}

@@ -37,6 +37,7 @@ type Live struct {
 	name    string
 	mtu     int
 	tp      *afpacket.TPacket
+	wfd     int // send-only AF_PACKET socket, qdisc bypassed
 	rmu     sync.Mutex // serialises reads with Close (Close unmaps the ring)
 	closing atomic.Bool
 	wmu     sync.Mutex
@@ -68,6 +69,25 @@ func frameSize(mtu int) int {
 	return s
 }
 
+// openWriter opens the socket frames are sent through: bound to the
+// interface with protocol 0, so it receives nothing, and with
+// PACKET_QDISC_BYPASS, so a forwarded frame goes straight to the driver as
+// an IPS's does (the queueing discipline belongs to traffic the host
+// originates; a bridge port's egress queue is the peer's problem). The
+// bypass is best effort: kernels without it still send through the qdisc.
+func openWriter(ifindex int) (int, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("send socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifindex}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind send socket: %w", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
+	return fd, nil
+}
+
 // OpenLive opens iface for reading and writing whole Ethernet frames.
 func OpenLive(iface string, o LiveOptions) (*Live, error) {
 	ifi, err := net.InterfaceByName(iface)
@@ -96,7 +116,12 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 	if err != nil {
 		return nil, fmt.Errorf("capture: %s: afpacket: %w", iface, err)
 	}
-	l := &Live{name: iface, mtu: ifi.MTU, tp: tp}
+	wfd, err := openWriter(ifi.Index)
+	if err != nil {
+		tp.Close()
+		return nil, fmt.Errorf("capture: %s: %w", iface, err)
+	}
+	l := &Live{name: iface, mtu: ifi.MTU, tp: tp, wfd: wfd}
 	if !o.KeepOutgoing {
 		prog, err := ignoreOutgoing()
 		if err == nil {
@@ -104,12 +129,14 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 		}
 		if err != nil {
 			tp.Close()
+			unix.Close(wfd)
 			return nil, fmt.Errorf("capture: %s: filter outgoing frames: %w", iface, err)
 		}
 	}
 	if !o.KeepPromiscuousOff {
 		if err := tp.SetPromiscuous(true); err != nil {
 			tp.Close()
+			unix.Close(wfd)
 			return nil, fmt.Errorf("capture: %s: promiscuous: %w", iface, err)
 		}
 	}
@@ -145,7 +172,7 @@ func (l *Live) WriteFrame(frame []byte) error {
 	if l.closing.Load() {
 		return ErrClosed
 	}
-	if err := l.tp.WritePacketData(frame); err != nil {
+	if _, err := unix.Write(l.wfd, frame); err != nil {
 		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), err)
 	}
 	return nil
@@ -172,6 +199,7 @@ func (l *Live) Close() error {
 	if !l.closed {
 		l.closed = true
 		l.tp.Close()
+		unix.Close(l.wfd)
 	}
 	return nil
 }
