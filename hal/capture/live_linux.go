@@ -37,7 +37,7 @@ type Live struct {
 	name    string
 	mtu     int
 	tp      *afpacket.TPacket
-	wfd     int // send-only AF_PACKET socket, qdisc bypassed
+	wfd     int        // send-only AF_PACKET socket, qdisc bypassed
 	rmu     sync.Mutex // serialises reads with Close (Close unmaps the ring)
 	closing atomic.Bool
 	wmu     sync.Mutex
