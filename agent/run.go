@@ -13,6 +13,7 @@ import (
 	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/agent/feeds"
+	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/agent/version"
@@ -44,6 +45,8 @@ type Agent struct {
 	Link      *mqttlink.Link // nil without mqtt
 	// Feeds is the power-feed throttle controller; nil without feeds.
 	Feeds *feeds.Controller
+	// Links is the packet filter; nil without links.
+	Links *linkfilter.Filter
 }
 
 // Run builds the device's parts from cfg and runs them until ctx ends or one
@@ -100,7 +103,20 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		}
 	}
 
+	var runLinks func(context.Context) error
+	if l := cfg.Links; l != nil {
+		run, release, err := a.startLinks(l)
+		if err != nil {
+			return err
+		}
+		defer release()
+		runLinks = run
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
+	if runLinks != nil {
+		g.Go(func() error { return runLinks(ctx) })
+	}
 	if a.Link != nil {
 		g.Go(func() error { return a.Link.Run(ctx) })
 	}

@@ -8,7 +8,7 @@ const (
 	DefaultTelemetryEvery = 10 * time.Second
 	DefaultQueueMB        = 32
 	DefaultEvidenceMB     = 64
-	DefaultMaxFlows       = 262144
+	DefaultMaxFlows       = 65536 // ~7.5 MB of flow table: RSS ~41 MB with a 100k-prefix policy (BenchmarkMemory100k)
 	DefaultBaud           = 9600
 	DefaultBusTimeout     = 500 * time.Millisecond
 	DefaultBusRetries     = 2

@@ -1,0 +1,99 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sync/errgroup"
+
+	"linkguard.dev/linkguard/agent/config"
+	"linkguard.dev/linkguard/agent/linkfilter"
+	"linkguard.dev/linkguard/hal/capture"
+	"linkguard.dev/linkguard/policy/store"
+)
+
+// startLinks builds the packet filter on the configured interfaces (inline
+// bridge or monitor), follows the policy store's swaps, and plugs it into
+// the agent's events and telemetry. It returns the filter's run function
+// and what to release when the agent stops.
+func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, release func(), err error) {
+	log := a.Logger.With("part", "links")
+	mode, err := linkfilter.ParseMode(l.Mode)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	var closers []func() error
+	release = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			_ = closers[i]()
+		}
+	}
+	fail := func(err error) (func(context.Context) error, func(), error) {
+		release()
+		return nil, nil, fmt.Errorf("agent: links: %w", err)
+	}
+	var ev *linkfilter.Evidence
+	if l.Evidence.Dir != "" && l.Evidence.MaxMB > 0 {
+		if ev, err = linkfilter.OpenEvidence(l.Evidence.Dir, int64(l.Evidence.MaxMB)<<20, layers.LinkTypeEthernet); err != nil {
+			return fail(err)
+		}
+		closers = append(closers, ev.Close)
+	}
+	f := linkfilter.New(linkfilter.Options{
+		Site: a.Config.Device.Site, Mode: mode, Reset: l.Reset, MaxFlows: l.MaxFlows,
+		Events: a.Events, Evidence: ev, Logger: log,
+	})
+	var ports []capture.Port
+	open := func(name string, prepare bool) error {
+		if prepare {
+			// A bridge port must hand over frames no larger than the MTU.
+			if err := capture.DisableOffloads(name); err != nil {
+				log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
+			}
+		}
+		p, err := capture.OpenLive(name, capture.LiveOptions{})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, p.Close)
+		ports = append(ports, p)
+		return nil
+	}
+	var loop interface{ Run(context.Context) error }
+	switch mode {
+	case linkfilter.ModeInline:
+		if _, err := capture.CheckMTU(l.Inside, l.Outside); err != nil {
+			return fail(err)
+		}
+		if err := errors.Join(open(l.Inside, true), open(l.Outside, true)); err != nil {
+			return fail(err)
+		}
+		loop = linkfilter.NewBridge(f, ports[0], ports[1])
+	case linkfilter.ModeMonitor:
+		for _, name := range []string{l.Inside, l.Outside} {
+			if name == "" {
+				continue
+			}
+			if err := open(name, false); err != nil {
+				return fail(err)
+			}
+		}
+		loop = linkfilter.NewMonitor(f, ports...)
+	}
+	// The filter follows every policy swap; until the first, it drops IP
+	// (inline mode fails closed).
+	a.Policy.Subscribe(func(c *store.Current) { f.SetMatcher(c.Matcher) })
+	if a.Telemetry != nil {
+		a.Telemetry.AddSection("links", func() any { return f.Snapshot() })
+	}
+	a.Links = f
+	log.Info("link filter ready", "mode", mode, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows)
+	return func(ctx context.Context) error {
+		g, ctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return f.Run(ctx) })
+		g.Go(func() error { return loop.Run(ctx) })
+		return g.Wait()
+	}, release, nil
+}
