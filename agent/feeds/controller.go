@@ -80,8 +80,8 @@ func (c *Controller) runner(id string) (*feedRunner, error) {
 }
 
 // Run runs every feed's control loop until ctx ends.
-func (c *Controller) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
+func (c *Controller) Run(parent context.Context) error {
+	g, ctx := errgroup.WithContext(parent)
 	for _, r := range c.feeds {
 		r.alive.Store(c.now().UnixNano())
 	}
@@ -89,8 +89,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		g.Go(func() error { return c.loop(ctx, r) })
 	}
 	err := g.Wait()
-	if errors.Is(err, context.Canceled) {
-		return nil
+	if parent.Err() != nil && errors.Is(err, parent.Err()) {
+		return nil // a clean stop
 	}
 	return err
 }
