@@ -69,10 +69,12 @@ func BenchmarkDecide(b *testing.B) {
 			i++
 			// A new source port and address every frame: a new flow, a
 			// matcher decision, and (once the table is full) an eviction.
-			fr[36], fr[37] = byte(i>>8), byte(i)
+			fr[34], fr[35] = byte(i>>8), byte(i) // source port
 			fr[28], fr[29] = byte(i>>16), byte(i>>24)
 			d.Decode(fr, false, &p)
-			f.Judge(&p, fr, len(fr), now)
+			if r := f.Judge(&p, fr, len(fr), now); r.Verdict != match.Approved || !r.NewFlow {
+				b.Fatalf("%+v", r)
+			}
 		}
 		b.ReportMetric(float64(f.Snapshot().FlowsEvicted), "evicted")
 	})

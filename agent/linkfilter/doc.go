@@ -61,6 +61,24 @@
 //     monitor mode (`links.mode: monitor`) is the supported way to run a
 //     link unfiltered but watched.
 //
+// # Figures (amd64, 2 shared cores, load average 7–8; see `make bench`)
+//
+//   - BenchmarkDecide, 64-byte TCP frame, 100,000-prefix policy: cached
+//     flow 186–326 ns, new flow (matcher decision plus an eviction, the
+//     table being full) 870–1,620 ns, decode alone 75–121 ns; 0 allocs.
+//   - BenchmarkMemory100k: RSS 40.6–43.3 MB (9.4 MB before building
+//     anything) with the 100k-prefix policy compiled (17 MB matcher, 5 MB
+//     parsed policy) and 65,536 flows (104 B each plus an 8-byte index slot
+//     at half load).
+//   - BenchmarkRevocationToDrop, netns, UDP stream every 200 µs through the
+//     inline bridge: swap to the first dropped frame of the revoked flow
+//     0.40 ms mean, 1.0 ms max over 20 revocations. A live TCP stream
+//     (TestNetnsRevocationCutsLiveStream) gets no echo later than the swap.
+//   - TestNetnsSYNFlood, 60 s (`make bench-flood`): 35 M SYNs, 30 M new
+//     flows judged, table held at its 8,192 cap (30 M evictions), 619
+//     events (30 M suppressed), Go heap in use flat (2.5 MB), 12 MB from
+//     the OS in all.
+//
 // # Monitor mode
 //
 // The filter reads the tap(s) and judges the same way, but forwards
