@@ -65,7 +65,9 @@ func New(o Options) (*Controller, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.feeds = append(c.feeds, &feedRunner{f: f})
+		r := &feedRunner{f: f}
+		r.alive.Store(c.now().UnixNano()) // the watchdog may look before the first step
+		c.feeds = append(c.feeds, r)
 	}
 	return c, nil
 }
