@@ -47,6 +47,8 @@ type Agent struct {
 	Feeds *feeds.Controller
 	// Links is the packet filter; nil without links.
 	Links *linkfilter.Filter
+
+	feedsMaxAge time.Duration // a feed loop silent this long is not alive
 }
 
 // Run builds the device's parts from cfg and runs them until ctx ends or one
@@ -90,14 +92,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		}
 	}
 
-	var feedSpecs []feeds.Spec
 	if len(cfg.Feeds) > 0 {
 		specs, hw, err := feeds.FromConfig(cfg, log.With("part", "feeds"))
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)
 		}
 		defer hw.Close()
-		feedSpecs = specs
+		a.feedsMaxAge = feeds.WatchdogAge(specs)
 		if err := a.startFeeds(specs); err != nil {
 			return err
 		}
@@ -113,7 +114,17 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		runLinks = run
 	}
 
+	var updateRuns []func(context.Context) error
+	if u := cfg.Update; u != nil {
+		if updateRuns, err = a.startUpdate(u); err != nil {
+			return err
+		}
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
+	for _, run := range updateRuns {
+		g.Go(func() error { return run(ctx) })
+	}
 	if runLinks != nil {
 		g.Go(func() error { return runLinks(ctx) })
 	}
@@ -126,8 +137,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if wd := cfg.Watchdog; wd != nil {
 		w := &feeds.Watchdog{Device: wd.Device, Every: wd.Every, Logger: log.With("part", "watchdog")}
 		if a.Feeds != nil {
-			age := feeds.WatchdogAge(feedSpecs)
-			w.Alive = func(now time.Time) bool { return a.Feeds.Alive(now, age) }
+			w.Alive = func(now time.Time) bool { return a.Feeds.Alive(now, a.feedsMaxAge) }
 		}
 		g.Go(func() error { return w.Run(ctx) })
 	}

@@ -92,7 +92,7 @@ type Bus struct {
 	Parity   string        `yaml:"parity"` // none | even | odd
 	StopBits int           `yaml:"stop_bits"`
 	Timeout  time.Duration `yaml:"timeout"`
-	Retries  int           `yaml:"retries"`
+	Retries  *int          `yaml:"retries"` // absent: 2; 0 is allowed
 }
 
 // Feed is a designated cross-border electricity feed.
@@ -141,11 +141,10 @@ type Relay struct {
 
 // Update configures A/B firmware slots.
 type Update struct {
-	Root         string        `yaml:"root"`          // holds the slots and their state file
-	Trust        []string      `yaml:"trust"`         // release keys
-	HealthWithin time.Duration `yaml:"health_within"` // a candidate must be healthy this soon
-	MaxFetchMB   int           `yaml:"max_fetch_mb"`
-	Hardware     int           `yaml:"hardware"` // this device's hardware revision, checked against a bundle's min_hardware
+	Root       string   `yaml:"root"`  // holds the slots and their state file
+	Trust      []string `yaml:"trust"` // release keys
+	MaxFetchMB int      `yaml:"max_fetch_mb"`
+	Hardware   int      `yaml:"hardware"` // this device's hardware revision, checked against a bundle's min_hardware
 }
 
 // Watchdog feeds a hardware watchdog.

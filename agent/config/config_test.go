@@ -22,7 +22,7 @@ func TestLoadExamples(t *testing.T) {
 	if len(f.Feeds[0].Circuits) != 3 || f.Feeds[0].MinOff != 120*time.Second || f.StateDir != DefaultStateDir {
 		t.Fatalf("relay config: %+v", f)
 	}
-	if b := f.Bus("/dev/ttyUSB9"); b.Baud != 9600 || b.Retries != 2 {
+	if b := f.Bus("/dev/ttyUSB9"); b.Baud != 9600 || *b.Retries != 2 {
 		t.Fatalf("unlisted bus defaults: %+v", b)
 	}
 	// The effective configuration parses back to the same thing.
@@ -80,5 +80,19 @@ func TestErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestRetriesZero(t *testing.T) {
+	c, err := Parse("x.yaml", []byte("device: {id: r, site: s, kind: relay}\npolicy: {file: p, trust: [k]}\nbuses:\n  - {port: /dev/ttyS1, retries: 0}\n"))
+	if err != nil || *c.Buses[0].Retries != 0 {
+		t.Fatalf("retries: 0 became %v, %v", *c.Buses[0].Retries, err)
+	}
+}
+
+// TestShippedDefault keeps the configuration that bundles ship valid.
+func TestShippedDefault(t *testing.T) {
+	if _, err := Load("../../scripts/linkguard.yaml"); err != nil {
+		t.Fatal(err)
 	}
 }

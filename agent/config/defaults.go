@@ -63,8 +63,8 @@ func (c *Config) defaults() {
 		if b.Timeout == 0 {
 			b.Timeout = DefaultBusTimeout
 		}
-		if b.Retries == 0 {
-			b.Retries = DefaultBusRetries
+		if b.Retries == nil {
+			b.Retries = new(int(DefaultBusRetries))
 		}
 	}
 	for i := range c.Feeds {
@@ -101,9 +101,6 @@ func (c *Config) defaults() {
 		}
 	}
 	if u := c.Update; u != nil {
-		if u.HealthWithin == 0 {
-			u.HealthWithin = 2 * time.Minute
-		}
 		if u.MaxFetchMB == 0 {
 			u.MaxFetchMB = 64
 		}
@@ -126,5 +123,5 @@ func (c *Config) Bus(port string) Bus {
 			return b
 		}
 	}
-	return Bus{Port: port, Baud: DefaultBaud, Parity: "none", StopBits: 1, Timeout: DefaultBusTimeout, Retries: DefaultBusRetries}
+	return Bus{Port: port, Baud: DefaultBaud, Parity: "none", StopBits: 1, Timeout: DefaultBusTimeout, Retries: new(int(DefaultBusRetries))}
 }

@@ -109,7 +109,7 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		if b.StopBits != 1 && b.StopBits != 2 {
 			bad([]any{"buses", i, "stop_bits"}, "must be 1 or 2")
 		}
-		if b.Retries < 0 || b.Retries > 10 {
+		if *b.Retries < 0 || *b.Retries > 10 {
 			bad([]any{"buses", i, "retries"}, "must be between 0 and 10")
 		}
 	}

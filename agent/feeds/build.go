@@ -54,7 +54,7 @@ func FromConfig(cfg *config.Config, log *slog.Logger) ([]Spec, *Hardware, error)
 		}
 		hw.ports = append(hw.ports, p)
 		b := modbus.NewBus(p, modbus.Config{Baud: bc.Baud, CharBits: line.CharBits(), Timeout: bc.Timeout,
-			Retries: bc.Retries}, log.With("bus", port))
+			Retries: *bc.Retries}, log.With("bus", port))
 		hw.Buses[port] = b
 		return b, nil
 	}

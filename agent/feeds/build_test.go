@@ -24,7 +24,7 @@ func TestFromConfigRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := &config.Config{
-		Buses: []config.Bus{{Port: path, Baud: 19200, Parity: "even", StopBits: 1, Timeout: 100 * time.Millisecond, Retries: 1}},
+		Buses: []config.Bus{{Port: path, Baud: 19200, Parity: "even", StopBits: 1, Timeout: 100 * time.Millisecond, Retries: new(1)}},
 		Feeds: []config.Feed{{ID: "f", Meter: config.Meter{Bus: path, Model: "sdm630", Slave: 1},
 			Circuits: []config.Circuit{
 				{ID: "c1", Relay: config.Relay{Bus: path, Slave: 2, Coil: 0}, Priority: 1},
