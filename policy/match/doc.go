@@ -5,8 +5,9 @@
 // Compilation does the expensive work once, off the packet path: remote
 // prefixes of every approval go into one longest-prefix-match table
 // (github.com/gaissmai/bart; chosen over a hand-written trie: 0 allocs per
-// lookup and well-kept), and each table entry lists every approval whose
-// prefixes cover it, supernets included, so one lookup finds all candidates.
+// lookup and well-kept); each entry lists the approvals that name that
+// prefix and links to its nearest listed supernet, so one lookup and a short
+// walk up the chain find every candidate, most specific first.
 // Decide allocates nothing on 64-bit targets (BenchmarkMatch); on 32-bit ARM
 // and MIPS bart's lookups let a 4- or 16-byte address slice escape, so Decide
 // makes up to three small allocations there — paid once per new flow, since
