@@ -17,7 +17,7 @@ QEMU_SKIP ?= ^TestNetns
 ARCHS     := armv7:arm:7 arm64:arm64: mipsle:mipsle: mips:mips:
 RELEASE_KEY ?= release.key
 
-.PHONY: help build cross bundles test test-go test-qemu deps bench demo lint clean
+.PHONY: help build cross bundles bench-bridge bench-flood test test-go test-qemu deps bench demo lint clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,12 @@ test-qemu: ## Run the core packages' tests cross-compiled for arm and arm64 unde
 
 bench: ## Run the benchmarks (with allocations)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+
+bench-bridge: ## Inline bridge vs a kernel bridge (iperf3 TCP, 64 B UDP pps) and revocation-to-drop latency (root)
+	$(GO) test -run '^$$' -bench 'BenchmarkBridge$$|BenchmarkRevocationToDrop' -benchtime 1x -count=1 ./agent/linkfilter/
+
+bench-flood: ## 60 s SYN flood through the inline bridge: memory stays bounded (root)
+	LG_FLOOD_SECONDS=60 $(GO) test -run TestNetnsSYNFlood -count=1 -v ./agent/linkfilter/
 
 demo: ## Run the testbench demo: embedded broker, simulated sites, console (Ctrl-C stops)
 	$(GO) run ./testbench/cmd/testbench demo
