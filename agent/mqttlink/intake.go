@@ -180,6 +180,7 @@ func (l *Link) telemetryLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-sync.C:
+			l.saveChain()
 			// Bound what a power cut can take while nothing is delivered.
 			if err := l.q.Sync(); err != nil && !errors.Is(err, queue.ErrClosed) {
 				l.log.Error("queue sync", "err", err)

@@ -68,10 +68,11 @@ type Link struct {
 	up   chan struct{} // closed while connected
 	lost chan error
 
-	chainMu   sync.Mutex
-	chainSeq  uint64
-	chainHash string
-	chainPath string
+	chainMu    sync.Mutex
+	chainSeq   uint64
+	chainHash  string
+	chainPath  string
+	chainSaved chainHead // what the file holds; touched by Run's goroutines only
 
 	secMu    sync.Mutex
 	sections map[string]func() any
@@ -205,6 +206,7 @@ func (l *Link) Run(ctx context.Context) error {
 	}
 	l.connectLoop(ctx)
 	wg.Wait()
+	l.saveChain()
 	if l.client.IsConnectionOpen() {
 		// A clean shutdown says so itself rather than leaving it to the will.
 		if b, err := json.Marshal(l.state(false)); err == nil {
@@ -593,6 +595,7 @@ func (l *Link) loadChain() error {
 			return fmt.Errorf("mqttlink: event chain %s is damaged: %v", l.chainPath, err)
 		}
 		l.chainSeq, l.chainHash = h.Seq, h.Hash
+		l.chainSaved = h
 	} else if !os.IsNotExist(err) {
 		return fmt.Errorf("mqttlink: event chain: %w", err)
 	}
@@ -635,14 +638,29 @@ func (l *Link) Emit(typ string, sev report.Severity, f report.Fields) {
 	}
 	sum := sha256.Sum256(b)
 	l.chainSeq, l.chainHash = ev.Seq, hex.EncodeToString(sum[:])
-	hb, _ := json.Marshal(chainHead{l.chainSeq, l.chainHash})
-	// Not fsynced on purpose: the chain file must never be ahead of the
-	// queue; loadChain takes the later of the two.
+}
+
+// saveChain writes the chain head file when it moved. It is written lazily
+// (each second and at shutdown) and never fsynced: the newest event always
+// stays in the queue's active event segment, and loadChain takes the later
+// of file and queue, so the file only has to be right when the queue no
+// longer holds the head; it must never be ahead of the queue.
+func (l *Link) saveChain() {
+	l.chainMu.Lock()
+	head := chainHead{l.chainSeq, l.chainHash}
+	l.chainMu.Unlock()
+	if head == l.chainSaved {
+		return
+	}
+	hb, _ := json.Marshal(head)
 	tmp := l.chainPath + ".tmp"
-	if err := os.WriteFile(tmp, hb, 0o600); err == nil {
+	err := os.WriteFile(tmp, hb, 0o600)
+	if err == nil {
 		err = os.Rename(tmp, l.chainPath)
 	}
 	if err != nil {
 		l.log.Error("event chain head not saved", "err", err)
+		return
 	}
+	l.chainSaved = head
 }
