@@ -341,3 +341,16 @@ func (t TLSFiles) config(host string) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// PublishRetained publishes a retained message (an empty payload clears
+// it). Tools use it to place or clear a fleet policy they signed elsewhere.
+func (c *Console) PublishRetained(topic string, payload []byte) (bool, error) {
+	if c.client == nil || !c.client.IsConnectionOpen() {
+		return false, ErrOffline
+	}
+	tok := c.client.Publish(topic, 1, true, payload)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return false, fmt.Errorf("console: publish %s: %v", topic, tok.Error())
+	}
+	return true, nil
+}

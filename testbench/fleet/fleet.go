@@ -1,0 +1,254 @@
+// Package fleet runs many lightweight simulated agents in one process
+// against a real broker (`testbench fleet`): each is the agent's real
+// protocol code — mqttlink with its durable queue, signed command
+// verification, retained state and will, and the policy store applying the
+// fleet policy — with no hardware behind it. It measures how long the fleet
+// takes to come online, to apply a fleet-wide policy push, and to answer a
+// command fanned out to all, and the console's ingest rate meanwhile.
+//
+// It is testbench code; nothing outside testbench imports it.
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"linkguard.dev/linkguard/agent/console"
+	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/policy/store"
+	"linkguard.dev/linkguard/testbench/sim"
+)
+
+// Options describe one fleet run.
+type Options struct {
+	Agents         int
+	Broker         string        // tcp://host:port
+	Dir            string        // state of every agent (queues, replay memory); required
+	TelemetryEvery time.Duration // default 10s
+	ConnectRate    int           // agents started per second; default 500
+	Hold           time.Duration // how long to hold the fleet while measuring ingest; default 2×TelemetryEvery
+	Timeout        time.Duration // for each phase; default 2m
+	Logger         *slog.Logger
+}
+
+// Result is what one run measured.
+type Result struct {
+	Agents          int     `json:"agents"`
+	Broker          string  `json:"broker"`
+	TelemetryEveryS float64 `json:"telemetry_every_s"`
+	OnlineS         float64 `json:"online_s"`       // start of the first agent to every agent online
+	PolicyPushS     float64 `json:"policy_push_s"`  // publish to every agent reporting the new serial
+	CommandAllS     float64 `json:"command_all_s"`  // ping to all until every result is in
+	IngestPerS      float64 `json:"ingest_per_s"`   // console messages per second while holding
+	ExpectedPerS    float64 `json:"expected_per_s"` // telemetry the fleet should send per second
+	StayedOnline    int     `json:"stayed_online"`  // agents online at the end of the hold
+	RSSMB           float64 `json:"rss_mb"`         // this process (agents + console)
+	Goroutines      int     `json:"goroutines"`
+	Error           string  `json:"error,omitempty"`
+}
+
+// Run starts the fleet, measures it and stops it.
+func Run(ctx context.Context, opt Options) (res *Result, err error) {
+	if opt.TelemetryEvery <= 0 {
+		opt.TelemetryEvery = 10 * time.Second
+	}
+	if opt.ConnectRate <= 0 {
+		opt.ConnectRate = 500
+	}
+	if opt.Hold <= 0 {
+		opt.Hold = 2 * opt.TelemetryEvery
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = 2 * time.Minute
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	raiseFileLimit()
+	res = &Result{Agents: opt.Agents, Broker: opt.Broker, TelemetryEveryS: opt.TelemetryEvery.Seconds(),
+		ExpectedPerS: float64(opt.Agents) / opt.TelemetryEvery.Seconds()}
+	defer func() {
+		if err != nil {
+			res.Error = err.Error()
+		}
+	}()
+	if err := os.MkdirAll(filepath.Join(opt.Dir, "keys"), 0o700); err != nil {
+		return res, err
+	}
+	keys, err := sim.NewKeys(filepath.Join(opt.Dir, "keys"))
+	if err != nil {
+		return res, err
+	}
+	trust, err := keys.Trust()
+	if err != nil {
+		return res, err
+	}
+	ops, err := keys.Operators()
+	if err != nil {
+		return res, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	con, err := console.New(console.Options{Broker: opt.Broker, Operator: keys.Operator, Logger: opt.Logger})
+	if err != nil {
+		return res, err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); con.Run(ctx) }()
+	defer wg.Wait()
+	if err := waitFor(ctx, opt.Timeout, func() bool { up, _ := con.Connected(); return up }); err != nil {
+		return res, fmt.Errorf("fleet: console did not connect: %w", err)
+	}
+	// Clear what an earlier run left retained.
+	if _, err := con.PublishRetained(mqttlink.PolicyTopic, nil); err != nil {
+		return res, err
+	}
+
+	t0 := time.Now()
+	tick := time.NewTicker(time.Second / time.Duration(opt.ConnectRate))
+	for i := range opt.Agents {
+		<-tick.C
+		id := fmt.Sprintf("fleet-%05d", i)
+		dir := filepath.Join(opt.Dir, id)
+		st, err := store.New(store.Options{Trust: trust, StateDir: dir})
+		if err != nil {
+			return res, err
+		}
+		l, err := mqttlink.New(mqttlink.Options{Device: id, Site: fmt.Sprintf("site-%03d", i%100), Kind: "sim", Version: "fleet",
+			URL: opt.Broker, TelemetryEvery: opt.TelemetryEvery, Keepalive: 60 * time.Second,
+			MinBackoff: time.Second, MaxBackoff: 30 * time.Second, StateDir: dir, Operators: ops, Policy: st,
+			Logger: opt.Logger.With("device", id), InFlight: 8})
+		if err != nil {
+			return res, err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); l.Run(ctx) }()
+	}
+	tick.Stop()
+	online := func(serial uint64) int {
+		n := 0
+		for _, d := range con.Devices() {
+			if d.Online && d.PolicySerial >= serial && strings.HasPrefix(d.ID, "fleet-") {
+				n++
+			}
+		}
+		return n
+	}
+	if err := waitFor(ctx, opt.Timeout, func() bool { return online(0) >= opt.Agents }); err != nil {
+		return res, fmt.Errorf("fleet: %d of %d online: %w", online(0), opt.Agents, err)
+	}
+	res.OnlineS = time.Since(t0).Seconds()
+
+	env, err := keys.SignPolicy(sim.PolicyYAML(1, time.Now()))
+	if err != nil {
+		return res, err
+	}
+	t1 := time.Now()
+	if _, err := con.PublishRetained(mqttlink.PolicyTopic, env); err != nil {
+		return res, err
+	}
+	if err := waitFor(ctx, opt.Timeout, func() bool { return online(1) >= opt.Agents }); err != nil {
+		return res, fmt.Errorf("fleet: policy applied by %d of %d: %w", online(1), opt.Agents, err)
+	}
+	res.PolicyPushS = time.Since(t1).Seconds()
+
+	t2 := time.Now()
+	act, err := con.Command("all", "ping", nil)
+	if err != nil {
+		return res, err
+	}
+	results := func() int {
+		for _, a := range con.Actions() {
+			if a.ID == act.ID {
+				return len(a.Results)
+			}
+		}
+		return 0
+	}
+	if err := waitFor(ctx, opt.Timeout, func() bool { return results() >= opt.Agents }); err != nil {
+		return res, fmt.Errorf("fleet: %d of %d answered: %w", results(), opt.Agents, err)
+	}
+	res.CommandAllS = time.Since(t2).Seconds()
+
+	n0, h0 := con.Ingested(), time.Now()
+	select {
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-time.After(opt.Hold):
+	}
+	res.IngestPerS = float64(con.Ingested()-n0) / time.Since(h0).Seconds()
+	res.StayedOnline = online(1)
+	res.RSSMB = float64(rss()) / (1 << 20)
+	res.Goroutines = runtime.NumGoroutine()
+	if _, err := con.PublishRetained(mqttlink.PolicyTopic, nil); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func waitFor(ctx context.Context, within time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %v", within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// raiseFileLimit lifts the soft open-file limit to the hard one: each agent
+// holds a socket and its queue files.
+func raiseFileLimit() {
+	var r syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur < r.Max {
+		r.Cur = r.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+	}
+}
+
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
+
+// Print writes results as a table.
+func Print(w io.Writer, rs []*Result) {
+	fmt.Fprintf(w, "%7s %9s %10s %10s %10s %10s %8s %8s  %s\n", "agents", "online_s", "policy_s", "cmd_all_s", "ingest/s", "expect/s", "rss_MB", "held", "error")
+	for _, r := range rs {
+		fmt.Fprintf(w, "%7d %9.2f %10.2f %10.2f %10.1f %10.1f %8.0f %8d  %s\n", r.Agents, r.OnlineS, r.PolicyPushS, r.CommandAllS, r.IngestPerS, r.ExpectedPerS, r.RSSMB, r.StayedOnline, r.Error)
+	}
+}
+
+// WriteJSON writes results to path.
+func WriteJSON(path string, rs []*Result) error {
+	b, err := json.MarshalIndent(rs, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
