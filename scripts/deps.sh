@@ -4,7 +4,7 @@
 # again, but `apt-get update` runs once first as Debian needs.
 set -eu
 
-PKGS="mosquitto mosquitto-clients qemu-user socat iproute2 iputils-ping iperf3 ethtool systemd openssh-client"
+PKGS="mosquitto mosquitto-clients qemu-user socat iproute2 iputils-ping iperf3 ethtool systemd openssh-client chromium fonts-dejavu-core"
 
 missing=""
 for p in $PKGS; do
