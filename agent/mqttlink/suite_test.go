@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -311,6 +312,13 @@ func startHelper(t *testing.T, e *env, opt mqttlink.Options, count int, every ti
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	// Under qemu-user without binfmt_misc (GOARCH=arm go test -exec
+	// qemu-arm) the child needs qemu too.
+	if q := map[string]string{"arm": "qemu-arm", "arm64": "qemu-aarch64", "mipsle": "qemu-mipsel", "mips": "qemu-mips"}[runtime.GOARCH]; q != "" {
+		if p, err := exec.LookPath(q); err == nil {
+			cmd = exec.Command(p, os.Args[0], "-test.run=^$")
+		}
+	}
 	cmd.Env = append(os.Environ(), helperEnv+"="+string(cfg))
 	h := &helper{cmd: cmd, emitted: make(chan struct{}), stderr: new(bytes.Buffer)}
 	cmd.Stderr = h.stderr
