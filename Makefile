@@ -17,14 +17,14 @@ QEMU_SKIP ?= ^TestNetns
 ARCHS     := armv7:arm:7 arm64:arm64: mipsle:mipsle: mips:mips:
 RELEASE_KEY ?= release.key
 
-.PHONY: help build cross bundles bench-bridge bench-flood test test-go test-qemu deps bench demo lint clean
+.PHONY: help build cross bundles bench-bridge bench-flood fleet test test-go test-qemu deps bench demo lint clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## Build linkguard, lgctl and testbench for this machine into bin/
+build: ## Build linkguard, lgctl, lglaunch and testbench for this machine into bin/
 	@mkdir -p bin
-	$(BUILD) -o bin/ ./agent/cmd/... ./testbench/cmd/...
+	$(BUILD) -o bin/ ./agent/cmd/... ./firmware/cmd/... ./testbench/cmd/...
 
 cross: ## Cross-build linkguard and its launcher lglaunch for arm (v7), arm64, mipsle and mips (softfloat) into dist/
 	@mkdir -p dist
@@ -63,6 +63,9 @@ bench-bridge: ## Inline bridge vs a kernel bridge (iperf3 TCP, 64 B UDP pps) and
 
 bench-flood: ## 60 s SYN flood through the inline bridge: memory stays bounded (root)
 	LG_FLOOD_SECONDS=60 $(GO) test -run TestNetnsSYNFlood -count=1 -v ./agent/linkfilter/
+
+fleet: ## Fleet-scale simulation: N simulated agents against a local mosquitto (FLEET=1000,2000,4000)
+	$(GO) run ./testbench/cmd/testbench fleet --mosquitto --agents $(or $(FLEET),1000,2000,4000) --telemetry 10s --report fleet.json
 
 demo: ## Run the testbench demo: embedded broker, simulated sites, console (Ctrl-C stops)
 	$(GO) run ./testbench/cmd/testbench demo
