@@ -99,15 +99,20 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		return res, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
+	// One defer, in this order: the agents and the console stop with the
+	// context, so it must be cancelled before waiting for them (two defers
+	// ran the wait first and hung the command after a run).
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	con, err := console.New(console.Options{Broker: opt.Broker, Operator: keys.Operator, Logger: opt.Logger})
 	if err != nil {
 		return res, err
 	}
-	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); con.Run(ctx) }()
-	defer wg.Wait()
 	if err := waitFor(ctx, opt.Timeout, func() bool { up, _ := con.Connected(); return up }); err != nil {
 		return res, fmt.Errorf("fleet: console did not connect: %w", err)
 	}
