@@ -115,6 +115,16 @@ func (l *Link) policyLoop(ctx context.Context) error {
 			return nil
 		case env := <-l.policyIn:
 			l.applyPolicy(env)
+		case <-l.policySwap:
+			// The state carries the policy serial. Not connected: connect
+			// publishes the state anyway.
+			if l.client != nil && l.client.IsConnectionOpen() {
+				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				if err := l.publishState(ctx); err != nil {
+					l.log.Warn("state not republished after policy change", "err", err)
+				}
+				cancel()
+			}
 		}
 	}
 }
@@ -139,14 +149,7 @@ func (l *Link) applyPolicy(env []byte) {
 			l.Emit(report.AgentError, report.Error, report.Fields{"error": err.Error(), "what": "policy file write"})
 		}
 	}
-	// The state carries the policy serial.
-	if l.client != nil && l.client.IsConnectionOpen() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := l.publishState(ctx); err != nil {
-			l.log.Warn("state not republished after policy change", "err", err)
-		}
-	}
+	// The state is republished on the store's swap signal (policyLoop).
 }
 
 // PolicyOutcome turns the policy store's outcomes into events; pass it as

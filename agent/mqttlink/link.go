@@ -78,8 +78,12 @@ type Link struct {
 	sections map[string]func() any
 	telSeq   uint64
 
-	inbox      chan paho.Message
-	policyIn   chan []byte
+	inbox    chan paho.Message
+	policyIn chan []byte
+	// policySwap is signalled whenever the store swaps the policy, from
+	// MQTT or the policy file alike: the retained state carries the serial.
+	policySwap chan struct{}
+	stateMu    sync.Mutex // orders state snapshots with their publication
 	dropsShown [2]uint64
 }
 
@@ -145,6 +149,8 @@ func New(opt Options) (*Link, error) {
 		sections:  map[string]func() any{},
 		inbox:     make(chan paho.Message, 64),
 		policyIn:  make(chan []byte, 1),
+
+		policySwap: make(chan struct{}, 1),
 	}
 	l.verify = &command.Verifier{Keys: opt.Operators, Device: opt.Device, Site: opt.Site, Seen: seen, Now: opt.Now}
 	if err := l.loadChain(); err != nil {
@@ -152,6 +158,14 @@ func New(opt Options) (*Link, error) {
 		return nil, err
 	}
 	l.registerBuiltins()
+	if opt.Policy != nil {
+		opt.Policy.Subscribe(func(*store.Current) {
+			select {
+			case l.policySwap <- struct{}{}:
+			default: // a republish is already due
+			}
+		})
+	}
 	return l, nil
 }
 
@@ -447,11 +461,17 @@ func (l *Link) state(online bool) State {
 }
 
 func (l *Link) publishState(ctx context.Context) error {
+	// Snapshot and hand to paho under one lock, so a state built before a
+	// policy swap is never published after the one built after it.
+	l.stateMu.Lock()
 	b, err := json.Marshal(l.state(true))
 	if err != nil {
+		l.stateMu.Unlock()
 		return fmt.Errorf("mqttlink: state: %w", err)
 	}
-	if err := waitToken(ctx, l.client.Publish(l.topics.State, 1, true, b), 30*time.Second); err != nil {
+	tok := l.client.Publish(l.topics.State, 1, true, b)
+	l.stateMu.Unlock()
+	if err := waitToken(ctx, tok, 30*time.Second); err != nil {
 		return fmt.Errorf("publish state: %w", err)
 	}
 	return nil
