@@ -136,11 +136,17 @@ func (l *Link) applyPolicy(env []byte) {
 	if l.opt.Policy == nil {
 		return
 	}
+	sum := sha256.Sum256(env)
+	if sum == l.lastRefused {
+		l.log.Debug("retained fleet policy already refused; ignoring the redelivery")
+		return
+	}
 	_, err := l.opt.Policy.Apply(env, "mqtt")
 	if errors.Is(err, store.ErrUnchanged) {
 		return
 	}
 	if err != nil {
+		l.lastRefused = sum
 		return // refused and reported by the store
 	}
 	if l.opt.PolicyFile != "" {

@@ -80,6 +80,10 @@ type Link struct {
 
 	inbox    chan paho.Message
 	policyIn chan []byte
+	// lastRefused is the digest of the last fleet policy the store refused:
+	// the broker hands the same retained message back on every reconnect,
+	// and one refusal event for it is enough. Owned by policyLoop.
+	lastRefused [32]byte
 	// policySwap is signalled whenever the store swaps the policy, from
 	// MQTT or the policy file alike: the retained state carries the serial.
 	policySwap chan struct{}
