@@ -62,6 +62,7 @@ type Circuit struct {
 	On        bool   `json:"on"`
 	Protected bool   `json:"protected,omitempty"`
 	Priority  int    `json:"priority,omitempty"`
+	Mode      string `json:"mode,omitempty"` // auto, on/off by hand, technician-on/off
 }
 
 // Point is one sample of a feed's chart.
@@ -74,15 +75,40 @@ type Point struct {
 // historyLen bounds each feed's chart (10 minutes at one report per 2 s).
 const historyLen = 300
 
-// feedSection is the "feeds" telemetry section: one entry per feed.
-type feedSection struct {
-	Feeds []struct {
-		ID       string    `json:"id"`
-		PowerW   float64   `json:"power_w"`
-		CapW     float64   `json:"cap_w"`
-		Status   string    `json:"status"`
-		Circuits []Circuit `json:"circuits"`
-	} `json:"feeds"`
+// feedSection is the "feeds" telemetry section of agent/feeds (its wire
+// format, decoded here without importing the controller): one entry per
+// feed, with power and cap in kW and null when unknown or uncapped.
+type feedSection []struct {
+	Feed      string   `json:"feed"`
+	PowerKW   *float64 `json:"power_kw"`
+	CapKW     *float64 `json:"cap_kw"`
+	MeterLost bool     `json:"meter_lost"`
+	Unmet     string   `json:"unmet"`
+	Order     *struct {
+		CapKW float64 `json:"cap_kw"`
+	} `json:"order"`
+	Technician *struct{} `json:"technician"`
+	Circuits   []Circuit `json:"circuits"`
+}
+
+// feedStatus says in a few words how a feed stands.
+func feedStatus(meterLost bool, unmet string, power, capKW *float64, pending, technician bool) string {
+	switch {
+	case technician:
+		return "local technician override"
+	case meterLost || power == nil:
+		return "meter reading unknown: holding"
+	case unmet != "":
+		return "cap unmet: " + unmet
+	case capKW == nil && pending:
+		return "cap pending"
+	case capKW == nil:
+		return "no cap"
+	case *power > *capKW:
+		return "over cap: shedding"
+	default:
+		return "within cap"
+	}
 }
 
 func (d *Device) applyState(s *mqttlink.State) {
@@ -114,15 +140,23 @@ func (d *Device) applyTelemetry(t *mqttlink.Telemetry) {
 	if raw, ok := t.Sections["feeds"]; ok {
 		var fs feedSection
 		if json.Unmarshal(raw, &fs) == nil {
-			for _, in := range fs.Feeds {
-				i := slices.IndexFunc(d.Feeds, func(f *Feed) bool { return f.ID == in.ID })
+			for _, in := range fs {
+				i := slices.IndexFunc(d.Feeds, func(f *Feed) bool { return f.ID == in.Feed })
 				if i < 0 {
-					d.Feeds = append(d.Feeds, &Feed{ID: in.ID})
+					d.Feeds = append(d.Feeds, &Feed{ID: in.Feed})
 					i = len(d.Feeds) - 1
 				}
 				f := d.Feeds[i]
-				f.PowerW, f.CapW, f.Status, f.Circuits = in.PowerW, in.CapW, in.Status, in.Circuits
-				f.History = append(f.History, Point{T: t.TS.UnixMilli(), P: in.PowerW, Cap: in.CapW})
+				f.PowerW, f.CapW = 0, 0
+				if in.PowerKW != nil {
+					f.PowerW = *in.PowerKW * 1000
+				}
+				if in.CapKW != nil {
+					f.CapW = *in.CapKW * 1000
+				}
+				f.Status = feedStatus(in.MeterLost, in.Unmet, in.PowerKW, in.CapKW, in.Order != nil, in.Technician != nil)
+				f.Circuits = in.Circuits
+				f.History = append(f.History, Point{T: t.TS.UnixMilli(), P: f.PowerW, Cap: f.CapW})
 				if n := len(f.History); n > historyLen {
 					f.History = slices.Delete(f.History, 0, n-historyLen)
 				}

@@ -218,11 +218,24 @@ func waitFor(ctx context.Context, within time.Duration, cond func() bool) error 
 	return nil
 }
 
-// raiseFileLimit lifts the soft open-file limit to the hard one: each agent
-// holds a socket and its queue files.
+// raiseFileLimit lifts the open-file limit as far as it goes: each agent
+// holds a socket and its queue files (about five descriptors), so 4,000
+// agents already exhaust a 20,000 limit. As root the hard limit may rise to
+// fs.nr_open; otherwise the soft limit rises to the hard one. A mosquitto
+// started afterwards inherits it.
 func raiseFileLimit() {
 	var r syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur < r.Max {
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) != nil {
+		return
+	}
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && n > r.Max {
+			if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n}) == nil {
+				return
+			}
+		}
+	}
+	if r.Cur < r.Max {
 		r.Cur = r.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
 	}

@@ -8,26 +8,25 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"linkguard.dev/linkguard/agent/console"
 	"linkguard.dev/linkguard/hal/atomicfile"
 	"linkguard.dev/linkguard/testbench/bench"
+	"linkguard.dev/linkguard/testbench/sim"
 	"periph.io/x/conn/v3/physic"
 )
 
 // Report is the outcome of one scenario.
 type Report struct {
-	Name    string    `json:"name"`
-	OK      bool      `json:"ok"`
-	Started time.Time `json:"started"`
-	Seconds float64   `json:"seconds"`
-	Error   string    `json:"error,omitempty"` // the bench did not start
-	// StaleStates counts devices whose retained state had to be refreshed
-	// with a rebirth at start (see bench.WaitUp).
-	StaleStates int          `json:"stale_states,omitempty"`
-	Steps       []StepReport `json:"steps"`
+	Name    string       `json:"name"`
+	OK      bool         `json:"ok"`
+	Started time.Time    `json:"started"`
+	Seconds float64      `json:"seconds"`
+	Error   string       `json:"error,omitempty"` // the bench did not start
+	Steps   []StepReport `json:"steps"`
 }
 
 // StepReport is the outcome of one step.
@@ -54,10 +53,9 @@ func Run(ctx context.Context, s *Scenario, dir string, log *slog.Logger) *Report
 	}
 	defer b.Close()
 	r := &runner{b: b, c: b.Console}
+	defer r.close()
 	// Every scenario starts from a fleet that is up and enforcing serial 1.
-	nudges, err := b.WaitUp(ctx, 1, 15*time.Second)
-	rep.StaleStates = nudges
-	if err != nil {
+	if err := b.WaitUp(ctx, 1, 15*time.Second); err != nil {
 		rep.Error = "bench did not come up: " + err.Error()
 		return rep
 	}
@@ -81,8 +79,15 @@ func Run(ctx context.Context, s *Scenario, dir string, log *slog.Logger) *Report
 }
 
 type runner struct {
-	b *bench.Bench
-	c *console.Console
+	b       *bench.Bench
+	c       *console.Console
+	bundles *bundleServer // started by the first push-update
+}
+
+func (r *runner) close() {
+	if r.bundles != nil {
+		r.bundles.close()
+	}
 }
 
 // allUp checks that every device reported and enforces serial or later;
@@ -177,7 +182,22 @@ func (r *runner) step(ctx context.Context, st Step) (map[string]any, error) {
 		// approves a new link for it.
 		act, err = r.c.Approve(console.NewApproval{ID: st.Approval, Holder: "scenario", Remote: []string{"100.64.0.0/24"}})
 	case "throttle":
-		act, err = r.c.Command(st.Device, "throttle.set", map[string]any{"feed": st.Feed, "cap_kw": st.CapKW})
+		args := map[string]any{"feed": st.Feed, "cap_kw": st.CapKW}
+		if st.Ramp > 0 {
+			args["ramp"] = time.Duration(st.Ramp).String()
+		}
+		if st.Until > 0 {
+			args["until"] = time.Now().Add(time.Duration(st.Until)).UTC().Format(time.RFC3339Nano)
+		}
+		act, err = r.c.Command(st.Device, "throttle.set", args)
+	case "relay":
+		act, err = r.c.Command(st.Device, "relay.set", map[string]any{"feed": st.Feed, "circuit": st.Circuit, "state": st.State})
+	case "push-update":
+		var args map[string]any
+		if args, err = r.pushUpdate(st); err == nil {
+			obs["bundle_sha256"] = args["sha256"]
+			act, err = r.c.Command(st.Device, "update.fetch", args)
+		}
 	case "clear-throttle":
 		act, err = r.c.Command(st.Device, "throttle.clear", map[string]any{"feed": st.Feed})
 	case "rebirth":
@@ -305,9 +325,53 @@ func (r *runner) step(ctx context.Context, st Step) (map[string]any, error) {
 				}
 			}
 		}
+		if e.Circuits != nil {
+			if err := r.circuits(d, e.Circuits); err != nil {
+				return err
+			}
+		}
+		if e.Firmware != nil {
+			fd, ok := r.b.Feeds[st.Device]
+			if !ok {
+				return fmt.Errorf("firmware expected from %q, which has no slots", st.Device)
+			}
+			got, err := installed(fd.SlotRoot())
+			if err != nil {
+				return err
+			}
+			obs["firmware"] = got
+			if got != *e.Firmware {
+				return fmt.Errorf("%s has firmware %q installed, want %q", st.Device, got, *e.Firmware)
+			}
+		}
 		return nil
 	})
 	return obs, err
+}
+
+// circuits checks the feed's circuits as reported and on the board.
+func (r *runner) circuits(d console.Device, want map[string]bool) error {
+	if len(d.Feeds) == 0 {
+		return fmt.Errorf("%s reports no feed", d.ID)
+	}
+	fd := r.b.Feeds[d.ID]
+	for id, on := range want {
+		i := slices.IndexFunc(d.Feeds[0].Circuits, func(c console.Circuit) bool { return c.ID == id })
+		if i < 0 {
+			return fmt.Errorf("%s reports no circuit %q", d.ID, id)
+		}
+		if got := d.Feeds[0].Circuits[i].On; got != on {
+			return fmt.Errorf("%s reports %s on=%v, want %v", d.ID, id, got, on)
+		}
+		if fd == nil {
+			continue
+		}
+		j := slices.IndexFunc(sim.DemoCircuits, func(c sim.FeedCircuit) bool { return c.ID == id })
+		if j >= 0 && fd.Coil(sim.DemoCircuits[j].Coil) != on {
+			return fmt.Errorf("%s: relay of %s is on=%v on the board, want %v", d.ID, id, !on, on)
+		}
+	}
+	return nil
 }
 
 func (r *runner) result(cmdID, dev string) *struct {

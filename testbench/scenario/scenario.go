@@ -24,16 +24,23 @@ type Scenario struct {
 type Step struct {
 	Name string `yaml:"name"`
 	// Do is the action: wait, traffic, revoke, approve, push-policy,
-	// throttle, clear-throttle, rebirth, kill, stop, start, kill-broker,
-	// start-broker, corrupt-policy, or expect (check only).
+	// throttle, clear-throttle, relay, push-update, rebirth, kill, stop,
+	// start, kill-broker, start-broker, corrupt-policy, or expect (check
+	// only).
 	Do       string   `yaml:"do"`
 	Device   string   `yaml:"device"`
 	Approval string   `yaml:"approval"`
 	Feed     string   `yaml:"feed"`
 	CapKW    float64  `yaml:"cap_kw"`
-	Rounds   int      `yaml:"rounds"` // traffic: rounds of the demo flows
-	For      Duration `yaml:"for"`    // wait
-	Within   Duration `yaml:"within"` // how long the expectations may take; default 10s
+	Ramp     Duration `yaml:"ramp"`     // throttle: reach the cap over this long
+	Until    Duration `yaml:"until"`    // throttle: the cap ends this long after the step
+	Circuit  string   `yaml:"circuit"`  // relay: which circuit
+	State    string   `yaml:"state"`    // relay: on, off or auto
+	Version  string   `yaml:"version"`  // push-update: the bundle's version
+	Tampered bool     `yaml:"tampered"` // push-update: flip a byte after signing
+	Rounds   int      `yaml:"rounds"`   // traffic: rounds of the demo flows
+	For      Duration `yaml:"for"`      // wait
+	Within   Duration `yaml:"within"`   // how long the expectations may take; default 10s
 	Expect   *Expect  `yaml:"expect"`
 }
 
@@ -50,6 +57,12 @@ type Expect struct {
 	UnderCap     bool     `yaml:"under_cap"`        // Device's feed power is at or under its cap (a cap is set)
 	CapKW        *float64 `yaml:"cap_kw"`           // Device's feed reports this cap (0: none)
 	Connected    *bool    `yaml:"console_connected"`
+	// Circuits: the feed's circuits, as the device reports them and as the
+	// simulated relay board has them (on: true).
+	Circuits map[string]bool `yaml:"circuits"`
+	// Firmware: the version the device's slot state says is installed
+	// ("" : none), read from its slot directory.
+	Firmware *string `yaml:"firmware"`
 }
 
 // Duration is a time.Duration written as "5s".
@@ -66,7 +79,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 }
 
 var actions = map[string]bool{"wait": true, "traffic": true, "revoke": true, "approve": true, "push-policy": true,
-	"throttle": true, "clear-throttle": true, "rebirth": true, "kill": true, "stop": true, "start": true,
+	"throttle": true, "clear-throttle": true, "relay": true, "push-update": true, "rebirth": true, "kill": true, "stop": true, "start": true,
 	"kill-broker": true, "start-broker": true, "corrupt-policy": true, "expect": true}
 
 // Parse decodes a scenario strictly and checks it.

@@ -30,12 +30,13 @@ type AgentOptions struct {
 }
 
 // part is the kind-specific half of an agent (the packet filter, the feed
-// controller): it is built fresh at each start, as a restarted process
-// would, on hardware that outlives it.
+// controller). Each start is a fresh run, as a restarted process would be,
+// on hardware that outlives it.
 type part interface {
 	kind() string
-	// attach builds the part for one run and wires it to the link.
-	attach(link *mqttlink.Link, st *store.Store, log *slog.Logger) (run func(context.Context) error, err error)
+	// run runs the device's agent once until ctx ends; it calls ready as
+	// soon as the run's MQTT link and policy store exist.
+	run(ctx context.Context, a *Agent, ready func(*mqttlink.Link, *store.Store)) error
 }
 
 // Agent is one simulated device's agent: the real policy store, policy file
@@ -104,7 +105,9 @@ func (a *Agent) Link() *mqttlink.Link {
 	return a.link
 }
 
-// Start runs the agent until ctx ends, Stop or Kill.
+// Start runs the agent until ctx ends, Stop or Kill. It returns once the
+// run's link and policy store exist, or with the error that ended the run
+// before then.
 func (a *Agent) Start(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -112,6 +115,40 @@ func (a *Agent) Start(ctx context.Context) error {
 		return nil
 	}
 	a.proxy.setCut(false)
+	ctx, cancel := context.WithCancel(ctx)
+	type built struct {
+		link *mqttlink.Link
+		st   *store.Store
+	}
+	ready := make(chan built, 1)
+	done := make(chan error, 1)
+	go func() {
+		err := a.part.run(ctx, a, func(l *mqttlink.Link, st *store.Store) { ready <- built{l, st} })
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("agent failed", "err", err)
+		}
+		done <- err
+	}()
+	select {
+	case b := <-ready:
+		a.link, a.store = b.link, b.st
+	case err := <-done:
+		cancel()
+		if err == nil {
+			err = errors.New("stopped before it was up")
+		}
+		return fmt.Errorf("sim: %s: %w", a.opt.ID, err)
+	}
+	a.cancel, a.done = cancel, done
+	a.started++
+	return nil
+}
+
+// runComposed is the router's composition: the real policy store, policy
+// file watcher and mqttlink around the part attach builds, wired as
+// agent.Run wires them. (agent.Run opens live AF_PACKET ports; the
+// simulated router's ports are in-memory wires.)
+func (a *Agent) runComposed(ctx context.Context, attach func(*mqttlink.Link, *store.Store, *slog.Logger) (func(context.Context) error, error), ready func(*mqttlink.Link, *store.Store)) error {
 	log := a.log
 	trust, err := a.opt.Keys.Trust()
 	if err != nil {
@@ -129,7 +166,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			}
 		}})
 	if err != nil {
-		return fmt.Errorf("sim: %s: %w", a.opt.ID, err)
+		return err
 	}
 	if _, err := st.Restore(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.Warn("last-known-good policy unusable", "err", err)
@@ -142,31 +179,21 @@ func (a *Agent) Start(ctx context.Context) error {
 		Logger: log.With("part", "mqtt"),
 	})
 	if err != nil {
-		return fmt.Errorf("sim: %s: %w", a.opt.ID, err)
+		return err
 	}
-	run, err := a.part.attach(link, st, log)
+	run, err := attach(link, st, log)
 	if err != nil {
-		return fmt.Errorf("sim: %s: %w", a.opt.ID, err)
+		return err
 	}
 	w := &watch.Watcher{Path: a.PolicyFile(), Store: st, Logger: log.With("part", "policy-watch"), Debounce: 50 * time.Millisecond, Poll: 5 * time.Second}
-	ctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { return link.Run(gctx) })
 	if run != nil {
 		g.Go(func() error { return run(gctx) })
 	}
-	done := make(chan error, 1)
-	go func() {
-		err := g.Wait()
-		if err != nil && ctx.Err() == nil {
-			log.Error("agent failed", "err", err)
-		}
-		done <- err
-	}()
-	a.cancel, a.done, a.link, a.store = cancel, done, link, st
-	a.started++
-	return nil
+	ready(link, st)
+	return g.Wait()
 }
 
 // Stop shuts the agent down cleanly (it says it is offline itself).

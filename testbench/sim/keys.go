@@ -8,13 +8,14 @@ import (
 	"linkguard.dev/linkguard/policy/dsse"
 )
 
-// Keys are a throwaway committee key (signs policies) and operator key
-// (signs commands), with their key files.
+// Keys are a throwaway committee key (signs policies), operator key (signs
+// commands) and release key (signs firmware bundles), with their key files.
 type Keys struct {
-	Dir                        string
-	Committee, Operator        ed25519.PrivateKey
-	CommitteeKey, CommitteePub string // file paths
-	OperatorKey, OperatorPub   string
+	Dir                          string
+	Committee, Operator, Release ed25519.PrivateKey
+	CommitteeKey, CommitteePub   string // file paths
+	OperatorKey, OperatorPub     string
+	ReleaseKey, ReleasePub       string
 }
 
 // NewKeys makes the key files in dir.
@@ -25,6 +26,12 @@ func NewKeys(dir string) (*Keys, error) {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
 	if k.OperatorKey, k.OperatorPub, err = dsse.GenerateKeyFiles(dir, "operator"); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if k.ReleaseKey, k.ReleasePub, err = dsse.GenerateKeyFiles(dir, "release"); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if k.Release, err = dsse.LoadPrivateKey(k.ReleaseKey); err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
 	if k.Committee, err = dsse.LoadPrivateKey(k.CommitteeKey); err != nil {

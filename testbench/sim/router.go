@@ -51,6 +51,10 @@ func NewRouter(opt AgentOptions) (*Router, error) {
 
 func (p *routerPart) kind() string { return "router" }
 
+func (p *routerPart) run(ctx context.Context, a *Agent, ready func(*mqttlink.Link, *store.Store)) error {
+	return a.runComposed(ctx, p.attach, ready)
+}
+
 func (p *routerPart) attach(link *mqttlink.Link, st *store.Store, log *slog.Logger) (func(context.Context) error, error) {
 	f := linkfilter.New(linkfilter.Options{Site: p.site, Events: link, SummaryEvery: 5 * time.Second, Logger: log.With("part", "linkfilter")})
 	st.Subscribe(func(c *store.Current) { f.SetMatcher(c.Matcher) })

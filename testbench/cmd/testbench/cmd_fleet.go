@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +42,7 @@ func newFleetCmd() *cobra.Command {
 				o.Dir = dir
 				stop := func() {}
 				if mosquitto {
-					if o.Broker, stop, err = startMosquitto(cmd.Context(), dir); err != nil {
+					if o.Broker, stop, err = fleet.StartMosquitto(cmd.Context(), dir); err != nil {
 						os.RemoveAll(dir)
 						return err
 					}
@@ -81,38 +77,4 @@ func newFleetCmd() *cobra.Command {
 	f.DurationVar(&opt.Timeout, "timeout", 3*time.Minute, "limit for each phase")
 	f.StringVar(&report, "report", "", "write the results as JSON here")
 	return cmd
-}
-
-// startMosquitto runs mosquitto on a free loopback port until stop.
-func startMosquitto(ctx context.Context, dir string) (url string, stop func(), err error) {
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		return "", nil, fmt.Errorf("fleet: %w (apt-get install mosquitto)", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	conf := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(conf, []byte("listener "+port+" 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 64\n"), 0o644); err != nil {
-		return "", nil, err
-	}
-	c := exec.CommandContext(ctx, bin, "-c", conf)
-	c.Stderr = nil
-	if err := c.Start(); err != nil {
-		return "", nil, err
-	}
-	stop = func() { c.Process.Signal(os.Interrupt); c.Wait() }
-	for range 100 {
-		if cn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			cn.Close()
-			return "tcp://" + addr, stop, nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	stop()
-	return "", nil, errors.New("fleet: mosquitto did not start")
 }
