@@ -144,7 +144,10 @@ func Start(ctx context.Context, opt Options) (b *Bench, err error) {
 }
 
 // provision starts the agent. It gets its first policy from the retained
-// fleet policy, which mqttlink also writes to its policy file.
+// fleet policy, which mqttlink also writes to its policy file. (A policy
+// file written beforehand would be applied by the file watcher, and
+// mqttlink republishes its retained state only for policies that arrive
+// over MQTT, so the console would see serial 0 until the next reconnect.)
 func (b *Bench) provision(a *sim.Agent, _ []byte) error {
 	return a.Start(b.ctx)
 }
@@ -183,11 +186,18 @@ func (b *Bench) PublishPolicy(env []byte) error {
 }
 
 // WaitUp waits until every device is online, enforces serial or later and
-// has sent telemetry.
-func (b *Bench) WaitUp(ctx context.Context, serial uint64, within time.Duration) error {
+// has sent telemetry. A device whose retained state still shows an older
+// serial after a few seconds is sent a signed rebirth: mqttlink can publish
+// the state it built before a retained policy was applied after the one it
+// built after (a race between connect and the policy loop), and then the
+// state stays stale until the next change. Nudges counts those rebirths.
+func (b *Bench) WaitUp(ctx context.Context, serial uint64, within time.Duration) (nudges int, err error) {
 	deadline := time.Now().Add(within)
+	nudgeAt := time.Now().Add(3 * time.Second)
+	nudged := map[string]bool{}
 	for {
-		var err error
+		var stale []string
+		err = nil
 		devs := b.Console.Devices()
 		if len(devs) < len(b.Agents()) {
 			err = fmt.Errorf("bench: %d of %d devices reported", len(devs), len(b.Agents()))
@@ -198,19 +208,31 @@ func (b *Bench) WaitUp(ctx context.Context, serial uint64, within time.Duration)
 				err = fmt.Errorf("bench: %s is offline", d.ID)
 			case d.PolicySerial < serial:
 				err = fmt.Errorf("bench: %s enforces serial %d", d.ID, d.PolicySerial)
+				stale = append(stale, d.ID)
 			case d.TelemetryAt.IsZero():
 				err = fmt.Errorf("bench: %s sent no telemetry yet", d.ID)
 			}
 		}
 		if err == nil {
-			return nil
+			return nudges, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %v: %w", within, err)
+			return nudges, fmt.Errorf("not within %v: %w", within, err)
+		}
+		if time.Now().After(nudgeAt) {
+			for _, id := range stale {
+				if a, ok := b.Agent(id); ok && !nudged[id] && a.Policy() != nil && a.Policy().Current().Serial() >= serial {
+					b.log.Warn("bench: stale retained state; sending rebirth", "device", id)
+					if _, err := b.Console.Command(id, "rebirth", nil); err == nil {
+						nudged[id] = true
+						nudges++
+					}
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nudges, ctx.Err()
 		case <-b.Console.Changed():
 		case <-time.After(100 * time.Millisecond):
 		}
