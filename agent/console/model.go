@@ -112,6 +112,13 @@ func feedStatus(meterLost bool, unmet string, power, capKW *float64, pending, te
 }
 
 func (d *Device) applyState(s *mqttlink.State) {
+	// Brokers may deliver a device's state messages out of order (a
+	// retained copy sent on subscribe racing a live one; mochi reorders QoS 1
+	// deliveries): within one boot, an online state older than the one shown
+	// is stale. Wills always apply: they are stamped when set, at connect.
+	if s.Online && d.Online && s.BootID == d.BootID && s.TS.Before(d.StateAt) {
+		return
+	}
 	d.Online, d.BootID, d.StateAt = s.Online, s.BootID, s.TS
 	if !s.Online {
 		return

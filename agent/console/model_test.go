@@ -128,3 +128,22 @@ func TestEventFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleStateReordered: a broker may hand a device's states over out of
+// order; an older online state of the same boot must not roll it back.
+func TestStaleStateReordered(t *testing.T) {
+	c := newTestConsole(t)
+	t0 := time.Now()
+	st := func(serial uint64, boot string, ts time.Time) []byte {
+		return mustJSON(t, mqttlink.State{Online: true, Device: "r1", BootID: boot, Policy: &mqttlink.PolicyState{Serial: serial}, TS: ts})
+	}
+	c.Ingest("linkguard/v1/r1/state", st(1, "b1", t0.Add(time.Millisecond)))
+	c.Ingest("linkguard/v1/r1/state", st(0, "b1", t0)) // built first, delivered last
+	if d, _ := c.Device("r1"); d.PolicySerial != 1 {
+		t.Fatalf("serial %d after a stale state, want 1", d.PolicySerial)
+	}
+	c.Ingest("linkguard/v1/r1/state", st(0, "b2", t0)) // a new boot always applies
+	if d, _ := c.Device("r1"); d.PolicySerial != 0 || d.BootID != "b2" {
+		t.Fatalf("new boot not applied: %+v", d)
+	}
+}

@@ -186,18 +186,11 @@ func (b *Bench) PublishPolicy(env []byte) error {
 }
 
 // WaitUp waits until every device is online, enforces serial or later and
-// has sent telemetry. A device whose retained state still shows an older
-// serial after a few seconds is sent a signed rebirth: mqttlink can publish
-// the state it built before a retained policy was applied after the one it
-// built after (a race between connect and the policy loop), and then the
-// state stays stale until the next change. Nudges counts those rebirths.
-func (b *Bench) WaitUp(ctx context.Context, serial uint64, within time.Duration) (nudges int, err error) {
+// has sent telemetry, as the console sees it.
+func (b *Bench) WaitUp(ctx context.Context, serial uint64, within time.Duration) error {
 	deadline := time.Now().Add(within)
-	nudgeAt := time.Now().Add(3 * time.Second)
-	nudged := map[string]bool{}
 	for {
-		var stale []string
-		err = nil
+		var err error
 		devs := b.Console.Devices()
 		if len(devs) < len(b.Agents()) {
 			err = fmt.Errorf("bench: %d of %d devices reported", len(devs), len(b.Agents()))
@@ -208,31 +201,19 @@ func (b *Bench) WaitUp(ctx context.Context, serial uint64, within time.Duration)
 				err = fmt.Errorf("bench: %s is offline", d.ID)
 			case d.PolicySerial < serial:
 				err = fmt.Errorf("bench: %s enforces serial %d", d.ID, d.PolicySerial)
-				stale = append(stale, d.ID)
 			case d.TelemetryAt.IsZero():
 				err = fmt.Errorf("bench: %s sent no telemetry yet", d.ID)
 			}
 		}
 		if err == nil {
-			return nudges, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return nudges, fmt.Errorf("not within %v: %w", within, err)
-		}
-		if time.Now().After(nudgeAt) {
-			for _, id := range stale {
-				if a, ok := b.Agent(id); ok && !nudged[id] && a.Policy() != nil && a.Policy().Current().Serial() >= serial {
-					b.log.Warn("bench: stale retained state; sending rebirth", "device", id)
-					if _, err := b.Console.Command(id, "rebirth", nil); err == nil {
-						nudged[id] = true
-						nudges++
-					}
-				}
-			}
+			return fmt.Errorf("not within %v: %w", within, err)
 		}
 		select {
 		case <-ctx.Done():
-			return nudges, ctx.Err()
+			return ctx.Err()
 		case <-b.Console.Changed():
 		case <-time.After(100 * time.Millisecond):
 		}

@@ -34,7 +34,7 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if _, err := b.WaitUp(ctx, 1, 20*time.Second); err != nil {
+	if err := b.WaitUp(ctx, 1, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	gen, stopGen := context.WithCancel(ctx)

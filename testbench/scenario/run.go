@@ -21,15 +21,12 @@ import (
 
 // Report is the outcome of one scenario.
 type Report struct {
-	Name    string    `json:"name"`
-	OK      bool      `json:"ok"`
-	Started time.Time `json:"started"`
-	Seconds float64   `json:"seconds"`
-	Error   string    `json:"error,omitempty"` // the bench did not start
-	// StaleStates counts devices whose retained state had to be refreshed
-	// with a rebirth at start (see bench.WaitUp).
-	StaleStates int          `json:"stale_states,omitempty"`
-	Steps       []StepReport `json:"steps"`
+	Name    string       `json:"name"`
+	OK      bool         `json:"ok"`
+	Started time.Time    `json:"started"`
+	Seconds float64      `json:"seconds"`
+	Error   string       `json:"error,omitempty"` // the bench did not start
+	Steps   []StepReport `json:"steps"`
 }
 
 // StepReport is the outcome of one step.
@@ -58,9 +55,7 @@ func Run(ctx context.Context, s *Scenario, dir string, log *slog.Logger) *Report
 	r := &runner{b: b, c: b.Console}
 	defer r.close()
 	// Every scenario starts from a fleet that is up and enforcing serial 1.
-	nudges, err := b.WaitUp(ctx, 1, 15*time.Second)
-	rep.StaleStates = nudges
-	if err != nil {
+	if err := b.WaitUp(ctx, 1, 15*time.Second); err != nil {
 		rep.Error = "bench did not come up: " + err.Error()
 		return rep
 	}
