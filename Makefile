@@ -64,8 +64,8 @@ bench-bridge: ## Inline bridge vs a kernel bridge (iperf3 TCP, 64 B UDP pps) and
 bench-flood: ## 60 s SYN flood through the inline bridge: memory stays bounded (root)
 	LG_FLOOD_SECONDS=60 $(GO) test -run TestNetnsSYNFlood -count=1 -v ./agent/linkfilter/
 
-fleet: ## Fleet-scale simulation: N simulated agents against a local mosquitto (FLEET=1000,2000,4000)
-	$(GO) run ./testbench/cmd/testbench fleet --mosquitto --agents $(or $(FLEET),1000,2000,4000) --telemetry 10s --report fleet.json
+fleet: ## Fleet-scale simulation: N simulated agents against a local mosquitto (FLEET=1000,2000,3500)
+	$(GO) run ./testbench/cmd/testbench fleet --mosquitto --agents $(or $(FLEET),1000,2000,3500) --telemetry 10s --report fleet.json
 
 demo: ## Run the testbench demo: embedded broker, simulated sites, console (Ctrl-C stops)
 	$(GO) run ./testbench/cmd/testbench demo
