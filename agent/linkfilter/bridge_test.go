@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,5 +97,75 @@ func TestEvidenceRingBounded(t *testing.T) {
 	ev2, err := OpenEvidence(dir, maxBytes, layers.LinkTypeEthernet)
 	if err != nil || ev2.Bytes() != total {
 		t.Fatalf("reopen: %v, %d bytes, want %d", err, ev2.Bytes(), total)
+	}
+}
+
+// batchingPort holds written frames until Flush, as a transmit ring does.
+type batchingPort struct {
+	*capturetest.Port
+	mu      sync.Mutex
+	queued  [][]byte
+	flushes int // Flushes that sent something
+}
+
+func (p *batchingPort) QueueFrame(f []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.queued = append(p.queued, bytes.Clone(f))
+	return nil
+}
+
+func (p *batchingPort) Flush() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queued) > 0 {
+		p.flushes++
+	}
+	for _, f := range p.queued {
+		_ = p.Port.WriteFrame(f)
+	}
+	p.queued = nil
+	return nil
+}
+
+// TestBridgeBatches: with ports that batch, frames that arrived together
+// leave in one flush, and a frame is not held once its source has nothing
+// more waiting.
+func TestBridgeBatches(t *testing.T) {
+	f := New(Options{Site: "s1"})
+	f.SetMatcher(testMatcher(t, testPolicy))
+	in := &batchingPort{Port: capturetest.NewPort(64, 10*time.Millisecond)}
+	out := &batchingPort{Port: capturetest.NewPort(64, 10*time.Millisecond)}
+	var want [][]byte
+	for i := range 5 {
+		fr := tcp4(t, "10.1.0.5", "198.51.100.7", uint16(40000+i), 22, true, false, nil)
+		want = append(want, fr)
+		in.Inject(fr)
+	}
+	in.Inject(tcp4(t, "10.1.0.5", "8.8.8.8", 40000, 443, true, false, nil)) // denied
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- NewBridge(f, in, out).Run(ctx) }()
+	got := out.WaitSent(5, 2*time.Second)
+	late := tcp4(t, "10.1.0.5", "198.51.100.7", 41000, 22, true, false, nil)
+	in.Inject(late)
+	got = append(got, out.WaitSent(1, 2*time.Second)...)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, late)
+	if len(got) != len(want) {
+		t.Fatalf("outside got %d frames, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Errorf("frame %d differs", i)
+		}
+	}
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	if out.flushes != 2 {
+		t.Errorf("%d flushes, want 2 (the five waiting frames together, then the late one)", out.flushes)
 	}
 }

@@ -20,6 +20,14 @@
 // revoked approval cuts a live TCP session at its next segment. Decode plus
 // judgement allocates nothing (TestNoAllocs, BenchmarkDecide).
 //
+// In inline mode each allowed frame is queued on the other port's transmit
+// ring (capture.Live.QueueFrame) and the queue is sent with one system call
+// when the reading port has no further frame waiting, or at 32 frames:
+// a frame waits only while frames that had already arrived are judged, and
+// every frame is still judged on its own (a swap cuts a flow at its next
+// frame). Ports without batching (capturetest, the testbench) are written
+// frame by frame.
+//
 // A non-first IPv4/IPv6 fragment carries no ports: it follows the verdict
 // its datagram's first fragment got (under the same policy generation);
 // without one it is unclassified. Unclassified frames (malformed headers,
@@ -73,8 +81,20 @@
 //     supernets instead of copying their approvals: 40.6–43.3 MB.)
 //   - BenchmarkRevocationToDrop, netns, UDP stream every 200 µs through the
 //     inline bridge: swap to the first dropped frame of the revoked flow
-//     0.40 ms mean, 1.0 ms max over 20 revocations. A live TCP stream
+//     0.40 ms mean, 1.0 ms max over 20 revocations; with the batched
+//     transmit ring, 0.37–0.64 ms mean, ≤ 1.0 ms max per run of 20 (3
+//     runs, `make bench-bridge`). A live TCP stream
 //     (TestNetnsRevocationCutsLiveStream) gets no echo later than the swap.
+//   - BenchmarkBridge (`make bench-bridge`), veth topology, offloads off,
+//     against a kernel bridge in the same run, load average 2.5–3.0 from
+//     another helper's simulations, alternating with the previous commit
+//     (afpacket ring, one write(2) per frame), 3 runs each: single-stream
+//     TCP 4.51–5.21 Gbit/s, tcp-ratio 0.63–0.67, vs 2.69–4.41 Gbit/s,
+//     0.40–0.54 before (median 5.16 vs 3.01 Gbit/s); 64-byte UDP median
+//     266 vs 165 kpps; the 2 s denied-SYN flood judged whole (99.9–100%,
+//     before 72–99%); no frame of a denied flow leaked in any run. The
+//     issue's 0.80 is not reached here; hal/capture's doc has the A/B
+//     commands, the profile and what is left.
 //   - TestNetnsSYNFlood, 60 s (`make bench-flood`): 35 M SYNs, 30 M new
 //     flows judged, table held at its 8,192 cap (30 M evictions), 619
 //     events (30 M suppressed), Go heap in use flat (2.5 MB), 12 MB from

@@ -42,8 +42,41 @@ func (b *Bridge) Run(ctx context.Context) error {
 // WriteErrors counts frames a port refused to send.
 func (b *Bridge) WriteErrors() uint64 { return b.writeErrs.Load() }
 
+// batchPort is a port that can gather frames and send them together (a
+// transmit ring: one system call for many frames) and can tell whether a
+// frame is waiting. capture.Live is one.
+type batchPort interface {
+	QueueFrame(frame []byte) error
+	Flush() error
+	Ready() bool
+}
+
 func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side string) error {
-	return judgeEach(ctx, b.f, from, side, func(frame []byte, info capture.Info, _ *Packet, r Result) {
+	bto, okTo := to.(batchPort)
+	bfrom, okFrom := from.(batchPort)
+	batch := okTo && okFrom
+	write := to.WriteFrame
+	var idle func()
+	if batch {
+		pending := false // frames queued since the last Flush
+		write = func(frame []byte) error {
+			pending = true
+			return bto.QueueFrame(frame)
+		}
+		// Before the read would wait, send what is queued: a frame is
+		// held only while frames that were already waiting are judged
+		// (at most the port's batch size).
+		idle = func() {
+			if !pending || bfrom.Ready() {
+				return
+			}
+			pending = false
+			if err := bto.Flush(); err != nil {
+				b.writeFailed(side, 0, err)
+			}
+		}
+	}
+	err := judgeEach(ctx, b.f, from, side, idle, func(frame []byte, info capture.Info, _ *Packet, r Result) {
 		if r.Action != Pass {
 			return
 		}
@@ -51,22 +84,34 @@ func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side string) e
 			b.trunc.Add(1)
 			return
 		}
-		if err := to.WriteFrame(frame); err != nil {
-			if n := b.writeErrs.Add(1); n == 1 || n%1000 == 0 {
-				b.f.log.Warn("bridge: write failed", "from", side, "len", len(frame), "count", n, "err", err)
-			}
+		if err := write(frame); err != nil {
+			b.writeFailed(side, len(frame), err)
 		}
 	})
+	if batch {
+		_ = bto.Flush()
+	}
+	return err
+}
+
+func (b *Bridge) writeFailed(side string, n int, err error) {
+	if c := b.writeErrs.Add(1); c == 1 || c%1000 == 0 {
+		b.f.log.Warn("bridge: write failed", "from", side, "len", n, "count", c, "err", err)
+	}
 }
 
 // judgeEach reads frames from src until ctx ends or src is exhausted,
 // decodes and judges each, and hands the verdict to act. The frame and
-// packet are reused: act must not keep them.
-func judgeEach(ctx context.Context, f *Filter, src capture.Reader, what string, act func([]byte, capture.Info, *Packet, Result)) error {
+// packet are reused: act must not keep them. idle, if not nil, runs before
+// every read.
+func judgeEach(ctx context.Context, f *Filter, src capture.Reader, what string, idle func(), act func([]byte, capture.Info, *Packet, Result)) error {
 	buf := make([]byte, frameBuf)
 	dec := NewDecoder(capture.LinkTypeOf(src))
 	var p Packet
 	for ctx.Err() == nil {
+		if idle != nil {
+			idle()
+		}
 		info, err := src.ReadFrame(buf)
 		switch {
 		case errors.Is(err, capture.ErrTimeout):
@@ -110,7 +155,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 
 func (m *Monitor) watch(ctx context.Context, from, other capture.Port) error {
 	var rst [rstMax]byte
-	return judgeEach(ctx, m.f, from, "monitor", func(frame []byte, _ capture.Info, p *Packet, r Result) {
+	return judgeEach(ctx, m.f, from, "monitor", nil, func(frame []byte, _ capture.Info, p *Packet, r Result) {
 		if r.Action != Reset {
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"golang.org/x/sys/unix"
 
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/hal/capture/capturetest"
@@ -117,15 +118,7 @@ func TestFakePort(t *testing.T) {
 // one end arrive at the other whole; the writer does not read its own
 // frames back; offloads go off; MTU mismatch is caught.
 func TestLive(t *testing.T) {
-	ns := capturetest.Namespace(t, "lgt-cap-")
-	for _, args := range [][]string{
-		{"link", "add", "va", "type", "veth", "peer", "name", "vb"},
-		{"link", "set", "va", "up"}, {"link", "set", "vb", "up"},
-	} {
-		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-	}
+	ns := vethNamespace(t)
 	capturetest.InNetns(t, ns, func() {
 		if err := capture.DisableOffloads("va"); err != nil {
 			t.Error(err)
@@ -204,4 +197,166 @@ func TestLive(t *testing.T) {
 			t.Errorf("read after close: %v", err)
 		}
 	})
+}
+
+// vethNamespace is a fresh namespace holding the veth pair va-vb, up.
+func vethNamespace(t *testing.T) string {
+	t.Helper()
+	ns := capturetest.Namespace(t, "lgt-cap-")
+	for _, args := range [][]string{
+		{"link", "add", "va", "type", "veth", "peer", "name", "vb"},
+		{"link", "set", "va", "up"}, {"link", "set", "vb", "up"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+	}
+	return ns
+}
+
+// vethPorts opens both ends of a veth pair in a fresh namespace, offloads
+// off, closed when the test ends.
+func vethPorts(t *testing.T, o capture.LiveOptions) (a, b *capture.Live) {
+	t.Helper()
+	ns := vethNamespace(t)
+	capturetest.InNetns(t, ns, func() {
+		for _, p := range []string{"va", "vb"} {
+			if err := capture.DisableOffloads(p); err != nil {
+				t.Error(err)
+			}
+		}
+		var err error
+		if a, err = capture.OpenLive("va", o); err != nil {
+			t.Error(err)
+			return
+		}
+		if b, err = capture.OpenLive("vb", o); err != nil {
+			t.Error(err)
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// testFrame is a frame of n bytes with the local experimental ethertype
+// (behind an 802.1Q tag for VLAN id vid when vid > 0) and seq in its
+// payload.
+func testFrame(n, vid, seq int) []byte {
+	f := make([]byte, n)
+	copy(f, []byte{0x02, 0, 0, 0, 0, 0xb, 0x02, 0, 0, 0, 0, 0xa})
+	p := 12
+	if vid > 0 {
+		f[12], f[13], f[14], f[15] = 0x81, 0x00, byte(vid>>8), byte(vid)
+		p = 16
+	}
+	f[p], f[p+1] = 0x88, 0xb5
+	f[p+2], f[p+3] = byte(seq>>8), byte(seq)
+	return f
+}
+
+// readAll reads frames from p until it has been quiet for one poll
+// interval.
+func readAll(t *testing.T, p *capture.Live) [][]byte {
+	t.Helper()
+	var got [][]byte
+	buf := make([]byte, 4096)
+	for {
+		info, err := p.ReadFrame(buf)
+		if errors.Is(err, capture.ErrTimeout) {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, bytes.Clone(buf[:info.CaptureLength]))
+	}
+}
+
+// TestLiveTxRing: queued frames stay in the transmit ring until Flush (or
+// a full batch), then arrive whole and in order, across ring wrap-arounds;
+// VLAN tags the kernel strips on receive are put back; frames the kernel
+// would refuse are refused at once; the read/queue/flush path allocates
+// nothing.
+func TestLiveTxRing(t *testing.T) {
+	a, b := vethPorts(t, capture.LiveOptions{PollInterval: 20 * time.Millisecond, TxRingFrames: 32, TxBatch: 8})
+
+	// Below a batch: nothing leaves before Flush.
+	for i := range 3 {
+		if err := a.QueueFrame(testFrame(100, 0, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := readAll(t, b); len(got) != 0 {
+		t.Fatalf("%d queued frames left before Flush", len(got))
+	}
+	if b.Ready() {
+		t.Fatal("Ready with nothing received")
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Many batches, wrapping the 32-slot ring several times, sizes up to
+	// the MTU, some tagged.
+	var want [][]byte
+	for i := range 3 {
+		want = append(want, testFrame(100, 0, i))
+	}
+	for i := 3; i < 200; i++ {
+		f := testFrame(60+(i*97)%1455, 0, i)
+		if i%5 == 0 {
+			f = testFrame(64+(i*97)%1455, 100+i, i)
+		}
+		want = append(want, f)
+		if err := a.QueueFrame(f); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, b)
+	if len(got) != len(want) {
+		t.Fatalf("got %d frames, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("frame %d: got % x..., want % x...", i, got[i][:min(20, len(got[i]))], want[i][:20])
+		}
+	}
+	// What the kernel refuses (longer than MTU + header, one tag allowed
+	// on top) is refused by QueueFrame and WriteFrame, and the ring goes on.
+	if err := a.QueueFrame(testFrame(1515, 0, 0)); !errors.Is(err, unix.EMSGSIZE) {
+		t.Errorf("1515-byte untagged frame: %v", err)
+	}
+	if err := a.WriteFrame(testFrame(20, 0, 0)[:13]); !errors.Is(err, unix.EMSGSIZE) {
+		t.Errorf("13-byte frame: %v", err)
+	}
+	if err := a.WriteFrame(testFrame(1518, 7, 1)); err != nil {
+		t.Errorf("1518-byte tagged frame: %v", err)
+	}
+	if got := readAll(t, b); len(got) != 1 || !bytes.Equal(got[0], testFrame(1518, 7, 1)) {
+		t.Errorf("after refusals got %d frames", len(got))
+	}
+
+	// No allocation per frame: queue, flush, ready, read.
+	f := testFrame(1514, 0, 0)
+	buf := make([]byte, 4096)
+	allocs := testing.AllocsPerRun(200, func() {
+		if err := a.QueueFrame(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		_ = b.Ready()
+		if _, err := b.ReadFrame(buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per frame", allocs)
+	}
 }

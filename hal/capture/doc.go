@@ -5,13 +5,17 @@
 //
 // # Which gopacket, and why
 //
-// Live capture uses github.com/gopacket/gopacket (v1.7.7, the maintained
-// fork of github.com/google/gopacket) and its pure-Go afpacket with a
-// TPACKET_V2 mmap ring; files use its pcapgo. Everything builds with
-// CGO_ENABLED=0 for amd64, arm/v7, arm64 and mips(le).
+// Files use github.com/gopacket/gopacket (v1.7.7, the maintained fork of
+// github.com/google/gopacket) pcapgo; decoding (agent/linkfilter) its
+// layers. Live ports map their own TPACKET_V2 rings through
+// golang.org/x/sys (ring_linux.go): a receive ring, and a transmit ring
+// (PACKET_TX_RING) on a second, send-only socket with PACKET_QDISC_BYPASS.
+// Everything builds with CGO_ENABLED=0 for amd64, arm/v7, arm64 and
+// mips(le).
 //
-// Figures that decided it (veth pair, offloads off, one iperf3 TCP stream,
-// measured on this class of machine; see MACHINE-NOTES and the issue):
+// Figures that chose the fork's afpacket first (veth pair, offloads off,
+// one iperf3 TCP stream, measured on this class of machine; see
+// MACHINE-NOTES and the issue):
 //
 //   - kernel bridge: 5–6 Gbit/s (the reference);
 //   - google/gopacket v1.1.19 pcapgo.EthernetHandle reads + raw AF_PACKET
@@ -22,17 +26,77 @@
 //     no retransmits. TPACKET_V3 is not used inline: its block retire
 //     timeout (64 ms default) delays frames that sit in a part-filled block.
 //
-// This package's own figures, the inline bridge of agent/linkfilter against
-// a kernel bridge on the same veth topology in one run (BenchmarkBridge,
-// `make bench-bridge`), on a 2-core machine shared with other builds (load
-// average 7–8 during the runs, so they scatter): single-stream TCP 1.6–2.7
-// Gbit/s inline vs 2.4–4.0 kernel, ratio 0.49–0.84 over five runs; 64-byte
-// UDP 45–93 kpps inline vs 54–123 kernel (iperf3's sender is the limit),
-// ratio 0.45–1.0; no frame of a denied flow reached the border in any run.
-// Writes go through a second, send-only AF_PACKET socket with
-// PACKET_QDISC_BYPASS. Most of the bridge's CPU is the write(2) itself
-// (the peer's stack runs in it); the next steps for more are batched sends
-// (sendmmsg or a TX ring) and PACKET_VNET_HDR to carry GRO super-frames.
+// Why the rings are now our own: with afpacket's receive ring and one
+// write(2) per forwarded frame, most of the bridge's CPU was the write
+// (the peer's stack runs in it). Batching the sends needs what afpacket
+// does not expose: whether a frame is waiting (to send the batch before the
+// reader sleeps, so no frame is held longer than that), a transmit ring,
+// and a VLAN tag put back without allocating (afpacket allocates a new
+// slice per tagged frame). So:
+//
+//   - ReadFrame walks the receive ring itself (no system call while frames
+//     are waiting; poll(2) only when it is empty); Ready says whether a
+//     frame is waiting.
+//   - QueueFrame copies a frame into the next transmit slot; a full batch
+//     (LiveOptions.TxBatch, 32) or Flush sends all queued slots with one
+//     sendto(MSG_DONTWAIT). WriteFrame is QueueFrame plus the send.
+//     agent/linkfilter's Bridge queues each allowed frame and flushes when
+//     its source has nothing ready.
+//   - Each transmit slot starts with a virtio_net_hdr (PACKET_VNET_HDR,
+//     no offload) whose hdr_len is the whole frame: the kernel then copies
+//     the frame into the skb's linear part. Without it the kernel links the
+//     ring page into the skb and, once veth or local delivery orphans the
+//     skb (the slot is reused), copies it into a freshly allocated page
+//     (64-byte UDP 88–223 kpps without the header, 200–280 with it, in
+//     alternating runs). With it the kernel skips its MTU check, so QueueFrame makes it
+//     (MTU + 14, one 802.1Q tag on top: EMSGSIZE as write(2) would), and
+//     PACKET_LOSS is set so a slot the kernel still refuses is skipped
+//     rather than jamming the ring.
+//   - A full transmit ring (the driver still holds its frames) is waited
+//     for up to the poll interval, then ErrTxBusy.
+//
+// Measured A/B on the same 2-core machine while another helper's
+// simulations kept the load average at 2.2–3.5 (so figures scatter), runs
+// alternating old and new, each run the whole of `make bench-bridge`
+// (BenchmarkBridge: iperf3 5 s TCP and 64-byte UDP through the inline
+// bridge, a 2 s denied-SYN flood counted at the border, then the same
+// through a kernel bridge on the same ports; BenchmarkRevocationToDrop).
+//
+// Final: this code against the previous commit (5f48a89, afpacket ring +
+// one write(2) per frame), 3 runs each — git archive HEAD into /tmp/old;
+// go test -c -o /tmp/lf-old.test there and -o /tmp/lf-new.test here
+// (./agent/linkfilter/); alternately, in each tree's agent/linkfilter:
+// /tmp/lf-{old,new}.test -test.run '^$' -test.bench
+// 'BenchmarkBridge$|BenchmarkRevocationToDrop' -test.benchtime 1x:
+//
+//   - single-stream TCP: new 4.51, 5.16, 5.21 Gbit/s (kernel bridge in the
+//     same runs 7.1–8.3), tcp-ratio 0.63, 0.67, 0.63; old 2.69, 3.01,
+//     4.41 Gbit/s (kernel 6.8–8.1), ratio 0.40, 0.44, 0.54. Median +72%
+//     (5.16 vs 3.01); the issue's 0.80 is not reached on this machine.
+//   - 64-byte UDP: new 253–286 kpps, median 266; old 83–199, median 165
+//     (the kernel's own 193–441: iperf3's sender and the load are the
+//     limit, so pps ratios scatter).
+//   - denied-SYN flood: new judged 99.9–100% of the frames sent (the rest
+//     lost to a full receive ring, i.e. dropped), old 72–99%; no frame of a
+//     denied flow reached the border in any run, old or new.
+//   - revocation to first drop: new 0.37–0.64 ms mean, ≤ 1.0 ms max per
+//     run of 20; old 0.38–0.48 mean, ≤ 0.99 max.
+//
+// Development A/B, same method with the old path kept selectable in one
+// binary (LiveOptions.Legacy and an LG_BRIDGE_IO switch in the test
+// topology, both removed after), 7 runs each: TCP rings 3.1–5.5 Gbit/s,
+// median 4.31, ratio median 0.61; old 2.4–3.3, median 2.89, ratio median
+// 0.41; UDP median 231 vs 159 kpps. The transmit ring without the
+// virtio_net_hdr (ring pages linked into the skb), 3 runs: TCP 4.2–4.4
+// Gbit/s, 64-byte UDP 88–223 kpps. The final code also skips the
+// Ready/Flush calls when nothing was queued (denied traffic).
+//
+// A CPU profile of a rings run: 57% of the bridge's CPU is inside the
+// system calls (the sendto that runs the peer's stack, poll), decode plus
+// judgement ~15%, the copies into and out of the rings ~10%. What is left:
+// carrying GRO/GSO super-frames through with PACKET_VNET_HDR on both rings
+// (the issue's stretch), which the transmit side's header now makes a
+// smaller step.
 //
 // # AF_PACKET traps this package handles
 //
@@ -49,5 +113,6 @@
 //   - VLAN offload: the kernel strips 802.1Q tags into the ring header; the
 //     tag is put back so a bridge forwards the frame as it came.
 //
-// It imports gopacket and golang.org/x/sys only: never agent, policy or MQTT.
+// It imports gopacket, golang.org/x/net/bpf and golang.org/x/sys only:
+// never agent, policy or MQTT.
 package capture

@@ -1,14 +1,12 @@
 package capture
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gopacket/gopacket/afpacket"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -29,15 +27,26 @@ type LiveOptions struct {
 	// default they are dropped in the kernel (a bridge must never re-read
 	// what it wrote).
 	KeepOutgoing bool
+	// TxRingFrames is the number of slots in the transmit ring. Default 256.
+	TxRingFrames int
+	// TxBatch is how many queued frames QueueFrame lets gather before it
+	// sends them itself; Flush sends the rest. Default 32.
+	TxBatch int
 }
 
 // Live is an AF_PACKET socket bound to one interface, with a TPACKET_V2
-// receive ring.
+// receive ring, and a send-only AF_PACKET socket with a TPACKET_V2
+// transmit ring.
 type Live struct {
 	name    string
 	mtu     int
-	tp      *afpacket.TPacket
-	wfd     int        // send-only AF_PACKET socket, qdisc bypassed
+	poll    time.Duration
+	rfd     int  // receive socket
+	rx      ring // its ring (read under rmu)
+	wfd     int  // send-only AF_PACKET socket, qdisc bypassed
+	tx      ring // its ring (filled under wmu)
+	queued  int  // frames put in tx since the last kick
+	batch   int
 	rmu     sync.Mutex // serialises reads with Close (Close unmaps the ring)
 	closing atomic.Bool
 	wmu     sync.Mutex
@@ -69,25 +78,6 @@ func frameSize(mtu int) int {
 	return s
 }
 
-// openWriter opens the socket frames are sent through: bound to the
-// interface with protocol 0, so it receives nothing, and with
-// PACKET_QDISC_BYPASS, so a forwarded frame goes straight to the driver as
-// an IPS's does (the queueing discipline belongs to traffic the host
-// originates; a bridge port's egress queue is the peer's problem). The
-// bypass is best effort: kernels without it still send through the qdisc.
-func openWriter(ifindex int) (int, error) {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("send socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifindex}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("bind send socket: %w", err)
-	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
-	return fd, nil
-}
-
 // OpenLive opens iface for reading and writing whole Ethernet frames.
 func OpenLive(iface string, o LiveOptions) (*Live, error) {
 	ifi, err := net.InterfaceByName(iface)
@@ -100,43 +90,39 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 	if o.RingFrames <= 0 {
 		o.RingFrames = 4096
 	}
-	fs := frameSize(ifi.MTU)
-	block := max(fs, 1<<16)
-	perBlock := block / fs
-	blocks := max(1, o.RingFrames/perBlock)
-	tp, err := afpacket.NewTPacket(
-		afpacket.OptInterface(iface),
-		afpacket.TPacketVersion2,
-		afpacket.OptFrameSize(fs),
-		afpacket.OptBlockSize(block),
-		afpacket.OptNumBlocks(blocks),
-		afpacket.OptPollTimeout(o.PollInterval),
-		afpacket.OptAddVLANHeader(true),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("capture: %s: afpacket: %w", iface, err)
+	if o.TxRingFrames <= 0 {
+		o.TxRingFrames = 256
 	}
-	wfd, err := openWriter(ifi.Index)
-	if err != nil {
-		tp.Close()
-		return nil, fmt.Errorf("capture: %s: %w", iface, err)
+	if o.TxBatch <= 0 {
+		o.TxBatch = 32
 	}
-	l := &Live{name: iface, mtu: ifi.MTU, tp: tp, wfd: wfd}
+	var prog []unix.SockFilter
 	if !o.KeepOutgoing {
-		prog, err := ignoreOutgoing()
-		if err == nil {
-			err = tp.SetBPF(prog)
-		}
+		ins, err := ignoreOutgoing()
 		if err != nil {
-			tp.Close()
-			unix.Close(wfd)
 			return nil, fmt.Errorf("capture: %s: filter outgoing frames: %w", iface, err)
 		}
+		prog = make([]unix.SockFilter, len(ins))
+		for i, in := range ins {
+			prog[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
+		}
 	}
+	fs := frameSize(ifi.MTU)
+	rfd, rx, err := openReader(ifi.Index, fs, o.RingFrames, prog)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %s: %w", iface, err)
+	}
+	wfd, tx, err := openTxRing(ifi.Index, fs, o.TxRingFrames)
+	if err != nil {
+		rx.unmap()
+		unix.Close(rfd)
+		return nil, fmt.Errorf("capture: %s: %w", iface, err)
+	}
+	l := &Live{name: iface, mtu: ifi.MTU, poll: o.PollInterval, rfd: rfd, rx: rx, wfd: wfd, tx: tx, batch: min(o.TxBatch, tx.n)}
 	if !o.KeepPromiscuousOff {
-		if err := tp.SetPromiscuous(true); err != nil {
-			tp.Close()
-			unix.Close(wfd)
+		mr := unix.PacketMreq{Ifindex: int32(ifi.Index), Type: unix.PACKET_MR_PROMISC}
+		if err := unix.SetsockoptPacketMreq(rfd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mr); err != nil {
+			l.Close()
 			return nil, fmt.Errorf("capture: %s: promiscuous: %w", iface, err)
 		}
 	}
@@ -149,47 +135,149 @@ func (l *Live) Name() string { return l.name }
 // MTU is the interface MTU when the port was opened.
 func (l *Live) MTU() int { return l.mtu }
 
-// ReadFrame copies the next incoming frame into buf.
+// ReadFrame copies the next incoming frame into buf, waiting up to the poll
+// interval for one.
 func (l *Live) ReadFrame(buf []byte) (Info, error) {
 	l.rmu.Lock()
 	defer l.rmu.Unlock()
 	if l.closing.Load() {
 		return Info{}, ErrClosed
 	}
-	data, ci, err := l.tp.ZeroCopyReadPacketData()
-	if err != nil {
-		if errors.Is(err, afpacket.ErrTimeout) {
+	for {
+		if info, ok := l.rx.rxNext(buf); ok {
+			return info, nil
+		}
+		got, err := pollFd(l.rfd, unix.POLLIN, l.poll)
+		if err != nil {
+			return Info{}, fmt.Errorf("capture: %s: read: %w", l.name, err)
+		}
+		if !got && !l.rx.rxReady() {
 			return Info{}, ErrTimeout
 		}
-		return Info{}, fmt.Errorf("capture: %s: read: %w", l.name, err)
 	}
-	n := copy(buf, data)
-	return Info{Timestamp: ci.Timestamp, CaptureLength: n, Length: max(ci.Length, len(data))}, nil
+}
+
+// Ready reports whether ReadFrame would return a frame at once. A batching
+// forwarder flushes what it queued when its source has nothing ready.
+func (l *Live) Ready() bool {
+	l.rmu.Lock()
+	defer l.rmu.Unlock()
+	return !l.closing.Load() && l.rx.rxReady()
 }
 
 // WriteFrame transmits one frame out of the interface.
 func (l *Live) WriteFrame(frame []byte) error {
-	if l.closing.Load() {
-		return ErrClosed
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if err := l.put(frame); err != nil {
+		return err
 	}
-	if _, err := unix.Write(l.wfd, frame); err != nil {
-		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), err)
+	return l.kick()
+}
+
+// QueueFrame copies frame into the transmit ring; it is sent when TxBatch
+// frames have gathered or at the next Flush (or WriteFrame), whichever
+// comes first.
+func (l *Live) QueueFrame(frame []byte) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if err := l.put(frame); err != nil {
+		return err
+	}
+	if l.queued >= l.batch {
+		return l.kick()
 	}
 	return nil
+}
+
+// Flush sends the queued frames.
+func (l *Live) Flush() error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.closed || l.queued == 0 {
+		return nil
+	}
+	return l.kick()
+}
+
+// put checks frame as the kernel would (so a refused frame is an error
+// here, not a silently skipped slot) and fills the next transmit slot,
+// sending the queue to make room when the ring is full. Called under wmu.
+func (l *Live) put(frame []byte) error {
+	if l.closed || l.closing.Load() {
+		return ErrClosed
+	}
+	limit := l.mtu + 14 // the kernel's dev->mtu + hard_header_len
+	if len(frame) >= 14 && frame[12] == 0x81 && frame[13] == 0x00 {
+		limit += 4 // one 802.1Q tag allowed on top
+	}
+	if len(frame) < 14 || len(frame) > limit || len(frame) > l.tx.txRoom() {
+		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), unix.EMSGSIZE)
+	}
+	if !l.tx.txFree() {
+		if err := l.waitTx(); err != nil {
+			return err
+		}
+	}
+	l.tx.txPut(frame)
+	l.queued++
+	return nil
+}
+
+// waitTx sends the queue and waits, up to the poll interval, for the slot
+// to fill next to be free again (the driver still holds the frame sent from
+// it). Called under wmu.
+func (l *Live) waitTx() error {
+	deadline := time.Now().Add(l.poll)
+	for {
+		if err := l.kick(); err != nil {
+			return err
+		}
+		if l.tx.txFree() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("capture: %s: %w", l.name, ErrTxBusy)
+		}
+		if _, err := pollFd(l.wfd, unix.POLLOUT, time.Millisecond); err != nil {
+			return fmt.Errorf("capture: %s: write: %w", l.name, err)
+		}
+	}
+}
+
+// kick asks the kernel to send every queued slot, without waiting for the
+// driver. Called under wmu.
+func (l *Live) kick() error {
+	l.queued = 0
+	for {
+		err := unix.Sendto(l.wfd, nil, unix.MSG_DONTWAIT, nil)
+		switch err {
+		case nil, unix.EAGAIN, unix.ENOBUFS:
+			// EAGAIN/ENOBUFS: the send buffer is full; what is left goes
+			// with the next kick.
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return fmt.Errorf("capture: %s: send: %w", l.name, err)
+	}
 }
 
 // Stats returns the kernel's count of frames received and dropped (ring
 // full) since the previous call.
 func (l *Live) Stats() (received, dropped uint64, err error) {
-	s, _, err := l.tp.SocketStats()
+	if l.closing.Load() {
+		return 0, 0, ErrClosed
+	}
+	s, err := unix.GetsockoptTpacketStats(l.rfd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	if err != nil {
 		return 0, 0, fmt.Errorf("capture: %s: stats: %w", l.name, err)
 	}
-	return uint64(s.Packets()), uint64(s.Drops()), nil
+	return uint64(s.Packets), uint64(s.Drops), nil
 }
 
 // Close stops reads (a blocked ReadFrame returns within PollInterval) and
-// releases the socket and ring.
+// releases the sockets and rings. Frames still queued are sent first.
 func (l *Live) Close() error {
 	l.closing.Store(true)
 	l.rmu.Lock()
@@ -198,7 +286,12 @@ func (l *Live) Close() error {
 	defer l.wmu.Unlock()
 	if !l.closed {
 		l.closed = true
-		l.tp.Close()
+		if l.queued > 0 {
+			_ = l.kick()
+		}
+		l.rx.unmap()
+		unix.Close(l.rfd)
+		l.tx.unmap()
 		unix.Close(l.wfd)
 	}
 	return nil

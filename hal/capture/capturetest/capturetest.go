@@ -106,3 +106,6 @@ func (p *Port) Close() error {
 	p.once.Do(func() { close(p.done) })
 	return nil
 }
+
+// Ready reports whether a frame is waiting to be read.
+func (p *Port) Ready() bool { return len(p.in) > 0 }

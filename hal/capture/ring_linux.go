@@ -1,0 +1,248 @@
+package capture
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// TPACKET_V2 rings, mapped and walked here rather than through afpacket:
+// the bridge must know whether a frame is waiting without blocking (to send
+// its queued frames before it sleeps), copy a frame out with its VLAN tag
+// restored without allocating, and fill a transmit ring; afpacket exposes
+// none of that.
+
+// tp2HdrLen is TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): where a transmit
+// slot's frame starts (no PACKET_TX_HAS_OFF).
+const tp2HdrLen = 32
+
+// ErrTxBusy: the transmit ring stayed full (the driver did not take the
+// queued frames) for the port's wait bound; the frame was not sent.
+var ErrTxBusy = errors.New("capture: transmit ring full")
+
+// vnetHdrLen is sizeof(struct virtio_net_hdr).
+const vnetHdrLen = 10
+
+// ring is one mmap'ed TPACKET_V2 ring of n slots of fsz bytes.
+type ring struct {
+	mem  []byte
+	fsz  int
+	n    int
+	head int // next slot to read (rx) or fill (tx)
+	// vnet (tx): each slot's frame is preceded by a virtio_net_hdr whose
+	// hdr_len is the whole frame, so the kernel copies the frame into the
+	// skb's linear part instead of linking the ring's page as a fragment
+	// (which veth and any local delivery then copy into a freshly
+	// allocated page, since the slot is reused once the skb is orphaned).
+	vnet bool
+}
+
+// geometry returns a ring request for at least frames slots of fsz bytes in
+// 64 KB blocks (a multiple of any page size Linux uses).
+func geometry(fsz, frames int) unix.TpacketReq {
+	block := max(fsz, 1<<16)
+	perBlock := block / fsz
+	blocks := max(1, (frames+perBlock-1)/perBlock)
+	return unix.TpacketReq{
+		Block_size: uint32(block), Block_nr: uint32(blocks),
+		Frame_size: uint32(fsz), Frame_nr: uint32(blocks * perBlock),
+	}
+}
+
+func mapRing(fd, opt int, req unix.TpacketReq) (ring, error) {
+	if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, opt, &req); err != nil {
+		return ring{}, err
+	}
+	mem, err := unix.Mmap(fd, 0, int(req.Block_size*req.Block_nr), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return ring{}, err
+	}
+	return ring{mem: mem, fsz: int(req.Frame_size), n: int(req.Frame_nr)}, nil
+}
+
+func (r *ring) unmap() {
+	if r.mem != nil {
+		_ = unix.Munmap(r.mem)
+		r.mem = nil
+	}
+}
+
+// hdr is the slot header at index i.
+func (r *ring) hdr(i int) *unix.Tpacket2Hdr {
+	return (*unix.Tpacket2Hdr)(unsafe.Pointer(&r.mem[i*r.fsz]))
+}
+
+// htons converts a protocol number to network order for sockaddr_ll.
+func htons(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+// openRing opens an AF_PACKET socket with a TPACKET_V2 ring of kind opt
+// (PACKET_RX_RING or PACKET_TX_RING): setup sets the socket's options that
+// must precede the ring, then the socket is bound to proto (network order)
+// on ifindex. what names the socket in errors.
+func openRing(what string, ifindex int, proto uint16, opt, fsz, frames int, setup func(fd int) error) (int, ring, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, ring{}, fmt.Errorf("%s: %w", what, err)
+	}
+	r := ring{}
+	err = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2)
+	if err == nil {
+		err = setup(fd)
+	}
+	if err == nil {
+		r, err = mapRing(fd, opt, geometry(fsz, frames))
+	}
+	if err == nil {
+		if err = unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifindex}); err != nil {
+			r.unmap()
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, ring{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return fd, r, nil
+}
+
+// openReader opens the receive socket: TPACKET_V2 ring, the outgoing-frame
+// filter (if any) attached before the socket is bound, so no unfiltered
+// frame ever lands in the ring, then bound to every protocol on ifindex.
+func openReader(ifindex, fsz, frames int, prog []unix.SockFilter) (int, ring, error) {
+	return openRing("receive socket", ifindex, htons(unix.ETH_P_ALL), unix.PACKET_RX_RING, fsz, frames, func(fd int) error {
+		if prog == nil {
+			return nil
+		}
+		fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+			return fmt.Errorf("filter outgoing frames: %w", err)
+		}
+		return nil
+	})
+}
+
+// openTxRing opens the send socket with a TPACKET_V2 transmit ring: bound
+// to the interface with protocol 0, so it receives nothing; qdisc bypassed,
+// so a forwarded frame goes straight to the driver as an IPS's does (the
+// queueing discipline belongs to traffic the host originates; best effort:
+// kernels without it send through the qdisc); virtio_net_hdr slots (see
+// ring.vnet; best effort too); PACKET_LOSS set so a frame the kernel
+// refuses is skipped instead of stopping the ring (frames are checked
+// before they are queued, so that is a safety net).
+func openTxRing(ifindex, fsz, frames int) (int, ring, error) {
+	vnet := false
+	fd, r, err := openRing("send socket", ifindex, 0, unix.PACKET_TX_RING, fsz, frames, func(fd int) error {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_LOSS, 1); err != nil {
+			return fmt.Errorf("packet_loss: %w", err)
+		}
+		_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
+		vnet = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1) == nil
+		return nil
+	})
+	r.vnet = vnet
+	return fd, r, err
+}
+
+// rxNext copies the frame in the current receive slot into buf, restoring
+// a VLAN tag the kernel stripped, and gives the slot back. ok is false when
+// the slot holds no frame yet.
+func (r *ring) rxNext(buf []byte) (info Info, ok bool) {
+	h := r.hdr(r.head)
+	st := atomic.LoadUint32(&h.Status)
+	if st&unix.TP_STATUS_USER == 0 {
+		return Info{}, false
+	}
+	off := r.head * r.fsz
+	start := off + int(h.Mac)
+	data := r.mem[start : start+int(min(int(h.Snaplen), r.fsz-int(h.Mac)))]
+	length := int(h.Len)
+	var n int
+	if (st&unix.TP_STATUS_VLAN_VALID != 0 || h.Vlan_tci != 0) && len(data) >= 12 {
+		tpid := uint16(unix.ETH_P_8021Q)
+		if st&unix.TP_STATUS_VLAN_TPID_VALID != 0 && h.Vlan_tpid != 0 {
+			tpid = h.Vlan_tpid
+		}
+		var tag [4]byte
+		binary.BigEndian.PutUint16(tag[:2], tpid)
+		binary.BigEndian.PutUint16(tag[2:], h.Vlan_tci)
+		n = copy(buf, data[:12])
+		n += copy(buf[n:], tag[:])
+		n += copy(buf[n:], data[12:])
+		length += 4
+	} else {
+		n = copy(buf, data)
+	}
+	info = Info{Timestamp: time.Unix(int64(h.Sec), int64(h.Nsec)), CaptureLength: n, Length: max(length, n)}
+	atomic.StoreUint32(&h.Status, unix.TP_STATUS_KERNEL)
+	r.head++
+	if r.head == r.n {
+		r.head = 0
+	}
+	return info, true
+}
+
+// rxReady reports whether the current receive slot holds a frame.
+func (r *ring) rxReady() bool {
+	return atomic.LoadUint32(&r.hdr(r.head).Status)&unix.TP_STATUS_USER != 0
+}
+
+// txRoom is the largest frame a transmit slot holds.
+func (r *ring) txRoom() int {
+	if r.vnet {
+		return r.fsz - tp2HdrLen - vnetHdrLen
+	}
+	return r.fsz - tp2HdrLen
+}
+
+// txFree reports whether the slot to fill next is free.
+func (r *ring) txFree() bool {
+	return atomic.LoadUint32(&r.hdr(r.head).Status) == unix.TP_STATUS_AVAILABLE
+}
+
+// txPut fills the current (free) transmit slot with frame and hands it to
+// the kernel; it goes out at the next kick.
+func (r *ring) txPut(frame []byte) {
+	h := r.hdr(r.head)
+	off := r.head*r.fsz + tp2HdrLen
+	n := len(frame)
+	if r.vnet {
+		// flags 0, gso_type NONE, hdr_len = frame (native byte order, as
+		// the kernel reads it for packet sockets), gso/csum fields 0.
+		v := r.mem[off : off+vnetHdrLen]
+		clear(v)
+		binary.NativeEndian.PutUint16(v[2:], uint16(n))
+		off += vnetHdrLen
+		n += vnetHdrLen
+	}
+	copy(r.mem[off:off+len(frame)], frame)
+	h.Len = uint32(n)
+	atomic.StoreUint32(&h.Status, unix.TP_STATUS_SEND_REQUEST)
+	r.head++
+	if r.head == r.n {
+		r.head = 0
+	}
+}
+
+// pollFd waits up to timeout for events on fd; it reports whether they came.
+func pollFd(fd int, events int16, timeout time.Duration) (bool, error) {
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: events}}
+	n, err := unix.Poll(pfd[:], int(timeout/time.Millisecond))
+	if err == unix.EINTR {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if n > 0 && pfd[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+		return false, fmt.Errorf("poll: revents %#x", pfd[0].Revents)
+	}
+	return n > 0, nil
+}
