@@ -87,8 +87,8 @@
 //     (TestNetnsRevocationCutsLiveStream) gets no echo later than the swap.
 //   - BenchmarkBridge (`make bench-bridge`), veth topology, offloads off,
 //     against a kernel bridge in the same run, load average 2.5–3.0 from
-//     another helper's simulations, alternating with the previous commit
-//     (afpacket ring, one write(2) per frame), 3 runs each: single-stream
+//     another helper's simulations, alternating with the code before
+//     f54337b (afpacket ring, one write(2) per frame), 3 runs each: single-stream
 //     TCP 4.51–5.21 Gbit/s, tcp-ratio 0.63–0.67, vs 2.69–4.41 Gbit/s,
 //     0.40–0.54 before (median 5.16 vs 3.01 Gbit/s); 64-byte UDP median
 //     266 vs 165 kpps; the 2 s denied-SYN flood judged whole (99.9–100%,

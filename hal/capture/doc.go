@@ -62,8 +62,9 @@
 // bridge, a 2 s denied-SYN flood counted at the border, then the same
 // through a kernel bridge on the same ports; BenchmarkRevocationToDrop).
 //
-// Final: this code against the previous commit (5f48a89, afpacket ring +
-// one write(2) per frame), 3 runs each — git archive HEAD into /tmp/old;
+// Final: this code against the one before it (a3a3d00, whose hal/capture
+// and agent/linkfilter are 5f48a89's: afpacket ring + one write(2) per
+// frame), 3 runs each — git archive a3a3d00 into /tmp/old;
 // go test -c -o /tmp/lf-old.test there and -o /tmp/lf-new.test here
 // (./agent/linkfilter/); alternately, in each tree's agent/linkfilter:
 // /tmp/lf-{old,new}.test -test.run '^$' -test.bench
