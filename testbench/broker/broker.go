@@ -130,8 +130,17 @@ func (b *Broker) Pause() {
 // Close stops the broker.
 func (b *Broker) Close() error {
 	b.Pause()
+	// mochi adds a connection to the WaitGroup that Close waits on only once
+	// the connection's goroutine runs; one accepted just before the listener
+	// closed can race that Wait (a data race in mochi v2.7.9, seen under
+	// -race). Let such stragglers register first.
+	time.Sleep(closeGrace)
 	return b.srv.Close()
 }
+
+// closeGrace is how long Close lets connections accepted before the
+// listener closed reach mochi's bookkeeping.
+const closeGrace = 50 * time.Millisecond
 
 var _ io.Closer = (*Broker)(nil)
 

@@ -222,7 +222,14 @@ func Mochi(tb testing.TB, pki *PKI) Broker {
 		tb.Fatal(err)
 	}
 	m.Start(tb)
-	tb.Cleanup(func() { srv.Close() })
+	tb.Cleanup(func() {
+		m.Stop(tb)
+		// See testbench/broker: a connection accepted just before the
+		// listener closed can race mochi's Close (v2.7.9) unless it has
+		// registered first.
+		time.Sleep(50 * time.Millisecond)
+		srv.Close()
+	})
 	return m
 }
 
