@@ -55,6 +55,27 @@ func (t *trustFlags) verifyFile(stderr io.Writer, path string, now time.Time) (*
 	return v, nil
 }
 
+// policyAt verifies a signed policy for judging flows at --at (default
+// now). A policy that verifies but has expired is still used, with a note:
+// a device keeps enforcing its last good policy.
+func (t *trustFlags) policyAt(stderr io.Writer, file, at, doing string) (*store.Verified, time.Time, error) {
+	now := time.Now()
+	if at != "" {
+		var err error
+		if now, err = time.Parse(time.RFC3339, at); err != nil {
+			return nil, now, fmt.Errorf("--at: %w", err)
+		}
+	}
+	v, err := t.verifyFile(stderr, file, now)
+	if v == nil {
+		return nil, now, err
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s anyway: a device keeps enforcing its last good policy\n", doing)
+	}
+	return v, now, nil
+}
+
 func newPolicyVerifyCmd() *cobra.Command {
 	var tf trustFlags
 	cmd := &cobra.Command{
@@ -87,20 +108,9 @@ func newPolicyExplainCmd() *cobra.Command {
 		Short: "Explain what the policy does to one flow, and why",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			now := time.Now()
-			if at != "" {
-				t, err := time.Parse(time.RFC3339, at)
-				if err != nil {
-					return fmt.Errorf("--at: %w", err)
-				}
-				now = t
-			}
-			v, err := tf.verifyFile(cmd.ErrOrStderr(), file, now)
-			if v == nil {
-				return err
-			}
+			v, now, err := tf.policyAt(cmd.ErrOrStderr(), file, at, "explaining")
 			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "explaining anyway: a device keeps enforcing its last good policy")
+				return err
 			}
 			q := match.Query{Site: site, Now: now}
 			if q.Src, err = netip.ParseAddr(src); err != nil {

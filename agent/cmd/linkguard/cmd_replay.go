@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -25,20 +24,9 @@ func newReplayCmd() *cobra.Command {
 			"before it is rolled out. Flows are judged at --at (default: now), not at the capture's time.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			now := time.Now()
-			if at != "" {
-				t, err := time.Parse(time.RFC3339, at)
-				if err != nil {
-					return fmt.Errorf("--at: %w", err)
-				}
-				now = t
-			}
-			v, err := tf.verifyFile(cmd.ErrOrStderr(), file, now)
-			if v == nil {
-				return err
-			}
+			v, now, err := tf.policyAt(cmd.ErrOrStderr(), file, at, "replaying")
 			if err != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "replaying anyway: a device keeps enforcing its last good policy")
+				return err
 			}
 			src, err := capture.OpenFile(args[0])
 			if err != nil {
