@@ -1,13 +1,10 @@
 package linkfilter
 
 import (
-	"bufio"
+	"linkguard.dev/linkguard/agent/report"
 	"net/netip"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
@@ -95,7 +92,7 @@ func BenchmarkMemory100k(b *testing.B) {
 	for b.Loop() {
 		runtime.GC()
 		debug.FreeOSMemory()
-		b.ReportMetric(float64(rssKiB())/1024, "RSS-before-MB")
+		b.ReportMetric(float64(report.RSS())/(1<<20), "RSS-before-MB")
 		m, remote := bigPolicy(b)
 		f := New(Options{Site: "s1"})
 		f.SetMatcher(m)
@@ -112,25 +109,9 @@ func BenchmarkMemory100k(b *testing.B) {
 		debug.FreeOSMemory()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		b.ReportMetric(float64(rssKiB())/1024, "RSS-MB")
+		b.ReportMetric(float64(report.RSS())/(1<<20), "RSS-MB")
 		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
 		b.ReportMetric(float64(f.Snapshot().Flows), "flows")
 		runtime.KeepAlive(f)
 	}
-}
-
-func rssKiB() int {
-	fh, err := os.Open("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	defer fh.Close()
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n
-		}
-	}
-	return -1
 }

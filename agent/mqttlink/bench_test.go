@@ -222,7 +222,7 @@ func BenchmarkFullQueueMemory(b *testing.B) {
 		s := l.q.Stats()
 		b.ReportMetric(float64(s.Bytes)/(1<<20), "queue-MB")
 		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
-		b.ReportMetric(float64(rss())/(1<<20), "rss-MB")
+		b.ReportMetric(float64(report.RSS())/(1<<20), "rss-MB")
 		cancel()
 		<-done
 	}

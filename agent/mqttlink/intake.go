@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -206,7 +205,7 @@ func (l *Link) publishTelemetry() {
 	tel := Telemetry{
 		Device: l.opt.Device, BootID: l.bootID, Seq: l.telSeq, TS: l.opt.Now().UTC(),
 		Agent: AgentHealth{
-			RSSBytes: rss(), Goroutines: runtime.NumGoroutine(),
+			RSSBytes: report.RSS(), Goroutines: runtime.NumGoroutine(),
 			Uptime: l.opt.Now().Sub(l.start).Seconds(),
 			Queue: QueueStats{Depth: qs.Depth, Bytes: qs.Bytes,
 				Dropped: DroppedStats{Telemetry: qs.Dropped[queue.Telemetry], Events: qs.Dropped[queue.Event]}},
@@ -239,20 +238,6 @@ func (l *Link) publishTelemetry() {
 		})
 		l.dropsShown = d
 	}
-}
-
-// rss reads the resident set size from /proc; 0 where there is none.
-func rss() uint64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseUint(f[1], 10, 64)
-	return pages * uint64(os.Getpagesize())
 }
 
 // ---- built-in command handlers

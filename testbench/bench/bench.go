@@ -188,23 +188,31 @@ func (b *Bench) PublishPolicy(env []byte) error {
 // WaitUp waits until every device is online, enforces serial or later and
 // has sent telemetry, as the console sees it.
 func (b *Bench) WaitUp(ctx context.Context, serial uint64, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
-		var err error
+	return b.Poll(ctx, within, func() error {
 		devs := b.Console.Devices()
 		if len(devs) < len(b.Agents()) {
-			err = fmt.Errorf("bench: %d of %d devices reported", len(devs), len(b.Agents()))
+			return fmt.Errorf("bench: %d of %d devices reported", len(devs), len(b.Agents()))
 		}
 		for _, d := range devs {
 			switch {
 			case !d.Online:
-				err = fmt.Errorf("bench: %s is offline", d.ID)
+				return fmt.Errorf("bench: %s is offline", d.ID)
 			case d.PolicySerial < serial:
-				err = fmt.Errorf("bench: %s enforces serial %d", d.ID, d.PolicySerial)
+				return fmt.Errorf("bench: %s enforces serial %d", d.ID, d.PolicySerial)
 			case d.TelemetryAt.IsZero():
-				err = fmt.Errorf("bench: %s sent no telemetry yet", d.ID)
+				return fmt.Errorf("bench: %s sent no telemetry yet", d.ID)
 			}
 		}
+		return nil
+	})
+}
+
+// Poll calls cond until it returns nil or within passes, looking again at
+// every change of the console's model and every 100 ms at the least.
+func (b *Bench) Poll(ctx context.Context, within time.Duration, cond func() error) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
 		if err == nil {
 			return nil
 		}

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"linkguard.dev/linkguard/agent/report"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -195,7 +196,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	}
 	res.IngestPerS = float64(con.Ingested()-n0) / time.Since(h0).Seconds()
 	res.StayedOnline = online(1)
-	res.RSSMB = float64(rss()) / (1 << 20)
+	res.RSSMB = float64(report.RSS()) / (1 << 20)
 	res.Goroutines = runtime.NumGoroutine()
 	if _, err := con.PublishRetained(mqttlink.PolicyTopic, nil); err != nil {
 		return res, err
@@ -239,19 +240,6 @@ func raiseFileLimit() {
 		r.Cur = r.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
 	}
-}
-
-func rss() uint64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseUint(f[1], 10, 64)
-	return pages * uint64(os.Getpagesize())
 }
 
 // Print writes results as a table.

@@ -113,22 +113,7 @@ func (r *runner) allUp(serial uint64, onlineOnly bool) error {
 
 // poll checks cond until it holds, ctx ends or within passes.
 func (r *runner) poll(ctx context.Context, within time.Duration, cond func() error) error {
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %v: %w", within, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-r.c.Changed():
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return r.b.Poll(ctx, within, cond)
 }
 
 func (r *runner) lastEventN() int64 {
