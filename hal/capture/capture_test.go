@@ -257,8 +257,9 @@ func testFrame(n, vid, seq int) []byte {
 	return f
 }
 
-// readAll reads frames from p until it has been quiet for one poll
-// interval.
+// readAll reads test frames from p until it has been quiet for one poll
+// interval. Other frames — the kernel's own IPv6 neighbour discovery and
+// MLD on a link just brought up — are passed over.
 func readAll(t *testing.T, p *capture.Live) [][]byte {
 	t.Helper()
 	var got [][]byte
@@ -271,8 +272,21 @@ func readAll(t *testing.T, p *capture.Live) [][]byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, bytes.Clone(buf[:info.CaptureLength]))
+		if f := buf[:info.CaptureLength]; isTestFrame(f) {
+			got = append(got, bytes.Clone(f))
+		}
 	}
+}
+
+// isTestFrame reports whether f carries testFrame's ethertype, tagged or not.
+func isTestFrame(f []byte) bool {
+	switch {
+	case len(f) >= 14 && f[12] == 0x88 && f[13] == 0xb5:
+		return true
+	case len(f) >= 18 && f[12] == 0x81 && f[13] == 0x00:
+		return f[16] == 0x88 && f[17] == 0xb5
+	}
+	return false
 }
 
 // TestLiveTxRing: queued frames stay in the transmit ring until Flush (or
