@@ -70,8 +70,8 @@ keys, revoking or approving a link publishes a new fleet policy signed by them.`
 	f.StringVar(&o.ClientID, "client-id", "", "MQTT client id; given, the broker keeps the console's session while it is away")
 	f.StringVar(&o.Share, "share", "", "take telemetry and events through the shared subscription group $share/NAME/")
 	f.StringVar(&o.TLS.CA, "ca", "", "CA certificate of an mqtts broker")
-	f.StringVar(&o.TLS.Cert, "cert", "", "client certificate for an mqtts broker")
-	f.StringVar(&o.TLS.Key, "cert-key", "", "client certificate key")
+	f.StringVar(&o.TLS.Cert, "tls-cert", "", "client certificate (PEM) for mutual TLS, as lgctl cmd and watch take it")
+	f.StringVar(&o.TLS.Key, "tls-key", "", "client certificate key (PEM)")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
 	cmd.MarkFlagRequired("broker")
 	return cmd
