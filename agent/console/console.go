@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -120,27 +119,16 @@ func (c *Console) topic(t string) string {
 
 // Run connects to the broker and follows the fleet until ctx ends.
 func (c *Console) Run(ctx context.Context) error {
-	u, err := url.Parse(c.opt.Broker)
+	o, err := mqttlink.BrokerOptions(c.opt.Broker, c.opt.TLS.CA, c.opt.TLS.Cert, c.opt.TLS.Key)
 	if err != nil {
-		return fmt.Errorf("console: broker url: %w", err)
+		return fmt.Errorf("console: %w", err)
 	}
-	switch u.Scheme {
-	case "mqtt":
-		u.Scheme = "tcp"
-	case "mqtts":
-		u.Scheme = "ssl"
-	}
-	o := paho.NewClientOptions().AddBroker(u.String()).SetClientID(c.opt.ClientID).
+	// Handlers run in order, one at a time: a device's messages must reach
+	// the model in the order the broker sent them.
+	o.SetClientID(c.opt.ClientID).
 		SetCleanSession(!c.opt.Persistent).SetResumeSubs(c.opt.Persistent).SetAutoReconnect(true).SetMaxReconnectInterval(5 * time.Second).
 		SetConnectRetry(true).SetConnectRetryInterval(time.Second).SetKeepAlive(15 * time.Second).
-		SetOrderMatters(false)
-	if c.opt.TLS.CA != "" || c.opt.TLS.Cert != "" || u.Scheme == "ssl" {
-		tc, err := c.opt.TLS.config(u.Hostname())
-		if err != nil {
-			return err
-		}
-		o.SetTLSConfig(tc)
-	}
+		SetOrderMatters(true)
 	o.SetOnConnectHandler(func(cl paho.Client) {
 		subs := map[string]byte{
 			mqttlink.Prefix + "+/state":               1,
@@ -157,7 +145,7 @@ func (c *Console) Run(ctx context.Context) error {
 			}
 		}()
 		c.setConn(true, "")
-		c.log.Info("console connected", "broker", u.Host)
+		c.log.Info("console connected", "broker", o.Servers[0].Host)
 	})
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		c.setConn(false, err.Error())
