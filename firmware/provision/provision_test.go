@@ -13,7 +13,6 @@ import (
 	"io"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -42,22 +41,7 @@ func testCA(t *testing.T) *CA {
 
 // ptyPair starts socat with two linked ptys and opens both ends.
 func ptyPair(t *testing.T) (dev, tech *os.File) {
-	socat := envtest.Command(t, "socat")
-	dir := t.TempDir()
-	a, b := filepath.Join(dir, "device"), filepath.Join(dir, "tech")
-	cmd := exec.Command(socat, "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 200; i++ {
-		if _, err1 := os.Stat(a); err1 == nil {
-			if _, err2 := os.Stat(b); err2 == nil {
-				break
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	a, b := envtest.SocatPair(t)
 	open := func(p string) *os.File {
 		f, err := os.OpenFile(p, os.O_RDWR|syscall.O_NOCTTY, 0)
 		if err != nil {

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -176,27 +173,9 @@ func TestSharedBus(t *testing.T) {
 // TestSocatPair runs the same code over a socat pty pair, both ends opened
 // through go.bug.st/serial, as the testbench wires simulated sites.
 func TestSocatPair(t *testing.T) {
-	socat := envtest.Command(t, "socat")
-	dir := t.TempDir()
-	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	a, b := envtest.SocatPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cmd := exec.CommandContext(ctx, socat, "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = cmd.Wait() }()
-	for i := 0; ; i++ {
-		_, ea := os.Stat(a)
-		_, eb := os.Stat(b)
-		if ea == nil && eb == nil {
-			break
-		}
-		if i > 200 {
-			t.Fatal("socat did not create the pty links")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	sp, err := modbus.OpenSerial(a, modbus.Line{Baud: 9600})
 	if err != nil {
 		t.Fatal(err)

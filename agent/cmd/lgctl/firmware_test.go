@@ -15,7 +15,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -234,22 +233,7 @@ func TestFlashOverSSH(t *testing.T) {
 }
 
 func ptyPair(t *testing.T) (dev *os.File, tech string) {
-	socat := envtest.Command(t, "socat")
-	dir := t.TempDir()
-	a, b := filepath.Join(dir, "device"), filepath.Join(dir, "tech")
-	cmd := exec.Command(socat, "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 300; i++ {
-		_, e1 := os.Stat(a)
-		_, e2 := os.Stat(b)
-		if e1 == nil && e2 == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	a, b := envtest.SocatPair(t)
 	f, err := os.OpenFile(a, os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
