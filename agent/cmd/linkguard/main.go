@@ -3,32 +3,15 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/spf13/cobra"
 
-	"linkguard.dev/linkguard/agent/version"
+	"linkguard.dev/linkguard/agent/cmd/internal/cli"
 )
 
 // errSilent marks an error already reported to the user in full.
-var errSilent = errors.New("failed")
+var errSilent = cli.ErrSilent
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRoot().ExecuteContext(ctx)
-	stop()
-	if err != nil {
-		if !errors.Is(err, errSilent) {
-			fmt.Fprintln(os.Stderr, "linkguard:", err)
-		}
-		os.Exit(1)
-	}
-}
+func main() { cli.Main(newRoot()) }
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
@@ -39,22 +22,11 @@ func newRoot() *cobra.Command {
 	}
 	root.AddCommand(
 		newRunCmd(),
-		newVersionCmd(),
+		cli.VersionCmd("linkguard"),
 		newPolicyCmd(),
 		newReplayCmd(),
 		newUpdateCmd(),
 		newProvisionConsoleCmd(),
 	)
 	return root
-}
-
-func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print version, commit, build date and target architecture",
-		Args:  cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), version.String("linkguard"))
-		},
-	}
 }
