@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -100,42 +99,14 @@ func TestEvidenceRingBounded(t *testing.T) {
 	}
 }
 
-// batchingPort holds written frames until Flush, as a transmit ring does.
-type batchingPort struct {
-	*capturetest.Port
-	mu      sync.Mutex
-	queued  [][]byte
-	flushes int // Flushes that sent something
-}
-
-func (p *batchingPort) QueueFrame(f []byte) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.queued = append(p.queued, bytes.Clone(f))
-	return nil
-}
-
-func (p *batchingPort) Flush() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.queued) > 0 {
-		p.flushes++
-	}
-	for _, f := range p.queued {
-		_ = p.Port.WriteFrame(f)
-	}
-	p.queued = nil
-	return nil
-}
-
 // TestBridgeBatches: with ports that batch, frames that arrived together
 // leave in one flush, and a frame is not held once its source has nothing
 // more waiting.
 func TestBridgeBatches(t *testing.T) {
 	f := New(Options{Site: "s1"})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	in := &batchingPort{Port: capturetest.NewPort(64, 10*time.Millisecond)}
-	out := &batchingPort{Port: capturetest.NewPort(64, 10*time.Millisecond)}
+	in := capturetest.NewPort(64, 10*time.Millisecond)
+	out := capturetest.NewPort(64, 10*time.Millisecond)
 	var want [][]byte
 	for i := range 5 {
 		fr := tcp4(t, "10.1.0.5", "198.51.100.7", uint16(40000+i), 22, true, false, nil)
@@ -163,9 +134,50 @@ func TestBridgeBatches(t *testing.T) {
 			t.Errorf("frame %d differs", i)
 		}
 	}
-	out.mu.Lock()
-	defer out.mu.Unlock()
-	if out.flushes != 2 {
-		t.Errorf("%d flushes, want 2 (the five waiting frames together, then the late one)", out.flushes)
+	if n := out.Flushes(); n != 2 {
+		t.Errorf("%d flushes, want 2 (the five waiting frames together, then the late one)", n)
+	}
+}
+
+// TestBridgeOffloads: a super-frame passes with its offload metadata; one
+// whose metadata does not describe its packet (a tunnel the NIC merged) is
+// dropped and counted, not forwarded to be segmented wrongly.
+func TestBridgeOffloads(t *testing.T) {
+	f := New(Options{Site: "s1"})
+	f.SetMatcher(testMatcher(t, testPolicy))
+	in := capturetest.NewPort(64, 10*time.Millisecond)
+	out := capturetest.NewPort(64, 10*time.Millisecond)
+	in.Offloads, out.Offloads = true, true
+	payload := make([]byte, 8000)
+	super := tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 22, false, true, payload)
+	tcpGSO := capture.OffloadInfo{Flags: capture.GSONeedsCsum, Type: capture.GSOTCPv4, HdrLen: 54, Size: 1448, CsumStart: 34, CsumOffset: 16}
+	in.InjectOffload(super, tcpGSO)
+	udpGSO := tcpGSO
+	udpGSO.Type, udpGSO.CsumOffset = capture.GSOUDPL4, 6
+	in.InjectOffload(super, udpGSO) // TCP packet, UDP metadata
+	plain := tcp4(t, "10.1.0.5", "198.51.100.7", 40001, 22, true, false, nil)
+	in.Inject(plain)
+	ctx, cancel := context.WithCancel(context.Background())
+	br := NewBridge(f, in, out)
+	done := make(chan error)
+	go func() { done <- br.Run(ctx) }()
+	got := out.WaitSent(2, 2*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !bytes.Equal(got[0], super) || !bytes.Equal(got[1], plain) {
+		t.Fatalf("outside got %d frames", len(got))
+	}
+	if g := out.SentOffloads(); len(g) != 2 || g[0] != tcpGSO || g[1] != (capture.OffloadInfo{}) {
+		t.Errorf("offload metadata sent: %+v", g)
+	}
+	if n := br.OffloadMismatches(); n != 1 {
+		t.Errorf("%d mismatches counted, want 1", n)
+	}
+	s := f.Snapshot()
+	if want := uint64(2*tcpGSO.Segments(len(super)) + 1); s.SuperFrames != 2 || s.Passed != want {
+		t.Errorf("super-frames %d, passed %d, want 2 and %d", s.SuperFrames, s.Passed, want)
 	}
 }

@@ -61,7 +61,14 @@ type Packet struct {
 	Truncated bool // the capture cut the frame short
 	L3Off     int  // offset of the IP header in the frame (-1: none)
 	IPv6      bool
+	// Segments is how many wire frames this frame stands for: more than
+	// 1 for a GRO/GSO super-frame (set by the reader from
+	// capture.Info.GSO; 0 counts as 1).
+	Segments int
 }
+
+// segments is Segments, at least 1.
+func (p *Packet) segments() uint64 { return uint64(max(p.Segments, 1)) }
 
 // TCP flag bits in Packet.TCPFlags.
 const (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -24,6 +25,7 @@ type Bridge struct {
 	f                *Filter
 	inside, outside  capture.Port
 	writeErrs, trunc atomic.Uint64
+	badOffload       atomic.Uint64
 }
 
 // NewBridge bridges inside and outside through f.
@@ -34,49 +36,110 @@ func NewBridge(f *Filter, inside, outside capture.Port) *Bridge {
 // Run forwards until ctx ends or a port fails. It does not close the ports.
 func (b *Bridge) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return b.pump(ctx, b.inside, b.outside, "inside") })
-	g.Go(func() error { return b.pump(ctx, b.outside, b.inside, "outside") })
+	ri, ok1 := b.inside.(capture.Ring)
+	ro, ok2 := b.outside.(capture.Ring)
+	if ok1 && ok2 {
+		g.Go(func() error { return b.forward(ctx, ri, ro, "inside") })
+		g.Go(func() error { return b.forward(ctx, ro, ri, "outside") })
+	} else {
+		g.Go(func() error { return b.pump(ctx, b.inside, b.outside, "inside") })
+		g.Go(func() error { return b.pump(ctx, b.outside, b.inside, "outside") })
+	}
 	return g.Wait()
 }
 
 // WriteErrors counts frames a port refused to send.
 func (b *Bridge) WriteErrors() uint64 { return b.writeErrs.Load() }
 
-// batchPort is a port that can gather frames and send them together (a
-// transmit ring: one system call for many frames) and can tell whether a
-// frame is waiting. capture.Live is one.
-type batchPort interface {
-	QueueFrame(frame []byte) error
-	Flush() error
-	Ready() bool
+// OffloadMismatches counts super-frames dropped because their offload
+// metadata does not describe the packet the filter decoded (see
+// offloadMatches).
+func (b *Bridge) OffloadMismatches() uint64 { return b.badOffload.Load() }
+
+// offloadMatches reports whether a super-frame's metadata describes the
+// packet decoded from it, so that the kernel, segmenting it on the way
+// out, cuts the flow the filter judged. It does not when the NIC merged
+// tunnelled segments (GRE GRO reports its inner TCP as plain TCP to a
+// packet socket): such a frame cannot be forwarded whole, and is dropped.
+func offloadMatches(g capture.OffloadInfo, p *Packet) bool {
+	switch g.Type &^ capture.GSOECN {
+	case capture.GSONone:
+		return true
+	case capture.GSOTCPv4:
+		return p.Proto == 6 && !p.IPv6
+	case capture.GSOTCPv6:
+		return p.Proto == 6 && p.IPv6
+	case capture.GSOUDPL4:
+		return p.Proto == 17
+	}
+	return false
 }
 
-func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side string) error {
-	bto, okTo := to.(batchPort)
-	bfrom, okFrom := from.(batchPort)
-	batch := okTo && okFrom
-	write := to.WriteFrame
-	var idle func()
-	if batch {
-		pending := false // frames queued since the last Flush
-		write = func(frame []byte) error {
-			pending = true
-			return bto.QueueFrame(frame)
+// drainBatch is how many waiting frames forward judges before it sends
+// what it queued: it bounds how long an allowed frame waits for the
+// frames that arrived with it.
+const drainBatch = 64
+
+// forward moves allowed frames from one ring to the other: each frame is
+// decoded and judged where it lies in from's receive ring and copied
+// straight into to's transmit ring with its offload metadata; the queue
+// goes out with one system call once the frames that were waiting are
+// judged (or a port's batch fills), before forward waits again.
+func (b *Bridge) forward(ctx context.Context, from, to capture.Ring, side string) error {
+	dec := NewDecoder(capture.LinkTypeOf(from))
+	p := new(Packet)
+	queued := false
+	act := func(frame []byte, info capture.Info) {
+		dec.Decode(frame, info.Truncated(), p)
+		p.Segments = info.GSO.Segments(len(frame))
+		if b.f.Judge(p, frame, info.Length, info.Timestamp.UnixNano()).Action != Pass {
+			return
 		}
-		// Before the read would wait, send what is queued: a frame is
-		// held only while frames that were already waiting are judged
-		// (at most the port's batch size).
-		idle = func() {
-			if !pending || bfrom.Ready() {
-				return
+		if info.Truncated() {
+			b.trunc.Add(1)
+			return
+		}
+		if !offloadMatches(info.GSO, p) {
+			if c := b.badOffload.Add(1); c == 1 || c%1000 == 0 {
+				b.f.log.Warn("bridge: super-frame dropped: its offload metadata does not match its packet (tunnel GRO?); set links.offloads off if this recurs",
+					"from", side, "gso_type", info.GSO.Type, "proto", p.Proto, "count", c)
 			}
-			pending = false
-			if err := bto.Flush(); err != nil {
-				b.writeFailed(side, 0, err)
+			return
+		}
+		if err := to.Queue(frame, info.GSO); err != nil {
+			b.writeFailed(side, len(frame), err)
+			return
+		}
+		queued = true
+	}
+	defer func() { _ = to.Flush() }()
+	for ctx.Err() == nil {
+		if from.Drain(drainBatch, act) > 0 {
+			if queued {
+				queued = false
+				if err := to.Flush(); err != nil {
+					b.writeFailed(side, 0, err)
+				}
 			}
+			continue
+		}
+		switch err := from.Wait(waitBound); {
+		case errors.Is(err, capture.ErrClosed):
+			return nil
+		case err != nil:
+			return fmt.Errorf("linkfilter: %s: %w", side, err)
 		}
 	}
-	err := judgeEach(ctx, b.f, from, side, idle, func(frame []byte, info capture.Info, _ *Packet, r Result) {
+	return nil
+}
+
+// waitBound bounds a wait for frames, so forward notices cancellation.
+const waitBound = 100 * time.Millisecond
+
+// pump forwards frame by frame, for ports that are not rings (the
+// testbench's in-memory wires).
+func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side string) error {
+	return judgeEach(ctx, b.f, from, side, func(frame []byte, info capture.Info, _ *Packet, r Result) {
 		if r.Action != Pass {
 			return
 		}
@@ -84,14 +147,10 @@ func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side string) e
 			b.trunc.Add(1)
 			return
 		}
-		if err := write(frame); err != nil {
+		if err := to.WriteFrame(frame); err != nil {
 			b.writeFailed(side, len(frame), err)
 		}
 	})
-	if batch {
-		_ = bto.Flush()
-	}
-	return err
 }
 
 func (b *Bridge) writeFailed(side string, n int, err error) {
@@ -102,16 +161,12 @@ func (b *Bridge) writeFailed(side string, n int, err error) {
 
 // judgeEach reads frames from src until ctx ends or src is exhausted,
 // decodes and judges each, and hands the verdict to act. The frame and
-// packet are reused: act must not keep them. idle, if not nil, runs before
-// every read.
-func judgeEach(ctx context.Context, f *Filter, src capture.Reader, what string, idle func(), act func([]byte, capture.Info, *Packet, Result)) error {
+// packet are reused: act must not keep them.
+func judgeEach(ctx context.Context, f *Filter, src capture.Reader, what string, act func([]byte, capture.Info, *Packet, Result)) error {
 	buf := make([]byte, frameBuf)
 	dec := NewDecoder(capture.LinkTypeOf(src))
 	var p Packet
 	for ctx.Err() == nil {
-		if idle != nil {
-			idle()
-		}
 		info, err := src.ReadFrame(buf)
 		switch {
 		case errors.Is(err, capture.ErrTimeout):
@@ -123,6 +178,7 @@ func judgeEach(ctx context.Context, f *Filter, src capture.Reader, what string, 
 		}
 		frame := buf[:info.CaptureLength]
 		dec.Decode(frame, info.Truncated(), &p)
+		p.Segments = info.GSO.Segments(len(frame))
 		act(frame, info, &p, f.Judge(&p, frame, info.Length, info.Timestamp.UnixNano()))
 	}
 	return nil
@@ -155,7 +211,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 
 func (m *Monitor) watch(ctx context.Context, from, other capture.Port) error {
 	var rst [rstMax]byte
-	return judgeEach(ctx, m.f, from, "monitor", nil, func(frame []byte, _ capture.Info, p *Packet, r Result) {
+	return judgeEach(ctx, m.f, from, "monitor", func(frame []byte, _ capture.Info, p *Packet, r Result) {
 		if r.Action != Reset {
 			return
 		}

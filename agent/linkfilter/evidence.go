@@ -82,10 +82,17 @@ func (e *Evidence) files() ([]evFile, error) {
 	return out, nil
 }
 
+// evidenceSnaplen is tcpdump's default: whole super-frames (64 KB plus
+// headers) from ports that carry offloads fit.
+const evidenceSnaplen = 262144
+
 // Write appends one frame; wireLen is its length on the wire.
 func (e *Evidence) Write(ts time.Time, frame []byte, wireLen int) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if len(frame) > evidenceSnaplen {
+		frame = frame[:evidenceSnaplen]
+	}
 	rec := int64(16 + len(frame))
 	if e.w == nil || e.size+rec > e.fileMax {
 		if err := e.rotate(ts); err != nil {
@@ -130,7 +137,7 @@ func (e *Evidence) rotate(ts time.Time) error {
 	}
 	e.f, e.bw = f, bufio.NewWriterSize(f, 64<<10)
 	e.w = pcapgo.NewWriterNanos(e.bw)
-	if err := e.w.WriteFileHeader(65535, e.link); err != nil {
+	if err := e.w.WriteFileHeader(evidenceSnaplen, e.link); err != nil {
 		return fmt.Errorf("linkfilter: evidence: %w", err)
 	}
 	e.size = 24

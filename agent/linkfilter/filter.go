@@ -110,6 +110,7 @@ type counters struct {
 	domestic                atomic.Uint64
 	linkControl, other      atomic.Uint64
 	malformed, truncated    atomic.Uint64
+	superFrames             atomic.Uint64
 	fragUnknown             atomic.Uint64
 	newFlows, deniedFlows   atomic.Uint64
 	eventsSent, eventsQuiet atomic.Uint64
@@ -226,10 +227,13 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 	if p.Truncated {
 		f.c.truncated.Add(1)
 	}
+	if p.Segments > 1 {
+		f.c.superFrames.Add(1)
+	}
 	switch p.Kind {
 	case KindLinkControl:
 		f.c.linkControl.Add(1)
-		f.c.passed.Add(1)
+		f.c.passed.Add(p.segments())
 		f.c.passedBytes.Add(uint64(wireLen))
 		return Result{Action: Pass, Approval: -1}
 	case KindOther:
@@ -283,7 +287,7 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 		}
 	}
 	fl.last = now
-	fl.pkts++
+	fl.pkts += p.segments()
 	fl.bytes += uint64(wireLen)
 	if fwd != fl.initA {
 		fl.seenBack = true
@@ -403,14 +407,14 @@ func (f *Filter) finish(st *polState, r Result, p *Packet, frame []byte, wireLen
 		f.c.domestic.Add(1)
 	case r.Verdict == match.Approved && r.Approval >= 0 && int(r.Approval) < len(st.counts):
 		c := &st.counts[r.Approval]
-		c.pkts.Add(1)
+		c.pkts.Add(p.segments())
 		c.bytes.Add(uint64(wireLen))
 	}
 	if allowed {
-		f.c.passed.Add(1)
+		f.c.passed.Add(p.segments())
 		f.c.passedBytes.Add(uint64(wireLen))
 	} else {
-		f.c.denied.Add(1)
+		f.c.denied.Add(p.segments())
 		f.c.deniedBytes.Add(uint64(wireLen))
 	}
 	if r.Action == Reset {

@@ -48,6 +48,12 @@ func helperMain(mode string, args []string) error {
 		return helperCount(args[0], args[1])
 	case "udpstream":
 		return helperUDPStream(args[0], args[1])
+	case "bulk":
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		return helperBulk(args[0], n)
 	}
 	return fmt.Errorf("unknown helper %q", mode)
 }
@@ -131,6 +137,47 @@ func helperProbe(kind, addr string, timeout time.Duration) error {
 			return fmt.Errorf("no udp echo from %s", addr)
 		}
 	}
+}
+
+// helperBulk sends n bytes of a pattern to an echo server while reading
+// the echo back, and fails unless every byte returns intact within 30 s.
+func helperBulk(addr string, n int) error {
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	pattern := func(i int) byte { return byte(i*7 + i>>11) }
+	errc := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for off := 0; off < n; off += len(buf) {
+			m := min(len(buf), n-off)
+			for i := range m {
+				buf[i] = pattern(off + i)
+			}
+			if _, err := c.Write(buf[:m]); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	buf := make([]byte, 64<<10)
+	for off := 0; off < n; {
+		m, err := c.Read(buf)
+		for i := range m {
+			if buf[i] != pattern(off+i) {
+				return fmt.Errorf("byte %d differs", off+i)
+			}
+		}
+		off += m
+		if err != nil {
+			return fmt.Errorf("after %d bytes: %w", off, err)
+		}
+	}
+	return <-errc
 }
 
 // helperStream writes 512-byte chunks every 2 ms and prints "rx <unix ns>"

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,7 +77,13 @@ func run(t testing.TB, name string, args ...string) string {
 
 // newTopo builds the three namespaces; they are deleted when the test ends,
 // pass or fail.
-func newTopo(t testing.TB) *topo {
+func newTopo(t testing.TB) *topo { t.Helper(); return newTopoEnds(t, true) }
+
+// newTopoEnds builds the topology; wire turns the endpoints' checksum and
+// segmentation offloads off, so they send what a real NIC puts on the
+// wire; without it they keep veth's defaults and hand the bridge 64 KB
+// TSO frames with checksums left to "hardware".
+func newTopoEnds(t testing.TB, wire bool) *topo {
 	t.Helper()
 	envtest.Command(t, "ethtool")
 	tp := &topo{cust: capturetest.Namespace(t, "lgt-c-"), lg: capturetest.Namespace(t, "lgt-l-"), bord: capturetest.Namespace(t, "lgt-b-")}
@@ -106,22 +113,28 @@ func newTopo(t testing.TB) *topo {
 	}
 	// Endpoint veths behave like a wire only with these off: a real NIC
 	// fills checksums and segments before the wire; veth does not.
-	run(t, "ip", "netns", "exec", tp.cust, "ethtool", "-K", "c0", "tx", "off", "tso", "off", "gso", "off")
-	run(t, "ip", "netns", "exec", tp.bord, "ethtool", "-K", "b0", "tx", "off", "tso", "off", "gso", "off")
+	if wire {
+		run(t, "ip", "netns", "exec", tp.cust, "ethtool", "-K", "c0", "tx", "off", "tso", "off", "gso", "off")
+		run(t, "ip", "netns", "exec", tp.bord, "ethtool", "-K", "b0", "tx", "off", "tso", "off", "gso", "off")
+	}
 	return tp
 }
 
 // openPorts opens both bridge ports in the LinkGuard namespace, with the
-// agent's own preparation (offloads off, MTU check).
+// agent's own preparation (offloads off, or on with o.Offloads; MTU check).
 func (tp *topo) openPorts(t testing.TB, o capture.LiveOptions) (inside, outside *capture.Live) {
 	t.Helper()
 	capturetest.InNetns(t, tp.lg, func() {
 		for _, p := range []string{"lgin", "lgout"} {
-			if err := capture.DisableOffloads(p); err != nil {
+			prepare := capture.DisableOffloads
+			if o.Offloads {
+				prepare = capture.EnableOffloads
+			}
+			if err := prepare(p); err != nil {
 				t.Error(err)
 			}
-			if on, err := capture.OffloadEnabled(p, capture.GRO); err != nil || on {
-				t.Errorf("%s: gro still on (%v)", p, err)
+			if on, err := capture.OffloadEnabled(p, capture.GRO); err != nil || on != o.Offloads {
+				t.Errorf("%s: gro on %v, want %v (%v)", p, on, o.Offloads, err)
 			}
 		}
 		if _, err := capture.CheckMTU("lgin", "lgout"); err != nil {
@@ -145,7 +158,11 @@ func (tp *topo) openPorts(t testing.TB, o capture.LiveOptions) (inside, outside 
 
 // startBridge runs an inline bridge with filter f until the test ends.
 func (tp *topo) startBridge(t testing.TB, f *linkfilter.Filter) *linkfilter.Bridge {
-	in, out := tp.openPorts(t, capture.LiveOptions{PollInterval: 50 * time.Millisecond})
+	return tp.startBridgeWith(t, f, capture.LiveOptions{PollInterval: 50 * time.Millisecond})
+}
+
+func (tp *topo) startBridgeWith(t testing.TB, f *linkfilter.Filter, o capture.LiveOptions) *linkfilter.Bridge {
+	in, out := tp.openPorts(t, o)
 	br := linkfilter.NewBridge(f, in, out)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -282,6 +299,53 @@ func TestNetnsInline(t *testing.T) {
 	if !probe(t, tp.cust, "tcp", hostPort("203.0.113.7", tcpPort), 3*time.Second) {
 		t.Error("newly approved address still blocked")
 	}
+}
+
+// TestNetnsOffloads: with ports that carry offloads, endpoints keeping
+// veth's default offloads (64 KB TSO frames, checksums left to the
+// "hardware") get through whole and correct: approved traffic passes both
+// ways as super-frames, judged once each and counted as its segments;
+// unapproved is still dropped.
+func TestNetnsOffloads(t *testing.T) {
+	tp := newTopoEnds(t, false)
+	f := linkfilter.New(linkfilter.Options{Site: "s1"})
+	f.SetMatcher(e2eMatcher(t, 1, ""))
+	br := tp.startBridgeWith(t, f, capture.LiveOptions{PollInterval: 50 * time.Millisecond, Offloads: true})
+	serve(t, tp.bord)
+
+	for _, c := range []struct {
+		kind, addr string
+		pass       bool
+	}{
+		{"tcp", hostPort("198.51.100.7", tcpPort), true},
+		{"udp", hostPort("198.51.100.7", udpPort), true},
+		{"ping", "198.51.100.7", true},
+		{"tcp", hostPort("2001:db8:aa::7", tcpPort), true},
+		{"tcp", hostPort("10.1.0.3", tcpPort), true},
+		{"tcp", hostPort("203.0.113.7", tcpPort), false},
+		{"tcp", hostPort("2001:db8:bb::7", tcpPort), false},
+	} {
+		timeout := 3 * time.Second
+		if !c.pass {
+			timeout = time.Second
+		}
+		if got := probe(t, tp.cust, c.kind, c.addr, timeout); got != c.pass {
+			t.Errorf("%s %s: passed=%v, want %v", c.kind, c.addr, got, c.pass)
+		}
+	}
+	// 32 MiB each way through the echo server, compared byte for byte.
+	for _, addr := range []string{hostPort("198.51.100.7", tcpPort), hostPort("2001:db8:aa::7", tcpPort)} {
+		out, err := helper(t, tp.cust, "bulk", addr, strconv.Itoa(32<<20)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("bulk %s: %v %s", addr, err, out)
+		}
+	}
+	s := f.Snapshot()
+	if s.SuperFrames == 0 || s.Approvals[0].Bytes < 4*32<<20 || s.Passed < s.SuperFrames*2 || br.WriteErrors() != 0 {
+		t.Errorf("super-frames %d, passed %d frames %d bytes, LA-1 %d bytes, write errors %d",
+			s.SuperFrames, s.Passed, s.PassedBytes, s.Approvals[0].Bytes, br.WriteErrors())
+	}
+	t.Logf("super-frames %d of %d frames on the wire; LA-1 %d packets, %d bytes", s.SuperFrames, s.Passed, s.Approvals[0].Packets, s.Approvals[0].Bytes)
 }
 
 // TestNetnsRevocationCutsLiveStream: a live TCP stream through an approval

@@ -46,7 +46,7 @@ func Replay(ctx context.Context, f *Filter, src capture.Reader) *ReplayResult {
 	res := &ReplayResult{Verdicts: map[string]uint64{}, Kinds: map[string]uint64{}}
 	flows := map[FlowRef]*ReplayFlow{}
 	var order []FlowRef
-	err := judgeEach(ctx, f, src, "replay", nil, func(frame []byte, info capture.Info, p *Packet, r Result) {
+	err := judgeEach(ctx, f, src, "replay", func(frame []byte, info capture.Info, p *Packet, r Result) {
 		res.Frames++
 		res.Kinds[p.Kind.String()]++
 		if r.Action == Drop {

@@ -13,7 +13,7 @@ type ApprovalCount struct {
 type Snapshot struct {
 	Mode             string          `json:"mode"`
 	PolicySerial     uint64          `json:"policy_serial"`
-	Passed           uint64          `json:"passed"`
+	Passed           uint64          `json:"passed"` // frames as on the wire: a super-frame counts its segments
 	PassedBytes      uint64          `json:"passed_bytes"`
 	Denied           uint64          `json:"denied"` // dropped (inline) or reported (monitor)
 	DeniedBytes      uint64          `json:"denied_bytes"`
@@ -23,6 +23,7 @@ type Snapshot struct {
 	Other            uint64          `json:"other"` // non-IP frames the filter cannot classify
 	Malformed        uint64          `json:"malformed"`
 	Truncated        uint64          `json:"truncated"`
+	SuperFrames      uint64          `json:"super_frames"` // GRO/GSO frames judged whole (ports carrying offloads)
 	FragmentsUnknown uint64          `json:"fragments_unknown"`
 	NewFlows         uint64          `json:"new_flows"`
 	Flows            int             `json:"flows"` // in the table now
@@ -53,6 +54,7 @@ func (f *Filter) Snapshot() Snapshot {
 		Other:            f.c.other.Load(),
 		Malformed:        f.c.malformed.Load(),
 		Truncated:        f.c.truncated.Load(),
+		SuperFrames:      f.c.superFrames.Load(),
 		FragmentsUnknown: f.c.fragUnknown.Load(),
 		NewFlows:         f.c.newFlows.Load(),
 		Events:           f.c.eventsSent.Load(),

@@ -23,6 +23,47 @@ type Info struct {
 	Timestamp     time.Time
 	CaptureLength int // bytes placed in the caller's buffer
 	Length        int // bytes of the frame on the wire (> CaptureLength when truncated)
+	// GSO is set on a super-frame from a port that carries offloads
+	// (LiveOptions.Offloads): several segments of one flow handed over as
+	// one frame. Zero for an ordinary frame.
+	GSO OffloadInfo
+}
+
+// OffloadInfo is the offload metadata the kernel keeps with a super-frame (its
+// struct virtio_net_hdr): merged on receive (GRO), or not yet segmented by
+// the sender (TSO/GSO), and segmented again only where it must be, on the
+// way out of a port that cannot take it whole. A frame whose checksum the
+// sender left to the hardware (NeedsCsum) carries only the pseudo-header
+// sum in its checksum field until then.
+type OffloadInfo struct {
+	Flags      uint8  // GSONeedsCsum, GSODataValid
+	Type       uint8  // GSOTCPv4, GSOTCPv6 or GSOUDPL4, with GSOECN; GSONone
+	HdrLen     uint16 // bytes of headers
+	Size       uint16 // payload bytes per segment
+	CsumStart  uint16 // where the checksum starts, from the frame's first byte
+	CsumOffset uint16 // where the checksum is stored, from CsumStart
+}
+
+// GSO flags and types, as in <linux/virtio_net.h>.
+const (
+	GSONeedsCsum = 1 // the checksum from CsumStart is still to be computed
+	GSODataValid = 2 // the checksum was verified on receive
+
+	GSONone  = 0
+	GSOTCPv4 = 1
+	GSOUDP   = 3 // UFO; not produced by current kernels
+	GSOTCPv6 = 4
+	GSOUDPL4 = 5
+	GSOECN   = 0x80
+)
+
+// Segments is how many frames a super-frame of n bytes stands for on the
+// wire (1 for an ordinary frame).
+func (g OffloadInfo) Segments(n int) int {
+	if g.Type&^GSOECN == GSONone || g.Size == 0 || int(g.HdrLen) >= n {
+		return 1
+	}
+	return (n - int(g.HdrLen) + int(g.Size) - 1) / int(g.Size)
 }
 
 // Truncated reports whether part of the frame was not captured.
@@ -47,6 +88,26 @@ type Port interface {
 	Reader
 	Writer
 	Close() error
+}
+
+// Ring is a Port that a forwarder can drive without copying frames out: it
+// hands received frames over in place, queues frames to send (with their
+// offload metadata) and sends the queue with one call. A bridge judges each
+// frame where it lies and copies it straight into the other port's
+// transmit queue. Live is one; capturetest.Port is another.
+type Ring interface {
+	Port
+	// Drain hands the frames already waiting, at most max, to fn in
+	// place; frame is valid only during the call. It returns how many.
+	Drain(max int, fn func(frame []byte, info Info)) int
+	// Wait blocks until a frame is waiting or timeout passes (nil either
+	// way); ErrClosed after Close.
+	Wait(timeout time.Duration) error
+	// Queue copies frame into the transmit queue; it is sent by Flush, or
+	// earlier once the port's batch is full.
+	Queue(frame []byte, gso OffloadInfo) error
+	// Flush sends the queued frames.
+	Flush() error
 }
 
 // LinkTyper is implemented by sources whose frames are not all Ethernet

@@ -2,6 +2,7 @@ package capture_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -292,22 +293,22 @@ func isTestFrame(f []byte) bool {
 // TestLiveTxRing: queued frames stay in the transmit ring until Flush (or
 // a full batch), then arrive whole and in order, across ring wrap-arounds;
 // VLAN tags the kernel strips on receive are put back; frames the kernel
-// would refuse are refused at once; the read/queue/flush path allocates
-// nothing.
+// would refuse are refused at once; the read/queue/flush and the in-place
+// drain/queue paths allocate nothing.
 func TestLiveTxRing(t *testing.T) {
 	a, b := vethPorts(t, capture.LiveOptions{PollInterval: 20 * time.Millisecond, TxRingFrames: 32, TxBatch: 8})
 
 	// Below a batch: nothing leaves before Flush.
 	for i := range 3 {
-		if err := a.QueueFrame(testFrame(100, 0, i)); err != nil {
+		if err := a.Queue(testFrame(100, 0, i), capture.OffloadInfo{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if got := readAll(t, b); len(got) != 0 {
 		t.Fatalf("%d queued frames left before Flush", len(got))
 	}
-	if b.Ready() {
-		t.Fatal("Ready with nothing received")
+	if n := b.Drain(8, func([]byte, capture.Info) {}); n != 0 {
+		t.Fatalf("drained %d frames with nothing sent", n)
 	}
 	if err := a.Flush(); err != nil {
 		t.Fatal(err)
@@ -324,7 +325,7 @@ func TestLiveTxRing(t *testing.T) {
 			f = testFrame(64+(i*97)%1455, 100+i, i)
 		}
 		want = append(want, f)
-		if err := a.QueueFrame(f); err != nil {
+		if err := a.Queue(f, capture.OffloadInfo{}); err != nil {
 			t.Fatal(i, err)
 		}
 	}
@@ -341,8 +342,8 @@ func TestLiveTxRing(t *testing.T) {
 		}
 	}
 	// What the kernel refuses (longer than MTU + header, one tag allowed
-	// on top) is refused by QueueFrame and WriteFrame, and the ring goes on.
-	if err := a.QueueFrame(testFrame(1515, 0, 0)); !errors.Is(err, unix.EMSGSIZE) {
+	// on top) is refused by Queue and WriteFrame, and the ring goes on.
+	if err := a.Queue(testFrame(1515, 0, 0), capture.OffloadInfo{}); !errors.Is(err, unix.EMSGSIZE) {
 		t.Errorf("1515-byte untagged frame: %v", err)
 	}
 	if err := a.WriteFrame(testFrame(20, 0, 0)[:13]); !errors.Is(err, unix.EMSGSIZE) {
@@ -359,18 +360,157 @@ func TestLiveTxRing(t *testing.T) {
 	f := testFrame(1514, 0, 0)
 	buf := make([]byte, 4096)
 	allocs := testing.AllocsPerRun(200, func() {
-		if err := a.QueueFrame(f); err != nil {
+		if err := a.Queue(f, capture.OffloadInfo{}); err != nil {
 			t.Fatal(err)
 		}
 		if err := a.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		_ = b.Ready()
 		if _, err := b.ReadFrame(buf); err != nil {
 			t.Fatal(err)
 		}
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per frame", allocs)
+	}
+	// In place: b's frames go back to a without being copied out.
+	back := func(frame []byte, _ capture.Info) {
+		if err := a.Queue(frame, capture.OffloadInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allocs = testing.AllocsPerRun(200, func() {
+		if err := a.WriteFrame(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Wait(time.Second); err != nil {
+			t.Fatal(err)
+		}
+		for b.Drain(8, back) == 0 {
+		}
+		_ = a.Flush()
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per drained frame", allocs)
+	}
+}
+
+// TestLiveOffloads: ports opened with Offloads carry a TCP super-frame
+// whole, with its offload metadata, across a veth pair (which passes it on
+// unsegmented); the kernel's checksum-pending frame keeps its flag; a port
+// without Offloads refuses metadata; a VLAN tag restored in place moves
+// the checksum start with it.
+func TestLiveOffloads(t *testing.T) {
+	ns := vethNamespace(t)
+	var a, b, plain *capture.Live
+	capturetest.InNetns(t, ns, func() {
+		for _, p := range []string{"va", "vb"} {
+			if err := capture.EnableOffloads(p); err != nil {
+				t.Error(err)
+			}
+		}
+		var err error
+		o := capture.LiveOptions{PollInterval: 20 * time.Millisecond, Offloads: true}
+		if a, err = capture.OpenLive("va", o); err != nil {
+			t.Error(err)
+			return
+		}
+		if b, err = capture.OpenLive("vb", o); err != nil {
+			t.Error(err)
+			return
+		}
+		if plain, err = capture.OpenLive("va", capture.LiveOptions{PollInterval: 20 * time.Millisecond}); err != nil {
+			t.Error(err)
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Cleanup(func() { a.Close(); b.Close(); plain.Close() })
+
+	for _, vid := range []int{0, 42} {
+		frame, gso := tcpSuperFrame(20000, 1448, vid)
+		if err := a.Queue(frame, gso); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		var info capture.Info
+		deadline := time.Now().Add(2 * time.Second)
+		for got == nil && time.Now().Before(deadline) {
+			_ = b.Wait(20 * time.Millisecond)
+			b.Drain(16, func(f []byte, i capture.Info) {
+				if len(f) > 1000 {
+					got, info = bytes.Clone(f), i
+				}
+			})
+		}
+		if !bytes.Equal(got, frame) {
+			t.Fatalf("vid %d: super-frame not carried whole: got %d bytes, want %d", vid, len(got), len(frame))
+		}
+		g := info.GSO
+		if g.Type != capture.GSOTCPv4 || g.Size != 1448 || g.Flags&capture.GSONeedsCsum == 0 || g.CsumStart != gso.CsumStart || g.CsumOffset != 16 {
+			t.Errorf("vid %d: offload metadata %+v, sent %+v", vid, g, gso)
+		}
+		if n := g.Segments(len(got)); n != 14 {
+			t.Errorf("vid %d: %d segments, want 14", vid, n)
+		}
+	}
+	frame, gso := tcpSuperFrame(20000, 1448, 0)
+	if err := plain.Queue(frame, gso); !errors.Is(err, capture.ErrUnsupported) {
+		t.Errorf("metadata on a port without Offloads: %v", err)
+	}
+}
+
+// tcpSuperFrame is an Ethernet/IPv4/TCP frame with payload bytes of
+// payload (behind an 802.1Q tag for vid > 0), its checksum left to the
+// kernel as a TSO sender's is (pseudo-header sum only), and the metadata
+// to send it as segments of mss.
+func tcpSuperFrame(payload, mss, vid int) ([]byte, capture.OffloadInfo) {
+	l2 := 14
+	if vid > 0 {
+		l2 = 18
+	}
+	f := make([]byte, l2+20+20+payload)
+	copy(f, []byte{0x02, 0, 0, 0, 0, 0xb, 0x02, 0, 0, 0, 0, 0xa})
+	if vid > 0 {
+		f[12], f[13], f[14], f[15] = 0x81, 0x00, byte(vid>>8), byte(vid)
+	}
+	f[l2-2], f[l2-1] = 0x08, 0x00
+	ip := f[l2:]
+	ip[0], ip[8], ip[9] = 0x45, 64, 6
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+20+payload))
+	copy(ip[12:], []byte{10, 1, 0, 2, 198, 51, 100, 7})
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	tcp := ip[20:]
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 5201)
+	tcp[12], tcp[13] = 5<<4, 0x18 // PSH ACK
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	for i := range payload {
+		tcp[20+i] = byte(i * 7)
+	}
+	// Pseudo-header sum, as the stack leaves it for the hardware.
+	sum = 0
+	for i := 12; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	sum += 6 + uint32(20+payload)
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(tcp[16:], uint16(sum))
+	return f, capture.OffloadInfo{
+		Flags: capture.GSONeedsCsum, Type: capture.GSOTCPv4, HdrLen: uint16(l2 + 40), Size: uint16(mss),
+		CsumStart: uint16(l2 + 20), CsumOffset: 16,
 	}
 }

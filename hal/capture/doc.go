@@ -34,21 +34,25 @@
 // and a VLAN tag put back without allocating (afpacket allocates a new
 // slice per tagged frame). So:
 //
-//   - ReadFrame walks the receive ring itself (no system call while frames
-//     are waiting; poll(2) only when it is empty); Ready says whether a
-//     frame is waiting.
-//   - QueueFrame copies a frame into the next transmit slot; a full batch
+//   - The receive ring is walked here (no system call while frames are
+//     waiting; poll(2) only when it is empty). Drain hands waiting frames
+//     over in place, VLAN tag restored in the slot's headroom; ReadFrame
+//     copies one out.
+//   - Queue copies a frame into the next transmit slot; a full batch
 //     (LiveOptions.TxBatch, 32) or Flush sends all queued slots with one
-//     sendto(MSG_DONTWAIT). WriteFrame is QueueFrame plus the send.
-//     agent/linkfilter's Bridge queues each allowed frame and flushes when
-//     its source has nothing ready.
+//     sendto(MSG_DONTWAIT). WriteFrame is Queue plus the send.
+//     agent/linkfilter's Bridge judges the frames Drain hands it, queues
+//     the allowed ones on the other port and flushes when the drain ends:
+//     one copy per forwarded frame (ring to ring) and one system call per
+//     batch. The Ring interface names these, so the bridge's batching is
+//     tested with capturetest.Port as well.
 //   - Each transmit slot starts with a virtio_net_hdr (PACKET_VNET_HDR,
 //     no offload) whose hdr_len is the whole frame: the kernel then copies
 //     the frame into the skb's linear part. Without it the kernel links the
 //     ring page into the skb and, once veth or local delivery orphans the
 //     skb (the slot is reused), copies it into a freshly allocated page
 //     (64-byte UDP 88–223 kpps without the header, 200–280 with it, in
-//     alternating runs). With it the kernel skips its MTU check, so QueueFrame makes it
+//     alternating runs). With it the kernel skips its MTU check, so Queue makes it
 //     (MTU + 14, one 802.1Q tag on top: EMSGSIZE as write(2) would), and
 //     PACKET_LOSS is set so a slot the kernel still refuses is skipped
 //     rather than jamming the ring.
@@ -89,15 +93,47 @@
 // median 4.31, ratio median 0.61; old 2.4–3.3, median 2.89, ratio median
 // 0.41; UDP median 231 vs 159 kpps. The transmit ring without the
 // virtio_net_hdr (ring pages linked into the skb), 3 runs: TCP 4.2–4.4
-// Gbit/s, 64-byte UDP 88–223 kpps. The final code also skips the
-// Ready/Flush calls when nothing was queued (denied traffic).
+// Gbit/s, 64-byte UDP 88–223 kpps.
 //
-// A CPU profile of a rings run: 57% of the bridge's CPU is inside the
-// system calls (the sendto that runs the peer's stack, poll), decode plus
-// judgement ~15%, the copies into and out of the rings ~10%. What is left:
-// carrying GRO/GSO super-frames through with PACKET_VNET_HDR on both rings
-// (the stretch), which the transmit side's header now makes a
-// smaller step.
+// Where the time goes with offloads off (perf record -a -g over a 10 s
+// inline iperf3 run; shares of both cores): the bridge's thread is 59%,
+// iperf3 32%, idle 6%. Inside the bridge, the sendto that queues to veth
+// runs the receiving namespace's whole TCP stack (and, for ACKs, the
+// sender's) — work the kernel bridge does too, in softirq; AF_PACKET's own
+// cost is the copy into the receive ring (tpacket_rcv, 10%), skb setup in
+// tpacket_snd (11%) and the Go side (15%: decode, judgement, copies). The
+// kernel bridge in the same run is 83% busy for 1.5x the throughput: with
+// one 1,500-byte frame per system call and slot, two cores run out before
+// the kernel bridge does. Judging in place (Drain: one copy fewer) and
+// busy-polling the ring for a few microseconds before sleeping were
+// measured too: within the run-to-run scatter (±15%). Hence the offloads
+// below, which cut the frame count 20–40x.
+//
+// # Offloads carried (LiveOptions.Offloads)
+//
+// Offloads off costs a system call, a ring slot and a judgement per
+// 1,500-byte frame, and on a small CPU that is the limit. With Offloads the
+// port keeps GRO/TSO/GSO on (EnableOffloads) and both sockets use
+// PACKET_VNET_HDR: the receive ring hands over a GRO-merged or
+// not-yet-segmented super-frame of up to 64 KB with its virtio_net_hdr
+// (Info.GSO: type, segment size, checksum still to fill in), and Queue
+// sends it with that header, so the kernel segments it only where it must
+// (in the NIC with TSO, in software otherwise; veth passes it whole).
+// Slots become 128 KB (RingFrames 64, TxRingFrames 32: 12 MB a port
+// against 8.5 MB without). A frame whose checksum the sender left to
+// hardware keeps its NeedsCsum flag, so endpoints need not turn checksum
+// offload off either. Measured on the veth topology (agent/linkfilter
+// BenchmarkBridge*, see its doc for the figures): with the endpoints
+// sending wire-sized frames, carrying offloads lifts the inline bridge
+// from 4–6 to 10–11 Gbit/s, 0.75–0.81 of a kernel bridge given the same
+// offloads; with the endpoints' own offloads on too, 21 Gbit/s against the
+// kernel bridge's 38–40.
+//
+// The kernel's virtio_net_hdr describes TCP and UDP segmentation only: a
+// NIC that merges GRE-encapsulated TCP (GRE GRO) reports it as plain TCP,
+// which agent/linkfilter detects against the decoded packet and drops.
+// Receive-side metadata needs Linux 5.8; OpenLive returns ErrUnsupported
+// before that.
 //
 // # AF_PACKET traps this package handles
 //
@@ -108,7 +144,8 @@
 //   - Offloads: GRO/LRO hand the socket frames larger than the MTU, and
 //     checksum/segmentation offloads leave work for hardware a bridge port
 //     does not have. DisableOffloads turns GRO, LRO, TSO, GSO and tx
-//     checksumming off through the SIOCETHTOOL ioctl (no ethtool binary).
+//     checksumming off through the SIOCETHTOOL ioctl (no ethtool binary);
+//     or the port carries them (above).
 //   - MTU: both bridged interfaces must have the same MTU (CheckMTU); the
 //     ring's frame size is chosen to hold a full frame at that MTU.
 //   - VLAN offload: the kernel strips 802.1Q tags into the ring header; the

@@ -29,31 +29,40 @@ type LiveOptions struct {
 	KeepOutgoing bool
 	// TxRingFrames is the number of slots in the transmit ring. Default 256.
 	TxRingFrames int
-	// TxBatch is how many queued frames QueueFrame lets gather before it
-	// sends them itself; Flush sends the rest. Default 32.
+	// TxBatch is how many queued frames Queue lets gather before it sends
+	// them itself; Flush sends the rest. Default 32.
 	TxBatch int
+	// Offloads carries GRO/GSO super-frames through instead of requiring
+	// the interface's offloads off: both rings get a virtio_net_hdr per
+	// frame (PACKET_VNET_HDR) and slots for 64 KB frames, and Drain and
+	// Queue hand the offload metadata over (Info.GSO). Pair it with
+	// EnableOffloads. Ring defaults become RingFrames 64 and TxRingFrames
+	// 32 (128 KB a slot). OpenLive fails with ErrUnsupported on a kernel
+	// whose receive ring has no virtio_net_hdr (before Linux 5.8).
+	Offloads bool
 }
 
 // Live is an AF_PACKET socket bound to one interface, with a TPACKET_V2
 // receive ring, and a send-only AF_PACKET socket with a TPACKET_V2
 // transmit ring.
 type Live struct {
-	name    string
-	mtu     int
-	poll    time.Duration
-	rfd     int  // receive socket
-	rx      ring // its ring (read under rmu)
-	wfd     int  // send-only AF_PACKET socket, qdisc bypassed
-	tx      ring // its ring (filled under wmu)
-	queued  int  // frames put in tx since the last kick
-	batch   int
-	rmu     sync.Mutex // serialises reads with Close (Close unmaps the ring)
-	closing atomic.Bool
-	wmu     sync.Mutex
-	closed  bool
+	offloads bool
+	name     string
+	mtu      int
+	poll     time.Duration
+	rfd      int  // receive socket
+	rx       ring // its ring (read under rmu)
+	wfd      int  // send-only AF_PACKET socket, qdisc bypassed
+	tx       ring // its ring (filled under wmu)
+	queued   int  // frames put in tx since the last kick
+	batch    int
+	rmu      sync.Mutex // serialises reads with Close (Close unmaps the ring)
+	closing  atomic.Bool
+	wmu      sync.Mutex
+	closed   bool
 }
 
-var _ Port = (*Live)(nil)
+var _ Ring = (*Live)(nil)
 
 // ignoreOutgoing is a classic BPF program that drops PACKET_OUTGOING frames
 // and passes every other frame whole.
@@ -78,6 +87,11 @@ func frameSize(mtu int) int {
 	return s
 }
 
+// superFrameSize is the ring slot for super-frames: an IP packet of up to
+// 64 KB, its link header, tags, the virtio_net_hdr and the slot header.
+// A power of two, so each slot is one block of pages with none wasted.
+const superFrameSize = 128 << 10
+
 // OpenLive opens iface for reading and writing whole Ethernet frames.
 func OpenLive(iface string, o LiveOptions) (*Live, error) {
 	ifi, err := net.InterfaceByName(iface)
@@ -86,6 +100,16 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = 100 * time.Millisecond
+	}
+	fs := frameSize(ifi.MTU)
+	if o.Offloads {
+		fs = superFrameSize
+		if o.RingFrames <= 0 {
+			o.RingFrames = 64
+		}
+		if o.TxRingFrames <= 0 {
+			o.TxRingFrames = 32
+		}
 	}
 	if o.RingFrames <= 0 {
 		o.RingFrames = 4096
@@ -107,18 +131,22 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 			prog[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
 		}
 	}
-	fs := frameSize(ifi.MTU)
-	rfd, rx, err := openReader(ifi.Index, fs, o.RingFrames, prog)
+	rfd, rx, err := openReader(ifi.Index, fs, o.RingFrames, prog, o.Offloads)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %s: %w", iface, err)
 	}
 	wfd, tx, err := openTxRing(ifi.Index, fs, o.TxRingFrames)
+	if err == nil && o.Offloads && !tx.vnet {
+		tx.unmap()
+		unix.Close(wfd)
+		err = fmt.Errorf("%w: send ring without virtio_net_hdr", ErrUnsupported)
+	}
 	if err != nil {
 		rx.unmap()
 		unix.Close(rfd)
 		return nil, fmt.Errorf("capture: %s: %w", iface, err)
 	}
-	l := &Live{name: iface, mtu: ifi.MTU, poll: o.PollInterval, rfd: rfd, rx: rx, wfd: wfd, tx: tx, batch: min(o.TxBatch, tx.n)}
+	l := &Live{offloads: o.Offloads, name: iface, mtu: ifi.MTU, poll: o.PollInterval, rfd: rfd, rx: rx, wfd: wfd, tx: tx, batch: min(o.TxBatch, tx.n)}
 	if !o.KeepPromiscuousOff {
 		mr := unix.PacketMreq{Ifindex: int32(ifi.Index), Type: unix.PACKET_MR_PROMISC}
 		if err := unix.SetsockoptPacketMreq(rfd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mr); err != nil {
@@ -144,7 +172,9 @@ func (l *Live) ReadFrame(buf []byte) (Info, error) {
 		return Info{}, ErrClosed
 	}
 	for {
-		if info, ok := l.rx.rxNext(buf); ok {
+		if frame, info, ok := l.rx.rxPeek(); ok {
+			info.CaptureLength = copy(buf, frame)
+			l.rx.rxRelease()
 			return info, nil
 		}
 		got, err := pollFd(l.rfd, unix.POLLIN, l.poll)
@@ -157,31 +187,64 @@ func (l *Live) ReadFrame(buf []byte) (Info, error) {
 	}
 }
 
-// Ready reports whether ReadFrame would return a frame at once. A batching
-// forwarder flushes what it queued when its source has nothing ready.
-func (l *Live) Ready() bool {
+// Drain hands the frames already waiting in the receive ring, at most max,
+// to fn in place, without copying them out: frame is valid only during the
+// call (Queue on another port copies it straight into that port's transmit
+// ring). It returns how many frames were handed.
+func (l *Live) Drain(max int, fn func(frame []byte, info Info)) int {
 	l.rmu.Lock()
 	defer l.rmu.Unlock()
-	return !l.closing.Load() && l.rx.rxReady()
+	if l.closing.Load() {
+		return 0
+	}
+	n := 0
+	for n < max {
+		frame, info, ok := l.rx.rxPeek()
+		if !ok {
+			break
+		}
+		fn(frame, info)
+		l.rx.rxRelease()
+		n++
+	}
+	return n
+}
+
+// Wait blocks until a frame is waiting in the receive ring or timeout
+// passes.
+func (l *Live) Wait(timeout time.Duration) error {
+	l.rmu.Lock()
+	defer l.rmu.Unlock()
+	if l.closing.Load() {
+		return ErrClosed
+	}
+	if l.rx.rxReady() {
+		return nil
+	}
+	if _, err := pollFd(l.rfd, unix.POLLIN, timeout); err != nil {
+		return fmt.Errorf("capture: %s: wait: %w", l.name, err)
+	}
+	return nil
 }
 
 // WriteFrame transmits one frame out of the interface.
 func (l *Live) WriteFrame(frame []byte) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if err := l.put(frame); err != nil {
+	if err := l.put(frame, OffloadInfo{}); err != nil {
 		return err
 	}
 	return l.kick()
 }
 
-// QueueFrame copies frame into the transmit ring; it is sent when TxBatch
+// Queue copies frame into the transmit ring; it is sent when TxBatch
 // frames have gathered or at the next Flush (or WriteFrame), whichever
-// comes first.
-func (l *Live) QueueFrame(frame []byte) error {
+// comes first. gso is a super-frame's offload metadata (Info.GSO from a
+// port with Offloads); only a port opened with Offloads takes one.
+func (l *Live) Queue(frame []byte, gso OffloadInfo) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if err := l.put(frame); err != nil {
+	if err := l.put(frame, gso); err != nil {
 		return err
 	}
 	if l.queued >= l.batch {
@@ -203,13 +266,22 @@ func (l *Live) Flush() error {
 // put checks frame as the kernel would (so a refused frame is an error
 // here, not a silently skipped slot) and fills the next transmit slot,
 // sending the queue to make room when the ring is full. Called under wmu.
-func (l *Live) put(frame []byte) error {
+func (l *Live) put(frame []byte, g OffloadInfo) error {
 	if l.closed || l.closing.Load() {
 		return ErrClosed
 	}
 	limit := l.mtu + 14 // the kernel's dev->mtu + hard_header_len
 	if len(frame) >= 14 && frame[12] == 0x81 && frame[13] == 0x00 {
 		limit += 4 // one 802.1Q tag allowed on top
+	}
+	if g != (OffloadInfo{}) {
+		if !l.offloads {
+			return fmt.Errorf("capture: %s: %w: offload metadata on a port without Offloads", l.name, ErrUnsupported)
+		}
+		if g.Type&^GSOECN != GSONone {
+			// The kernel segments it again to the MTU where needed.
+			limit = len(frame)
+		}
 	}
 	if len(frame) < 14 || len(frame) > limit || len(frame) > l.tx.txRoom() {
 		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), unix.EMSGSIZE)
@@ -219,7 +291,7 @@ func (l *Live) put(frame []byte) error {
 			return err
 		}
 	}
-	l.tx.txPut(frame)
+	l.tx.txPut(frame, g)
 	l.queued++
 	return nil
 }

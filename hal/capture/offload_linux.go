@@ -125,6 +125,31 @@ func DisableOffloads(iface string) error {
 	return errors.Join(errs...)
 }
 
+// EnableOffloads turns GRO, TSO, GSO and transmit checksumming on where
+// the driver allows, for a port opened with LiveOptions.Offloads: frames
+// arrive merged (GRO; on veth it also switches the driver to NAPI) and
+// leave as super-frames the driver or the kernel segments. An offload the
+// driver cannot turn on is skipped (the kernel segments or checksums in
+// software instead); GRO that stays off is reported, since without it
+// the port works but gains nothing.
+func EnableOffloads(iface string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("capture: ethtool socket: %w", err)
+	}
+	defer unix.Close(fd)
+	// Checksumming first: segmentation offloads depend on it.
+	for _, o := range []Offload{TxSum, GSO, TSO, GRO} {
+		c := offloadCmds[o]
+		v := ethtoolValue{cmd: c[1], data: 1}
+		err := ethtool(fd, iface, &v)
+		if err != nil && o == GRO {
+			return fmt.Errorf("capture: %s: turn gro on: %w", iface, err)
+		}
+	}
+	return nil
+}
+
 // ErrMTUMismatch: the bridged interfaces have different MTUs, so frames
 // one side accepts could not leave by the other.
 var ErrMTUMismatch = errors.New("capture: bridged interfaces have different MTUs")

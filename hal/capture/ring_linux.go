@@ -34,11 +34,13 @@ type ring struct {
 	fsz  int
 	n    int
 	head int // next slot to read (rx) or fill (tx)
-	// vnet (tx): each slot's frame is preceded by a virtio_net_hdr whose
-	// hdr_len is the whole frame, so the kernel copies the frame into the
-	// skb's linear part instead of linking the ring's page as a fragment
-	// (which veth and any local delivery then copy into a freshly
-	// allocated page, since the slot is reused once the skb is orphaned).
+	// vnet: each slot's frame is preceded by a virtio_net_hdr. On receive
+	// it carries a super-frame's offload metadata (LiveOptions.Offloads).
+	// On transmit an ordinary frame's header has hdr_len the whole frame,
+	// so the kernel copies the frame into the skb's linear part instead of
+	// linking the ring's page as a fragment (which veth and any local
+	// delivery then copy into a freshly allocated page, since the slot is
+	// reused once the skb is orphaned); a super-frame's carries its own.
 	vnet bool
 }
 
@@ -116,8 +118,13 @@ func openRing(what string, ifindex int, proto uint16, opt, fsz, frames int, setu
 // openReader opens the receive socket: TPACKET_V2 ring, the outgoing-frame
 // filter (if any) attached before the socket is bound, so no unfiltered
 // frame ever lands in the ring, then bound to every protocol on ifindex.
-func openReader(ifindex, fsz, frames int, prog []unix.SockFilter) (int, ring, error) {
-	return openRing("receive socket", ifindex, htons(unix.ETH_P_ALL), unix.PACKET_RX_RING, fsz, frames, func(fd int) error {
+func openReader(ifindex, fsz, frames int, prog []unix.SockFilter, vnet bool) (int, ring, error) {
+	fd, r, err := openRing("receive socket", ifindex, htons(unix.ETH_P_ALL), unix.PACKET_RX_RING, fsz, frames, func(fd int) error {
+		if vnet {
+			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+				return fmt.Errorf("%w: virtio_net_hdr: %w", ErrUnsupported, err)
+			}
+		}
 		if prog == nil {
 			return nil
 		}
@@ -127,6 +134,8 @@ func openReader(ifindex, fsz, frames int, prog []unix.SockFilter) (int, ring, er
 		}
 		return nil
 	})
+	r.vnet = vnet
+	return fd, r, err
 }
 
 // openTxRing opens the send socket with a TPACKET_V2 transmit ring: bound
@@ -151,42 +160,65 @@ func openTxRing(ifindex, fsz, frames int) (int, ring, error) {
 	return fd, r, err
 }
 
-// rxNext copies the frame in the current receive slot into buf, restoring
-// a VLAN tag the kernel stripped, and gives the slot back. ok is false when
-// the slot holds no frame yet.
-func (r *ring) rxNext(buf []byte) (info Info, ok bool) {
+// rxPeek returns the frame in the current receive slot in place, with a
+// VLAN tag the kernel stripped restored in the slot's headroom (the bytes
+// between the slot header and the frame, which the caller owns until
+// rxRelease), and its offload metadata when the ring carries it. ok is
+// false when the slot holds no frame yet.
+func (r *ring) rxPeek() (frame []byte, info Info, ok bool) {
 	h := r.hdr(r.head)
 	st := atomic.LoadUint32(&h.Status)
 	if st&unix.TP_STATUS_USER == 0 {
-		return Info{}, false
+		return nil, Info{}, false
 	}
 	off := r.head * r.fsz
 	start := off + int(h.Mac)
-	data := r.mem[start : start+int(min(int(h.Snaplen), r.fsz-int(h.Mac)))]
+	end := start + int(min(int(h.Snaplen), r.fsz-int(h.Mac)))
 	length := int(h.Len)
-	var n int
-	if (st&unix.TP_STATUS_VLAN_VALID != 0 || h.Vlan_tci != 0) && len(data) >= 12 {
+	var g OffloadInfo
+	if r.vnet && int(h.Mac) >= tp2HdrLen+vnetHdrLen {
+		g = readVnet(r.mem[start-vnetHdrLen : start])
+	}
+	if (st&unix.TP_STATUS_VLAN_VALID != 0 || h.Vlan_tci != 0) && end-start >= 12 && int(h.Mac) >= tp2HdrLen+4 {
 		tpid := uint16(unix.ETH_P_8021Q)
 		if st&unix.TP_STATUS_VLAN_TPID_VALID != 0 && h.Vlan_tpid != 0 {
 			tpid = h.Vlan_tpid
 		}
-		var tag [4]byte
-		binary.BigEndian.PutUint16(tag[:2], tpid)
-		binary.BigEndian.PutUint16(tag[2:], h.Vlan_tci)
-		n = copy(buf, data[:12])
-		n += copy(buf[n:], tag[:])
-		n += copy(buf[n:], data[12:])
+		copy(r.mem[start-4:start+8], r.mem[start:start+12])
+		start -= 4
+		binary.BigEndian.PutUint16(r.mem[start+12:], tpid)
+		binary.BigEndian.PutUint16(r.mem[start+14:], h.Vlan_tci)
 		length += 4
-	} else {
-		n = copy(buf, data)
+		if g.HdrLen != 0 {
+			g.HdrLen += 4
+		}
+		if g.Flags&GSONeedsCsum != 0 {
+			g.CsumStart += 4
+		}
 	}
-	info = Info{Timestamp: time.Unix(int64(h.Sec), int64(h.Nsec)), CaptureLength: n, Length: max(length, n)}
-	atomic.StoreUint32(&h.Status, unix.TP_STATUS_KERNEL)
+	frame = r.mem[start:end:end]
+	return frame, Info{Timestamp: time.Unix(int64(h.Sec), int64(h.Nsec)), CaptureLength: len(frame), Length: max(length, len(frame)), GSO: g}, true
+}
+
+// readVnet decodes a virtio_net_hdr (native byte order, as the kernel
+// writes it for packet sockets).
+func readVnet(v []byte) OffloadInfo {
+	return OffloadInfo{
+		Flags: v[0], Type: v[1],
+		HdrLen:     binary.NativeEndian.Uint16(v[2:]),
+		Size:       binary.NativeEndian.Uint16(v[4:]),
+		CsumStart:  binary.NativeEndian.Uint16(v[6:]),
+		CsumOffset: binary.NativeEndian.Uint16(v[8:]),
+	}
+}
+
+// rxRelease gives the current receive slot back to the kernel.
+func (r *ring) rxRelease() {
+	atomic.StoreUint32(&r.hdr(r.head).Status, unix.TP_STATUS_KERNEL)
 	r.head++
 	if r.head == r.n {
 		r.head = 0
 	}
-	return info, true
 }
 
 // rxReady reports whether the current receive slot holds a frame.
@@ -208,17 +240,27 @@ func (r *ring) txFree() bool {
 }
 
 // txPut fills the current (free) transmit slot with frame and hands it to
-// the kernel; it goes out at the next kick.
-func (r *ring) txPut(frame []byte) {
+// the kernel; it goes out at the next kick. g is the frame's offload
+// metadata (zero for an ordinary frame); the ring must be vnet for any.
+func (r *ring) txPut(frame []byte, g OffloadInfo) {
 	h := r.hdr(r.head)
 	off := r.head*r.fsz + tp2HdrLen
 	n := len(frame)
 	if r.vnet {
-		// flags 0, gso_type NONE, hdr_len = frame (native byte order, as
-		// the kernel reads it for packet sockets), gso/csum fields 0.
 		v := r.mem[off : off+vnetHdrLen]
-		clear(v)
-		binary.NativeEndian.PutUint16(v[2:], uint16(n))
+		if g == (OffloadInfo{}) {
+			// Ordinary frame: hdr_len the whole frame (copied, see vnet).
+			clear(v)
+			binary.NativeEndian.PutUint16(v[2:], uint16(n))
+		} else {
+			// The receive side's "checksum verified" means nothing to
+			// the kernel on transmit.
+			v[0], v[1] = g.Flags&GSONeedsCsum, g.Type
+			binary.NativeEndian.PutUint16(v[2:], min(g.HdrLen, uint16(min(n, 0xffff))))
+			binary.NativeEndian.PutUint16(v[4:], g.Size)
+			binary.NativeEndian.PutUint16(v[6:], g.CsumStart)
+			binary.NativeEndian.PutUint16(v[8:], g.CsumOffset)
+		}
 		off += vnetHdrLen
 		n += vnetHdrLen
 	}
