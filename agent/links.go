@@ -47,13 +47,29 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 	})
 	var ports []capture.Port
 	open := func(name string, prepare bool) error {
-		if prepare {
+		carry := prepare && l.Offloads
+		switch {
+		case carry:
+			// Super-frames are carried whole, with their metadata.
+			if err := capture.EnableOffloads(name); err != nil {
+				log.Warn("gro could not be turned on; frames pass unmerged", "iface", name, "err", err)
+			}
+		case prepare:
 			// A bridge port must hand over frames no larger than the MTU.
 			if err := capture.DisableOffloads(name); err != nil {
 				log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
 			}
 		}
-		p, err := capture.OpenLive(name, capture.LiveOptions{})
+		p, err := capture.OpenLive(name, capture.LiveOptions{Offloads: carry})
+		if carry && errors.Is(err, capture.ErrUnsupported) {
+			// A kernel before 5.8: no offload metadata on the receive
+			// ring. Bridge as without offloads.
+			log.Warn("offloads cannot be carried on this kernel; turning them off", "iface", name, "err", err)
+			if err := capture.DisableOffloads(name); err != nil {
+				log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
+			}
+			p, err = capture.OpenLive(name, capture.LiveOptions{})
+		}
 		if err != nil {
 			return err
 		}
@@ -89,7 +105,7 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		a.Telemetry.AddSection("links", func() any { return f.Snapshot() })
 	}
 	a.Links = f
-	log.Info("link filter ready", "mode", mode, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows)
+	log.Info("link filter ready", "mode", mode, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows, "offloads", l.Offloads && mode == linkfilter.ModeInline)
 	return func(ctx context.Context) error {
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return f.Run(ctx) })

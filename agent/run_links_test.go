@@ -11,6 +11,7 @@ import (
 
 	"linkguard.dev/linkguard/agent"
 	"linkguard.dev/linkguard/agent/config"
+	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/hal/capture/capturetest"
 	"linkguard.dev/linkguard/hal/envtest"
 	"linkguard.dev/linkguard/policy"
@@ -20,9 +21,16 @@ import (
 // TestRunLinksInline runs the composition root with a links section as the
 // bridge between two namespaces: with no policy the link is cut (fail
 // closed); the signed policy file opens the approved address only; when the
-// agent stops the link is cut again.
+// agent stops the link is cut again. The same with links.offloads, which
+// must leave GRO on the ports.
 func TestRunLinksInline(t *testing.T) {
 	envtest.Command(t, "ping")
+	for _, offloads := range []bool{false, true} {
+		t.Run(fmt.Sprintf("offloads=%v", offloads), func(t *testing.T) { testRunLinksInline(t, offloads) })
+	}
+}
+
+func testRunLinksInline(t *testing.T, offloads bool) {
 	cust, lg, bord := capturetest.Namespace(t, "lga-c-"), capturetest.Namespace(t, "lga-l-"), capturetest.Namespace(t, "lga-b-")
 	sh := func(args ...string) {
 		t.Helper()
@@ -59,8 +67,9 @@ links:
   inside: lgin
   outside: lgout
   max_flows: 4096
+  offloads: %v
   evidence: {dir: %s, max_mb: 1}
-`, filepath.Join(dir, "state"), policyFile, pubPath, filepath.Join(dir, "evidence"))
+`, filepath.Join(dir, "state"), policyFile, pubPath, offloads, filepath.Join(dir, "evidence"))
 	cfg, err := config.Parse("test.yaml", []byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +95,13 @@ links:
 	if ping("103.1.0.3") {
 		t.Error("link open before any policy: not fail-closed")
 	}
+	capturetest.InNetns(t, lg, func() {
+		for _, p := range []string{"lgin", "lgout"} {
+			if on, err := capture.OffloadEnabled(p, capture.GRO); err != nil || on != offloads {
+				t.Errorf("%s: gro on %v, want %v (%v)", p, on, offloads, err)
+			}
+		}
+	})
 
 	now := time.Now().UTC().Truncate(time.Second)
 	doc := "serial: 5\nissued: " + now.Add(-time.Hour).Format(time.RFC3339) + "\nexpires: " + now.Add(time.Hour).Format(time.RFC3339) +

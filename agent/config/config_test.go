@@ -60,6 +60,8 @@ func TestErrors(t *testing.T) {
 		{"same relay twice", strings.Replace(string(relay), "coil: 1}", "coil: 0}", 1), []string{"the same relay already switches tachileik-1/c2"}},
 		{"bad slave", strings.Replace(string(relay), "model: sdm630, slave: 1", "model: sdm630, slave: 300", 1), []string{"line 9: feeds[0].meter.slave"}},
 		{"bad baud", strings.Replace(string(relay), "baud: 9600", "baud: 9601", 1), []string{"line 6: buses[0].baud"}},
+		{"offloads in monitor mode", strings.Replace(string(base), "mode: inline", "mode: monitor\n  offloads: true", 1), []string{"links.offloads: only applies in inline mode"}},
+		{"offloads inline", strings.Replace(string(base), "mode: inline", "mode: inline\n  offloads: true", 1), []string{}},
 		{"feeds on a router", strings.Replace(string(relay), "kind: relay", "kind: router", 1), []string{"line 7: feeds: only a relay device"}},
 	}
 	for _, tt := range tests {

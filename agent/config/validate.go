@@ -57,6 +57,9 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		if l.Reset && l.Mode != "monitor" {
 			bad([]any{"links", "reset"}, "only applies in monitor mode (inline mode drops frames instead)")
 		}
+		if l.Offloads && l.Mode != "inline" {
+			bad([]any{"links", "offloads"}, "only applies in inline mode (a monitor forwards nothing)")
+		}
 		if l.Evidence.MaxMB < 0 {
 			bad([]any{"links", "evidence", "max_mb"}, "must not be negative")
 		}
