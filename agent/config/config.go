@@ -62,8 +62,8 @@ type Links struct {
 	MaxFlows int      `yaml:"max_flows"` // flow table hard cap
 	// Offloads (inline mode) keeps the ports' GRO/TSO/GSO on and carries
 	// super-frames through whole (PACKET_VNET_HDR) instead of turning the
-	// offloads off: 1.5–3x the throughput, ~7 MB more ring memory. Off
-	// by default, as in IPS deployments: with it, a NIC that merges
+	// offloads off: 2–3x the throughput for the same ring memory. Off by
+	// default, as in IPS deployments: with it, a NIC that merges
 	// tunnelled (GRE) TCP hands over frames that cannot be forwarded
 	// whole; they are dropped and counted.
 	Offloads bool `yaml:"offloads"`

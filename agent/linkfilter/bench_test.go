@@ -1,14 +1,17 @@
 package linkfilter
 
 import (
-	"linkguard.dev/linkguard/agent/report"
 	"net/netip"
+	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
 
+	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/hal/capture"
+	"linkguard.dev/linkguard/hal/capture/capturetest"
 	"linkguard.dev/linkguard/policy/match"
 	"linkguard.dev/linkguard/policy/policytest"
 )
@@ -93,25 +96,78 @@ func BenchmarkMemory100k(b *testing.B) {
 		runtime.GC()
 		debug.FreeOSMemory()
 		b.ReportMetric(float64(report.RSS())/(1<<20), "RSS-before-MB")
-		m, remote := bigPolicy(b)
-		f := New(Options{Site: "s1"})
-		f.SetMatcher(m)
-		d := NewDecoder(layers.LinkTypeEthernet)
-		fr := tcp4(b, "103.1.0.5", remote.String(), 40000, 443, true, false, nil)
-		var p Packet
-		d.Decode(fr, false, &p)
-		for i := range 100_000 {
-			p.SPort = uint16(i)
-			p.Src = netip.AddrFrom4([4]byte{103, 1, byte(i >> 8), byte(i)})
-			f.Judge(&p, fr, len(fr), t0+int64(i))
-		}
-		runtime.GC()
-		debug.FreeOSMemory()
+		f := filled100k(b)
+		b.ReportMetric(float64(report.RSS())/(1<<20), "RSS-MB")
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		b.ReportMetric(float64(report.RSS())/(1<<20), "RSS-MB")
 		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
 		b.ReportMetric(float64(f.Snapshot().Flows), "flows")
+		runtime.KeepAlive(f)
+	}
+}
+
+// filled100k is a filter with the 100,000-prefix policy and a full table
+// of 65,536 flows, after a GC.
+func filled100k(b *testing.B) *Filter {
+	m, remote := bigPolicy(b)
+	f := New(Options{Site: "s1"})
+	f.SetMatcher(m)
+	d := NewDecoder(layers.LinkTypeEthernet)
+	fr := tcp4(b, "103.1.0.5", remote.String(), 40000, 443, true, false, nil)
+	var p Packet
+	d.Decode(fr, false, &p)
+	for i := range 100_000 {
+		p.SPort = uint16(i)
+		p.Src = netip.AddrFrom4([4]byte{103, 1, byte(i >> 8), byte(i)})
+		f.Judge(&p, fr, len(fr), t0+int64(i))
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
+	return f
+}
+
+// BenchmarkMemory100kPorts is BenchmarkMemory100k plus what an inline
+// agent adds: both bridge ports open, their rings mapped (and so
+// resident), without and with offloads. Root (a veth pair in a namespace).
+func BenchmarkMemory100kPorts(b *testing.B) {
+	ns := capturetest.Namespace(b, "lgt-mem-")
+	for _, args := range [][]string{
+		{"link", "add", "va", "type", "veth", "peer", "name", "vb"},
+		{"link", "set", "va", "up"}, {"link", "set", "vb", "up"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
+			b.Fatalf("%v %s", err, out)
+		}
+	}
+	for b.Loop() {
+		runtime.GC()
+		debug.FreeOSMemory()
+		f := filled100k(b)
+		b.ReportMetric(float64(report.RSS())/(1<<20), "RSS-filter-MB")
+		for _, offloads := range []bool{false, true} {
+			var ports []*capture.Live
+			capturetest.InNetns(b, ns, func() {
+				for _, name := range []string{"va", "vb"} {
+					l, err := capture.OpenLive(name, capture.LiveOptions{Offloads: offloads})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					ports = append(ports, l)
+				}
+			})
+			if b.Failed() {
+				b.FailNow()
+			}
+			unit := "RSS-ports-MB"
+			if offloads {
+				unit = "RSS-offload-ports-MB"
+			}
+			b.ReportMetric(float64(report.RSS())/(1<<20), unit)
+			for _, l := range ports {
+				l.Close()
+			}
+		}
 		runtime.KeepAlive(f)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,6 +121,8 @@ func benchBridge(b *testing.B, offloads int) {
 		inUDP := iperf(b, tp, true)
 		// This process with both ports' rings mapped and used (the rings
 		// are most of it: the test's policy is tiny).
+		runtime.GC()
+		debug.FreeOSMemory()
 		rss := float64(report.RSS()) / (1 << 20)
 
 		// Leak check: denied SYNs at full speed; the border counts what

@@ -296,7 +296,7 @@ func isTestFrame(f []byte) bool {
 // would refuse are refused at once; the read/queue/flush and the in-place
 // drain/queue paths allocate nothing.
 func TestLiveTxRing(t *testing.T) {
-	a, b := vethPorts(t, capture.LiveOptions{PollInterval: 20 * time.Millisecond, TxRingFrames: 32, TxBatch: 8})
+	a, b := vethPorts(t, capture.LiveOptions{PollInterval: 20 * time.Millisecond, TxRingFrames: 64, TxBatch: 8})
 
 	// Below a batch: nothing leaves before Flush.
 	for i := range 3 {
@@ -313,7 +313,8 @@ func TestLiveTxRing(t *testing.T) {
 	if err := a.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	// Many batches, wrapping the 32-slot ring several times, sizes up to
+	// Many batches, wrapping the two-block ring (80 slots of 1,616 bytes,
+	// 40 to a 64 KB block, a gap at each block's end) twice, sizes up to
 	// the MTU, some tagged.
 	var want [][]byte
 	for i := range 3 {
@@ -397,9 +398,10 @@ func TestLiveTxRing(t *testing.T) {
 
 // TestLiveOffloads: ports opened with Offloads carry a TCP super-frame
 // whole, with its offload metadata, across a veth pair (which passes it on
-// unsegmented); the kernel's checksum-pending frame keeps its flag; a port
-// without Offloads refuses metadata; a VLAN tag restored in place moves
-// the checksum start with it.
+// unsegmented): written on its own, read whole off the socket queue; the
+// kernel's checksum-pending frame keeps its flag; a VLAN tag restored
+// moves the checksum start with it; frames queued on the ring before a
+// super-frame leave before it; a port without Offloads refuses metadata.
 func TestLiveOffloads(t *testing.T) {
 	ns := vethNamespace(t)
 	var a, b, plain *capture.Live
@@ -458,9 +460,67 @@ func TestLiveOffloads(t *testing.T) {
 			t.Errorf("vid %d: %d segments, want 14", vid, n)
 		}
 	}
-	frame, gso := tcpSuperFrame(20000, 1448, 0)
+	// Order holds between frames queued on the ring and a super-frame
+	// written on its own: queued ones leave first.
+	frame, gso := tcpSuperFrame(30000, 1448, 0)
+	var want [][]byte
+	for i := range 5 {
+		if i == 3 {
+			want = append(want, frame)
+			if err := a.Queue(frame, gso); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f := testFrame(200, 0, i)
+		want = append(want, f)
+		if err := a.Queue(f, capture.OffloadInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got [][]byte
+	deadline := time.Now().Add(2 * time.Second)
+	for len(got) < len(want) && time.Now().Before(deadline) {
+		_ = b.Wait(20 * time.Millisecond)
+		b.Drain(16, func(f []byte, _ capture.Info) {
+			if isTestFrame(f) || len(f) > 1000 {
+				got = append(got, bytes.Clone(f))
+			}
+		})
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d frames, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Errorf("frame %d out of order or changed (%d bytes, want %d)", i, len(got[i]), len(want[i]))
+		}
+	}
 	if err := plain.Queue(frame, gso); !errors.Is(err, capture.ErrUnsupported) {
 		t.Errorf("metadata on a port without Offloads: %v", err)
+	}
+	// A super-frame's way, out and in, allocates nothing either.
+	seen := 0
+	count := func(f []byte, _ capture.Info) {
+		if len(f) > 1000 {
+			seen++
+		}
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		if err := a.Queue(frame, gso); err != nil {
+			t.Fatal(err)
+		}
+		for start := seen; seen == start; {
+			if err := b.Wait(time.Second); err != nil {
+				t.Fatal(err)
+			}
+			b.Drain(16, count)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per super-frame", allocs)
 	}
 }
 

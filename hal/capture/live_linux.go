@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -17,7 +18,7 @@ type LiveOptions struct {
 	// readers can notice cancellation. Default 100 ms.
 	PollInterval time.Duration
 	// RingFrames is the number of frame slots in the receive ring.
-	// Default 4096.
+	// Default 2048 (3.3 MB at a 1,500 MTU).
 	RingFrames int
 	// Promiscuous receives frames not addressed to the interface (needed
 	// on bridge ports and taps). Default true through OpenLive's callers;
@@ -34,11 +35,12 @@ type LiveOptions struct {
 	TxBatch int
 	// Offloads carries GRO/GSO super-frames through instead of requiring
 	// the interface's offloads off: both rings get a virtio_net_hdr per
-	// frame (PACKET_VNET_HDR) and slots for 64 KB frames, and Drain and
-	// Queue hand the offload metadata over (Info.GSO). Pair it with
-	// EnableOffloads. Ring defaults become RingFrames 64 and TxRingFrames
-	// 32 (128 KB a slot). OpenLive fails with ErrUnsupported on a kernel
-	// whose receive ring has no virtio_net_hdr (before Linux 5.8).
+	// frame (PACKET_VNET_HDR), and Drain and Queue hand the offload
+	// metadata over (Info.GSO). The rings keep their slots; a super-frame
+	// too large for one is read whole off the socket queue
+	// (PACKET_COPY_THRESH) and sent with a write of its own. Pair it with
+	// EnableOffloads. OpenLive fails with ErrUnsupported on a kernel whose
+	// receive ring has no virtio_net_hdr (before Linux 5.8).
 	Offloads bool
 }
 
@@ -54,7 +56,10 @@ type Live struct {
 	rx       ring // its ring (read under rmu)
 	wfd      int  // send-only AF_PACKET socket, qdisc bypassed
 	tx       ring // its ring (filled under wmu)
-	queued   int  // frames put in tx since the last kick
+	sfd      int  // offloads: send socket for super-frames (under wmu)
+	iov      [2]unix.Iovec
+	vhdr     [vnetHdrLen]byte
+	queued   int // frames put in tx since the last kick
 	batch    int
 	rmu      sync.Mutex // serialises reads with Close (Close unmaps the ring)
 	closing  atomic.Bool
@@ -75,22 +80,13 @@ func ignoreOutgoing() ([]bpf.RawInstruction, error) {
 	})
 }
 
-// frameSize returns the ring slot for frames of an MTU: header, link
-// header, VLAN tags, rounded to a power of two (TPACKET needs the block,
-// a page multiple, to divide evenly).
+// frameSize returns the ring slot for frames of an MTU: the slot header
+// and the headroom before the frame (80 bytes at most), Ethernet, two
+// VLAN tags, in TPACKET's 16-byte alignment. (1,616 bytes for a 1,500 MTU;
+// a power of two would waste a fifth of the ring.)
 func frameSize(mtu int) int {
-	need := mtu + 14 + 8 + 64 // Ethernet, two tags, tpacket2_hdr + sockaddr_ll
-	s := 2048
-	for s < need {
-		s *= 2
-	}
-	return s
+	return (mtu + 14 + 8 + 80 + 15) &^ 15
 }
-
-// superFrameSize is the ring slot for super-frames: an IP packet of up to
-// 64 KB, its link header, tags, the virtio_net_hdr and the slot header.
-// A power of two, so each slot is one block of pages with none wasted.
-const superFrameSize = 128 << 10
 
 // OpenLive opens iface for reading and writing whole Ethernet frames.
 func OpenLive(iface string, o LiveOptions) (*Live, error) {
@@ -103,16 +99,10 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 	}
 	fs := frameSize(ifi.MTU)
 	if o.Offloads {
-		fs = superFrameSize
-		if o.RingFrames <= 0 {
-			o.RingFrames = 64
-		}
-		if o.TxRingFrames <= 0 {
-			o.TxRingFrames = 32
-		}
+		fs += 16 // the virtio_net_hdr before each frame
 	}
 	if o.RingFrames <= 0 {
-		o.RingFrames = 4096
+		o.RingFrames = 2048
 	}
 	if o.TxRingFrames <= 0 {
 		o.TxRingFrames = 256
@@ -141,12 +131,19 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 		unix.Close(wfd)
 		err = fmt.Errorf("%w: send ring without virtio_net_hdr", ErrUnsupported)
 	}
+	sfd := -1
+	if err == nil && o.Offloads {
+		if sfd, err = openSender(ifi.Index); err != nil {
+			tx.unmap()
+			unix.Close(wfd)
+		}
+	}
 	if err != nil {
 		rx.unmap()
 		unix.Close(rfd)
 		return nil, fmt.Errorf("capture: %s: %w", iface, err)
 	}
-	l := &Live{offloads: o.Offloads, name: iface, mtu: ifi.MTU, poll: o.PollInterval, rfd: rfd, rx: rx, wfd: wfd, tx: tx, batch: min(o.TxBatch, tx.n)}
+	l := &Live{offloads: o.Offloads, name: iface, mtu: ifi.MTU, poll: o.PollInterval, rfd: rfd, rx: rx, wfd: wfd, tx: tx, sfd: sfd, batch: min(o.TxBatch, tx.n)}
 	if !o.KeepPromiscuousOff {
 		mr := unix.PacketMreq{Ifindex: int32(ifi.Index), Type: unix.PACKET_MR_PROMISC}
 		if err := unix.SetsockoptPacketMreq(rfd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mr); err != nil {
@@ -283,8 +280,11 @@ func (l *Live) put(frame []byte, g OffloadInfo) error {
 			limit = len(frame)
 		}
 	}
-	if len(frame) < 14 || len(frame) > limit || len(frame) > l.tx.txRoom() {
+	if len(frame) < 14 || len(frame) > limit || len(frame) > bigFrame-vnetHdrLen {
 		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), unix.EMSGSIZE)
+	}
+	if len(frame) > l.tx.txRoom() {
+		return l.sendWhole(frame, g)
 	}
 	if !l.tx.txFree() {
 		if err := l.waitTx(); err != nil {
@@ -294,6 +294,53 @@ func (l *Live) put(frame []byte, g OffloadInfo) error {
 	l.tx.txPut(frame, g)
 	l.queued++
 	return nil
+}
+
+// sendWhole writes a super-frame too large for a transmit slot with its
+// own system call, after the frames queued before it. Called under wmu.
+func (l *Live) sendWhole(frame []byte, g OffloadInfo) error {
+	if l.sfd < 0 {
+		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), unix.EMSGSIZE)
+	}
+	if l.tx.txPending() {
+		if err := l.waitSent(); err != nil {
+			return err
+		}
+	}
+	writeVnet(l.vhdr[:], g, len(frame))
+	l.iov[0].Base, l.iov[1].Base = &l.vhdr[0], &frame[0]
+	l.iov[0].SetLen(vnetHdrLen)
+	l.iov[1].SetLen(len(frame))
+	for {
+		_, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(l.sfd), uintptr(unsafe.Pointer(&l.iov[0])), uintptr(len(l.iov)))
+		switch e {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), e)
+	}
+}
+
+// waitSent sends the queue and waits, up to the poll interval, until the
+// kernel has taken every queued slot. Called under wmu.
+func (l *Live) waitSent() error {
+	deadline := time.Now().Add(l.poll)
+	for {
+		if err := l.kick(); err != nil {
+			return err
+		}
+		if !l.tx.txPending() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("capture: %s: %w", l.name, ErrTxBusy)
+		}
+		if _, err := pollFd(l.wfd, unix.POLLOUT, time.Millisecond); err != nil {
+			return fmt.Errorf("capture: %s: write: %w", l.name, err)
+		}
+	}
 }
 
 // waitTx sends the queue and waits, up to the poll interval, for the slot
@@ -365,6 +412,9 @@ func (l *Live) Close() error {
 		unix.Close(l.rfd)
 		l.tx.unmap()
 		unix.Close(l.wfd)
+		if l.sfd >= 0 {
+			unix.Close(l.sfd)
+		}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,12 +29,16 @@ var ErrTxBusy = errors.New("capture: transmit ring full")
 // vnetHdrLen is sizeof(struct virtio_net_hdr).
 const vnetHdrLen = 10
 
-// ring is one mmap'ed TPACKET_V2 ring of n slots of fsz bytes.
+// ring is one mmap'ed TPACKET_V2 ring of n slots of fsz bytes, perBlock
+// of them at the start of each block of bsz bytes (a slot never straddles
+// two blocks, so a block may end in a gap).
 type ring struct {
-	mem  []byte
-	fsz  int
-	n    int
-	head int // next slot to read (rx) or fill (tx)
+	mem      []byte
+	fsz      int
+	bsz      int
+	perBlock int
+	n        int
+	head     int // next slot to read (rx) or fill (tx)
 	// vnet: each slot's frame is preceded by a virtio_net_hdr. On receive
 	// it carries a super-frame's offload metadata (LiveOptions.Offloads).
 	// On transmit an ordinary frame's header has hdr_len the whole frame,
@@ -42,10 +47,21 @@ type ring struct {
 	// delivery then copy into a freshly allocated page, since the slot is
 	// reused once the skb is orphaned); a super-frame's carries its own.
 	vnet bool
+	// big (receive, offloads): a frame too large for a slot arrives cut
+	// to the slot with TP_STATUS_COPY, and whole on the socket's queue
+	// (PACKET_COPY_THRESH); it is read from fd into big.
+	big []byte
+	fd  int
 }
 
+// bigFrame is the buffer for a frame read whole off the socket queue: a
+// virtio_net_hdr and an IP packet of up to 64 KB with its link header and
+// tags.
+const bigFrame = vnetHdrLen + 14 + 8 + 65535
+
 // geometry returns a ring request for at least frames slots of fsz bytes in
-// 64 KB blocks (a multiple of any page size Linux uses).
+// 64 KB blocks (a multiple of any page size Linux uses; fsz is a multiple
+// of 16 and, when above 64 KB, of the page size).
 func geometry(fsz, frames int) unix.TpacketReq {
 	block := max(fsz, 1<<16)
 	perBlock := block / fsz
@@ -64,7 +80,7 @@ func mapRing(fd, opt int, req unix.TpacketReq) (ring, error) {
 	if err != nil {
 		return ring{}, err
 	}
-	return ring{mem: mem, fsz: int(req.Frame_size), n: int(req.Frame_nr)}, nil
+	return ring{mem: mem, fsz: int(req.Frame_size), bsz: int(req.Block_size), perBlock: int(req.Block_size / req.Frame_size), n: int(req.Frame_nr)}, nil
 }
 
 func (r *ring) unmap() {
@@ -74,9 +90,12 @@ func (r *ring) unmap() {
 	}
 }
 
+// off is where slot i starts.
+func (r *ring) off(i int) int { return i/r.perBlock*r.bsz + i%r.perBlock*r.fsz }
+
 // hdr is the slot header at index i.
 func (r *ring) hdr(i int) *unix.Tpacket2Hdr {
-	return (*unix.Tpacket2Hdr)(unsafe.Pointer(&r.mem[i*r.fsz]))
+	return (*unix.Tpacket2Hdr)(unsafe.Pointer(&r.mem[r.off(i)]))
 }
 
 // htons converts a protocol number to network order for sockaddr_ll.
@@ -124,6 +143,13 @@ func openReader(ifindex, fsz, frames int, prog []unix.SockFilter, vnet bool) (in
 			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
 				return fmt.Errorf("%w: virtio_net_hdr: %w", ErrUnsupported, err)
 			}
+			// Super-frames: cut in the ring, whole on the queue.
+			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_COPY_THRESH, 1); err != nil {
+				return fmt.Errorf("%w: copy_thresh: %w", ErrUnsupported, err)
+			}
+			if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, superQueue) != nil {
+				_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, superQueue)
+			}
 		}
 		if prog == nil {
 			return nil
@@ -135,7 +161,33 @@ func openReader(ifindex, fsz, frames int, prog []unix.SockFilter, vnet bool) (in
 		return nil
 	})
 	r.vnet = vnet
+	if vnet && err == nil {
+		r.big, r.fd = make([]byte, bigFrame), fd
+	}
 	return fd, r, err
+}
+
+// superQueue is the receive buffer for super-frames waiting whole on the
+// socket queue (kernel memory, taken only while they wait): 64 of them.
+const superQueue = 64 * (64 << 10) // 4 MB
+
+// openSender opens a send-only socket without a ring, for super-frames too
+// large for a transmit slot: bound like the ring's, virtio_net_hdr first
+// in every write.
+func openSender(ifindex int) (int, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("super-frame socket: %w", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
+	if err = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err == nil {
+		err = unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifindex})
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("super-frame socket: %w", err)
+	}
+	return fd, nil
 }
 
 // openTxRing opens the send socket with a TPACKET_V2 transmit ring: bound
@@ -163,31 +215,41 @@ func openTxRing(ifindex, fsz, frames int) (int, ring, error) {
 // rxPeek returns the frame in the current receive slot in place, with a
 // VLAN tag the kernel stripped restored in the slot's headroom (the bytes
 // between the slot header and the frame, which the caller owns until
-// rxRelease), and its offload metadata when the ring carries it. ok is
-// false when the slot holds no frame yet.
+// rxRelease), and its offload metadata when the ring carries it. A frame
+// larger than the slot (a super-frame) is read whole off the socket queue
+// into the ring's big buffer instead. ok is false when the slot holds no
+// frame yet.
 func (r *ring) rxPeek() (frame []byte, info Info, ok bool) {
 	h := r.hdr(r.head)
 	st := atomic.LoadUint32(&h.Status)
 	if st&unix.TP_STATUS_USER == 0 {
 		return nil, Info{}, false
 	}
-	off := r.head * r.fsz
+	mem := r.mem
+	off := r.off(r.head)
 	start := off + int(h.Mac)
 	end := start + int(min(int(h.Snaplen), r.fsz-int(h.Mac)))
-	length := int(h.Len)
 	var g OffloadInfo
 	if r.vnet && int(h.Mac) >= tp2HdrLen+vnetHdrLen {
-		g = readVnet(r.mem[start-vnetHdrLen : start])
+		g = readVnet(mem[start-vnetHdrLen : start])
 	}
-	if (st&unix.TP_STATUS_VLAN_VALID != 0 || h.Vlan_tci != 0) && end-start >= 12 && int(h.Mac) >= tp2HdrLen+4 {
+	headroom := int(h.Mac) - tp2HdrLen
+	if st&unix.TP_STATUS_COPY != 0 && r.big != nil {
+		if n, ok := r.readWhole(mem[start:end], int(h.Len)); ok {
+			mem, start, end, headroom = r.big, vnetHdrLen, n, vnetHdrLen
+			g = readVnet(r.big[:vnetHdrLen])
+		}
+	}
+	length := int(h.Len)
+	if (st&unix.TP_STATUS_VLAN_VALID != 0 || h.Vlan_tci != 0) && end-start >= 12 && headroom >= 4 {
 		tpid := uint16(unix.ETH_P_8021Q)
 		if st&unix.TP_STATUS_VLAN_TPID_VALID != 0 && h.Vlan_tpid != 0 {
 			tpid = h.Vlan_tpid
 		}
-		copy(r.mem[start-4:start+8], r.mem[start:start+12])
+		copy(mem[start-4:start+8], mem[start:start+12])
 		start -= 4
-		binary.BigEndian.PutUint16(r.mem[start+12:], tpid)
-		binary.BigEndian.PutUint16(r.mem[start+14:], h.Vlan_tci)
+		binary.BigEndian.PutUint16(mem[start+12:], tpid)
+		binary.BigEndian.PutUint16(mem[start+14:], h.Vlan_tci)
 		length += 4
 		if g.HdrLen != 0 {
 			g.HdrLen += 4
@@ -196,8 +258,49 @@ func (r *ring) rxPeek() (frame []byte, info Info, ok bool) {
 			g.CsumStart += 4
 		}
 	}
-	frame = r.mem[start:end:end]
+	frame = mem[start:end:end]
 	return frame, Info{Timestamp: time.Unix(int64(h.Sec), int64(h.Nsec)), CaptureLength: len(frame), Length: max(length, len(frame)), GSO: g}, true
+}
+
+// readWhole reads the whole of a frame the ring holds cut (head, its
+// first bytes; length, its size) off the socket queue into big, behind its
+// virtio_net_hdr, and returns where it ends. A frame that cannot be read,
+// or is not the one the slot holds, is not returned: the caller keeps the
+// cut copy, which a bridge drops and counts as truncated.
+func (r *ring) readWhole(head []byte, length int) (int, bool) {
+	h := head[:min(len(head), 64)]
+	// The queue holds the ring's cut frames in ring order, so the first is
+	// the one; a stale one before it (never seen) is passed over, and an
+	// empty queue is not waited on.
+	for range 4 {
+		n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(r.fd), uintptr(unsafe.Pointer(&r.big[0])), uintptr(len(r.big)), unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e != 0:
+			return 0, false
+		case int(n) == vnetHdrLen+length && bytes.Equal(r.big[vnetHdrLen:vnetHdrLen+len(h)], h):
+			return int(n), true
+		}
+	}
+	return 0, false
+}
+
+// writeVnet encodes the virtio_net_hdr to send a frame of n bytes with g.
+func writeVnet(v []byte, g OffloadInfo, n int) {
+	if g == (OffloadInfo{}) {
+		// Ordinary frame: hdr_len the whole frame (copied, see vnet).
+		clear(v)
+		binary.NativeEndian.PutUint16(v[2:], uint16(min(n, 0xffff)))
+		return
+	}
+	// The receive side's "checksum verified" means nothing to the kernel
+	// on transmit.
+	v[0], v[1] = g.Flags&GSONeedsCsum, g.Type
+	binary.NativeEndian.PutUint16(v[2:], min(g.HdrLen, uint16(min(n, 0xffff))))
+	binary.NativeEndian.PutUint16(v[4:], g.Size)
+	binary.NativeEndian.PutUint16(v[6:], g.CsumStart)
+	binary.NativeEndian.PutUint16(v[8:], g.CsumOffset)
 }
 
 // readVnet decodes a virtio_net_hdr (native byte order, as the kernel
@@ -234,6 +337,15 @@ func (r *ring) txRoom() int {
 	return r.fsz - tp2HdrLen
 }
 
+// txPending reports whether the slot filled last still waits to be sent.
+func (r *ring) txPending() bool {
+	last := r.head - 1
+	if last < 0 {
+		last = r.n - 1
+	}
+	return atomic.LoadUint32(&r.hdr(last).Status) == unix.TP_STATUS_SEND_REQUEST
+}
+
 // txFree reports whether the slot to fill next is free.
 func (r *ring) txFree() bool {
 	return atomic.LoadUint32(&r.hdr(r.head).Status) == unix.TP_STATUS_AVAILABLE
@@ -244,23 +356,10 @@ func (r *ring) txFree() bool {
 // metadata (zero for an ordinary frame); the ring must be vnet for any.
 func (r *ring) txPut(frame []byte, g OffloadInfo) {
 	h := r.hdr(r.head)
-	off := r.head*r.fsz + tp2HdrLen
+	off := r.off(r.head) + tp2HdrLen
 	n := len(frame)
 	if r.vnet {
-		v := r.mem[off : off+vnetHdrLen]
-		if g == (OffloadInfo{}) {
-			// Ordinary frame: hdr_len the whole frame (copied, see vnet).
-			clear(v)
-			binary.NativeEndian.PutUint16(v[2:], uint16(n))
-		} else {
-			// The receive side's "checksum verified" means nothing to
-			// the kernel on transmit.
-			v[0], v[1] = g.Flags&GSONeedsCsum, g.Type
-			binary.NativeEndian.PutUint16(v[2:], min(g.HdrLen, uint16(min(n, 0xffff))))
-			binary.NativeEndian.PutUint16(v[4:], g.Size)
-			binary.NativeEndian.PutUint16(v[6:], g.CsumStart)
-			binary.NativeEndian.PutUint16(v[8:], g.CsumOffset)
-		}
+		writeVnet(r.mem[off:off+vnetHdrLen], g, n)
 		off += vnetHdrLen
 		n += vnetHdrLen
 	}
