@@ -99,24 +99,24 @@
 //     64-byte UDP, then a 2 s denied-SYN flood counted at the border; 3
 //     runs of the final code (2026-12-01, machine otherwise idle):
 //   - BenchmarkBridge, offloads off everywhere (the issue's target): inline
-//     3.75–5.21 Gbit/s, kernel 6.23–7.93, tcp-ratio 0.58–0.66 (0.67 and
-//     0.70 in two earlier runs that day); 217–257 kpps; the flood judged
-//     99.8–100%. The 0.80 target is not reached on these 2 cores: see
+//     4.32–5.22 Gbit/s, kernel 6.85–7.78, tcp-ratio 0.57, 0.58, 0.76
+//     (0.58–0.77 over this session's other runs); 251–266 kpps against
+//     341–443. The 0.80 target is not reached on these 2 cores: see
 //     hal/capture's doc for the profile. (Before the transmit ring, with
 //     afpacket and a write(2) per frame: 2.69–4.41 Gbit/s, 0.40–0.54.)
 //   - BenchmarkBridgeGRO, endpoints sending wire-sized frames, both bridges'
 //     ports with GRO/TSO/GSO on (links.offloads for the inline one): inline
-//     10.7–11.7 Gbit/s, kernel 10.3–14.8, tcp-ratio 0.72, 0.89, 1.06 (0.75,
-//     0.81 in two earlier runs); 2–3x the offloads-off kernel bridge.
+//     10.1–12.7 Gbit/s, kernel 12.6–14.3, tcp-ratio 0.71, 0.82, 1.01
+//     (0.72–1.06 in earlier runs); 1.5–2x the offloads-off kernel bridge.
 //   - BenchmarkBridgeOffloads, offloads on everywhere (the issue's
-//     stretch; endpoints send 64 KB TSO frames): inline 16.2–17.6 Gbit/s
-//     (21.3 in two earlier runs), kernel 33.8–35.7 (38–40), tcp-ratio
-//     0.47–0.56.
-//   - No frame of a denied flow leaked in any run. With offloads the
-//     receive ring has 64 slots of 128 KB, so the flood's 64-byte SYNs fill
-//     it sooner: 87–97% of them judged, the rest dropped by the kernel.
-//   - Process RSS with both ports open (a tiny policy): 28.9 MB offloads
-//     off, 41.6 MB with them; the rings are 17 and 24 MB of that.
+//     stretch; endpoints send 64 KB TSO frames): inline 17.4–21.1 Gbit/s,
+//     kernel 33.7–37.8, tcp-ratio 0.51–0.56.
+//   - No frame of a denied flow leaked in any run. The flood (450–900 kpps
+//     of 64-byte SYNs from the same 2 cores) was judged 93.6–100%; the rest
+//     overflowed the 2,048-slot receive ring and was dropped by the kernel.
+//   - BenchmarkMemory100kPorts, the 100k-prefix policy, 65,536 flows and
+//     both bridge ports open: RSS 38.7 MB, 38.8 MB with offloads (rings of
+//     3.4 MB receive and 0.4 MB transmit a port; 31.3 MB without ports).
 //   - TestNetnsSYNFlood, 60 s (`make bench-flood`): 35 M SYNs, 30 M new
 //     flows judged, table held at its 8,192 cap (30 M evictions), 619
 //     events (30 M suppressed), Go heap in use flat (2.5 MB), 12 MB from
