@@ -60,13 +60,20 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 				log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
 			}
 		}
-		p, err := capture.OpenLive(name, capture.LiveOptions{Offloads: carry})
-		if carry && errors.Is(err, capture.ErrUnsupported) {
+		// A monitor leaves the tap's offloads as they are, but takes the
+		// metadata of the super-frames GRO hands it, so it counts the
+		// frames they stand for.
+		meta := carry || !prepare
+		p, err := capture.OpenLive(name, capture.LiveOptions{Offloads: meta})
+		if meta && errors.Is(err, capture.ErrUnsupported) {
 			// A kernel before 5.8: no offload metadata on the receive
-			// ring. Bridge as without offloads.
-			log.Warn("offloads cannot be carried on this kernel; turning them off", "iface", name, "err", err)
-			if err := capture.DisableOffloads(name); err != nil {
-				log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
+			// ring. Bridge as without offloads; a monitor counts a
+			// super-frame once.
+			if carry {
+				log.Warn("offloads cannot be carried on this kernel; turning them off", "iface", name, "err", err)
+				if err := capture.DisableOffloads(name); err != nil {
+					log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
+				}
 			}
 			p, err = capture.OpenLive(name, capture.LiveOptions{})
 		}

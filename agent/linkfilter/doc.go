@@ -125,7 +125,9 @@
 // # Monitor mode
 //
 // The filter reads the tap(s) and judges the same way, but forwards
-// nothing; denied flows are reported and, with reset, each denied TCP
+// nothing (the agent leaves a tap's offloads as they are and takes the
+// metadata of the super-frames GRO hands it, so counters count the frames
+// on the wire: TestNetnsMonitorOffloads); denied flows are reported and, with reset, each denied TCP
 // segment (up to 4 per flow) is answered with an RST to the sender (out of
 // the port it came from, MACs swapped) and one to the receiver (out of the
 // other port, MACs kept), using the sequence numbers each end expects.
