@@ -10,6 +10,7 @@ import (
 
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/agent/linkfilter"
+	"linkguard.dev/linkguard/hal/bypass"
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/policy/store"
 )
@@ -42,7 +43,7 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		closers = append(closers, ev.Close)
 	}
 	f := linkfilter.New(linkfilter.Options{
-		Site: a.Config.Device.Site, Mode: mode, Reset: l.Reset, MaxFlows: l.MaxFlows,
+		Site: a.Config.Device.Site, Mode: mode, Reset: l.Reset, MaxFlows: l.MaxFlows, FailOpen: l.Fail == "open",
 		Events: a.Events, Evidence: ev, Logger: log,
 	})
 	var ports []capture.Port
@@ -88,6 +89,19 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 	switch mode {
 	case linkfilter.ModeInline:
 		if _, err := capture.CheckMTU(l.Inside, l.Outside); err != nil {
+			return fail(err)
+		}
+		// Without the agent the link is cut (closed: the ports must not be
+		// bridged by the kernel) or carried unfiltered (open: a kernel
+		// bridge the agent holds shut while it runs).
+		if l.Fail == "open" {
+			h, err := bypass.Arm(l.Inside, l.Outside)
+			if err != nil {
+				return fail(err)
+			}
+			closers = append(closers, h.Close)
+			log.Warn("link fails open: if the agent stops, the kernel bridges it unfiltered", "bridge", bypass.BridgeName)
+		} else if err := bypass.Release(l.Inside, l.Outside); err != nil {
 			return fail(err)
 		}
 		if err := errors.Join(open(l.Inside, true), open(l.Outside, true)); err != nil {

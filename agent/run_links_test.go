@@ -22,15 +22,21 @@ import (
 // bridge between two namespaces: with no policy the link is cut (fail
 // closed); the signed policy file opens the approved address only; when the
 // agent stops the link is cut again. The same with links.offloads, which
-// must leave GRO on the ports.
+// must leave GRO on the ports. With links.fail open, the link passes
+// before the first policy, is filtered once it arrives, and is carried
+// unfiltered by the kernel once the agent has stopped.
 func TestRunLinksInline(t *testing.T) {
 	envtest.Command(t, "ping")
-	for _, offloads := range []bool{false, true} {
-		t.Run(fmt.Sprintf("offloads=%v", offloads), func(t *testing.T) { testRunLinksInline(t, offloads) })
+	for _, c := range []struct {
+		offloads bool
+		fail     string
+	}{{false, "closed"}, {true, "closed"}, {false, "open"}} {
+		t.Run(fmt.Sprintf("offloads_%v_fail_%s", c.offloads, c.fail), func(t *testing.T) { testRunLinksInline(t, c.offloads, c.fail) })
 	}
 }
 
-func testRunLinksInline(t *testing.T, offloads bool) {
+func testRunLinksInline(t *testing.T, offloads bool, failMode string) {
+	failOpen := failMode == "open"
 	cust, lg, bord := capturetest.Namespace(t, "lga-c-"), capturetest.Namespace(t, "lga-l-"), capturetest.Namespace(t, "lga-b-")
 	sh := func(args ...string) {
 		t.Helper()
@@ -68,8 +74,9 @@ links:
   outside: lgout
   max_flows: 4096
   offloads: %v
+  fail: %s
   evidence: {dir: %s, max_mb: 1}
-`, filepath.Join(dir, "state"), policyFile, pubPath, offloads, filepath.Join(dir, "evidence"))
+`, filepath.Join(dir, "state"), policyFile, pubPath, offloads, failMode, filepath.Join(dir, "evidence"))
 	cfg, err := config.Parse("test.yaml", []byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)
@@ -92,8 +99,8 @@ links:
 	if a.Links == nil {
 		t.Fatal("no link filter")
 	}
-	if ping("103.1.0.3") {
-		t.Error("link open before any policy: not fail-closed")
+	if got := ping("103.1.0.3"); got != failOpen {
+		t.Errorf("before any policy, link open %v; want %v (fail %s)", got, failOpen, failMode)
 	}
 	capturetest.InNetns(t, lg, func() {
 		for _, p := range []string{"lgin", "lgout"} {
@@ -139,7 +146,15 @@ links:
 		t.Errorf("agent stopped with %v", err)
 	}
 	done <- nil // for the cleanup
-	if ping("198.51.100.7") {
+	if failOpen {
+		open := false
+		for deadline := time.Now().Add(5 * time.Second); !open && time.Now().Before(deadline); {
+			open = ping("203.0.113.7")
+		}
+		if !open {
+			t.Error("link cut with the agent stopped: not fail-open")
+		}
+	} else if ping("198.51.100.7") {
 		t.Error("link still open with the agent stopped: not fail-closed")
 	}
 }

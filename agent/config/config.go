@@ -67,6 +67,11 @@ type Links struct {
 	// tunnelled (GRE) TCP hands over frames that cannot be forwarded
 	// whole; they are dropped and counted.
 	Offloads bool `yaml:"offloads"`
+	// Fail (inline mode) is what the link does without a working agent:
+	// "closed" (default) cuts it; "open" keeps a kernel bridge between the
+	// ports that the agent holds shut while it runs and the kernel opens
+	// when it exits, and passes traffic (reported) until a first policy.
+	Fail string `yaml:"fail"`
 }
 
 // Evidence is the pcap ring of denied traffic.

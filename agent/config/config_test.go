@@ -61,6 +61,8 @@ func TestErrors(t *testing.T) {
 		{"bad slave", strings.Replace(string(relay), "model: sdm630, slave: 1", "model: sdm630, slave: 300", 1), []string{"line 9: feeds[0].meter.slave"}},
 		{"bad baud", strings.Replace(string(relay), "baud: 9600", "baud: 9601", 1), []string{"line 6: buses[0].baud"}},
 		{"offloads in monitor mode", strings.Replace(string(base), "mode: inline", "mode: monitor\n  offloads: true", 1), []string{"links.offloads: only applies in inline mode"}},
+		{"bad fail", strings.Replace(string(base), "mode: inline", "mode: inline\n  fail: ajar", 1), []string{"links.fail: \"ajar\" is not one of closed, open"}},
+		{"fail open in monitor mode", strings.Replace(string(base), "mode: inline", "mode: monitor\n  fail: open", 1), []string{"links.fail: only applies in inline mode"}},
 		{"offloads inline", strings.Replace(string(base), "mode: inline", "mode: inline\n  offloads: true", 1), []string{}},
 		{"feeds on a router", strings.Replace(string(relay), "kind: relay", "kind: router", 1), []string{"line 7: feeds: only a relay device"}},
 	}

@@ -8,7 +8,7 @@ const (
 	DefaultTelemetryEvery = 10 * time.Second
 	DefaultQueueMB        = 32
 	DefaultEvidenceMB     = 64
-	DefaultMaxFlows       = 65536 // ~7.5 MB of flow table: RSS ~41 MB with a 100k-prefix policy (BenchmarkMemory100k)
+	DefaultMaxFlows       = 65536 // ~7.5 MB of flow table: RSS 31 MB with a 100k-prefix policy, 39 MB with both bridge ports open (BenchmarkMemory100k, BenchmarkMemory100kPorts)
 	DefaultBaud           = 9600
 	DefaultBusTimeout     = 500 * time.Millisecond
 	DefaultBusRetries     = 2
@@ -36,6 +36,9 @@ func (c *Config) defaults() {
 		}
 		if l.MaxFlows == 0 {
 			l.MaxFlows = DefaultMaxFlows
+		}
+		if l.Fail == "" {
+			l.Fail = "closed"
 		}
 	}
 	if m := c.MQTT; m != nil {

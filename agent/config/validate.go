@@ -57,6 +57,10 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		if l.Reset && l.Mode != "monitor" {
 			bad([]any{"links", "reset"}, "only applies in monitor mode (inline mode drops frames instead)")
 		}
+		oneOf(l.Fail, []string{"closed", "open"}, "links", "fail")
+		if l.Fail == "open" && l.Mode != "inline" {
+			bad([]any{"links", "fail"}, "only applies in inline mode (a monitor never cuts a link)")
+		}
 		if l.Offloads && l.Mode != "inline" {
 			bad([]any{"links", "offloads"}, "only applies in inline mode (a monitor forwards nothing)")
 		}

@@ -50,7 +50,7 @@
 // default applies: dropped under deny, passed and reported under monitor.
 // With no policy loaded at all, every IP frame is dropped.
 //
-// # Fail-closed in inline mode, and how a technician recovers
+// # Fail-closed in inline mode (the default), and how a technician recovers
 //
 // In inline mode LinkGuard is the only path between the inside (customer,
 // domestic) and outside (border) interfaces: the two ports are not bridged
@@ -77,6 +77,11 @@
 //     (undo with `ip link del lgbypass`, then restart the agent). The
 //     monitor mode (`links.mode: monitor`) is the supported way to run a
 //     link unfiltered but watched.
+//
+// With links.fail open (Options.FailOpen) the filter passes IP, reported as
+// monitored, until its first policy, and the agent keeps a kernel bridge
+// between the ports that only its own process holds shut (hal/bypass):
+// when the agent is gone the link is carried unfiltered.
 //
 // # Figures (amd64, 2 shared cores, load average 7–8; see `make bench`)
 //

@@ -52,6 +52,9 @@ type Options struct {
 	Mode     Mode // default ModeInline
 	Reset    bool // monitor mode: tear denied TCP flows down with RSTs
 	MaxFlows int  // hard cap on tracked flows; default 65536
+	// FailOpen passes IP traffic, reported as monitored, while no policy
+	// is loaded, instead of dropping it (links.fail: open).
+	FailOpen bool
 	Timeouts Timeouts
 	Events   report.Events // default report.Discard
 	// EventsPerSecond and EventBurst bound first-packet denied-flow events;
@@ -355,7 +358,11 @@ func initiatedBySender(p *Packet) bool {
 // decide asks the matcher about a flow, as its initiator opened it.
 func (f *Filter) decide(st *polState, fl *flow, now int64) match.Decision {
 	if st.m == nil {
-		return match.Decision{Verdict: match.Denied, Reason: match.ReasonNoPolicy, Approval: -1, RecheckAt: math.MaxInt64}
+		v := match.Denied
+		if f.o.FailOpen {
+			v = match.Monitored
+		}
+		return match.Decision{Verdict: v, Reason: match.ReasonNoPolicy, Approval: -1, RecheckAt: math.MaxInt64}
 	}
 	q := match.Query{Site: f.o.Site, Proto: fl.key.proto, Now: time.Unix(0, now)}
 	a, b := netip.AddrFrom16(fl.key.a), netip.AddrFrom16(fl.key.b)
@@ -377,6 +384,9 @@ func (f *Filter) unclassified(st *polState, p *Packet, frame []byte, wireLen int
 	switch {
 	case st.m == nil:
 		r.Reason = match.ReasonNoPolicy
+		if f.o.FailOpen {
+			r.Verdict = match.Monitored
+		}
 	case p.Src.IsValid() && st.m.IsDomestic(p.Src) && st.m.IsDomestic(p.Dst):
 		r.Verdict, r.Reason = match.Domestic, match.ReasonDomestic
 	case !st.deny:

@@ -111,6 +111,29 @@ func TestFragments(t *testing.T) {
 	}
 }
 
+// TestJudgeFailOpen: with FailOpen and no policy, IP passes as monitored
+// (and is reported); once a policy arrives it is enforced, for the flows
+// already open too.
+func TestJudgeFailOpen(t *testing.T) {
+	rec := &report.Recorder{}
+	f := New(Options{Site: "s1", Events: rec, FailOpen: true})
+	d := NewDecoder(layers.LinkTypeEthernet)
+	fr := tcp4(t, "10.1.0.5", "8.8.8.8", 40000, 443, true, false, nil)
+	if _, r := judge(f, d, fr, t0); r.Action != Pass || r.Verdict != match.Monitored || r.Reason != match.ReasonNoPolicy {
+		t.Fatalf("no policy, fail open: %+v", r)
+	}
+	if _, r := judge(f, d, []byte("\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00garbage"), t0+1); r.Action != Pass || r.Reason != match.ReasonNoPolicy {
+		t.Fatalf("malformed, no policy, fail open: %+v", r)
+	}
+	if len(rec.Events()) == 0 {
+		t.Error("traffic passed without a policy was not reported")
+	}
+	f.SetMatcher(testMatcher(t, testPolicy))
+	if _, r := judge(f, d, fr, t0+2); r.Action != Drop || r.Verdict != match.Denied {
+		t.Fatalf("the open flow after a policy arrived: %+v", r)
+	}
+}
+
 func TestJudge(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec})
