@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sync/errgroup"
@@ -86,6 +88,7 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		return nil
 	}
 	var loop interface{ Run(context.Context) error }
+	stats := &linkStats{f: f}
 	switch mode {
 	case linkfilter.ModeInline:
 		if _, err := capture.CheckMTU(l.Inside, l.Outside); err != nil {
@@ -107,7 +110,8 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		if err := errors.Join(open(l.Inside, true), open(l.Outside, true)); err != nil {
 			return fail(err)
 		}
-		loop = linkfilter.NewBridge(f, ports[0], ports[1])
+		stats.bridge = linkfilter.NewBridge(f, ports[0], ports[1])
+		loop = stats.bridge
 	case linkfilter.ModeMonitor:
 		for _, name := range []string{l.Inside, l.Outside} {
 			if name == "" {
@@ -122,10 +126,17 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 	// The filter follows every policy swap; until the first, it drops IP
 	// (inline mode fails closed).
 	a.Policy.Subscribe(func(c *store.Current) { f.SetMatcher(c.Matcher) })
+	for _, p := range ports {
+		if l, ok := p.(*capture.Live); ok {
+			stats.ports = append(stats.ports, l)
+			stats.counts = append(stats.counts, PortCounters{Name: l.Name()})
+		}
+	}
 	if a.Telemetry != nil {
-		a.Telemetry.AddSection("links", func() any { return f.Snapshot() })
+		a.Telemetry.AddSection("links", func() any { return stats.read() })
 	}
 	a.Links = f
+	a.linkStats = stats
 	log.Info("link filter ready", "mode", mode, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows, "offloads", l.Offloads && mode == linkfilter.ModeInline)
 	return func(ctx context.Context) error {
 		g, ctx := errgroup.WithContext(ctx)
@@ -133,4 +144,61 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		g.Go(func() error { return loop.Run(ctx) })
 		return g.Wait()
 	}, release, nil
+}
+
+// LinksTelemetry is the links section of telemetry: the filter's counters,
+// the ports' kernel counters and the bridge's.
+type LinksTelemetry struct {
+	linkfilter.Snapshot
+	Ports []PortCounters `json:"ports"`
+	// WriteErrors counts frames a port refused to send; OffloadMismatches
+	// super-frames dropped because their offload metadata did not match
+	// their packet (inline mode).
+	WriteErrors       uint64 `json:"write_errors"`
+	OffloadMismatches uint64 `json:"offload_mismatches"`
+}
+
+// PortCounters are a capture port's kernel counters since the agent
+// started.
+type PortCounters struct {
+	Name     string `json:"name"`
+	Received uint64 `json:"received"`
+	// RingDropped frames were lost because the receive ring was full: the
+	// agent did not keep up.
+	RingDropped uint64 `json:"ring_dropped"`
+}
+
+// LinksTelemetry returns the links section as telemetry reports it; false
+// without links.
+func (a *Agent) LinksTelemetry() (LinksTelemetry, bool) {
+	if a.linkStats == nil {
+		return LinksTelemetry{}, false
+	}
+	return a.linkStats.read(), true
+}
+
+// linkStats adds up the ports' kernel counters, which the kernel resets at
+// each read.
+type linkStats struct {
+	f      *linkfilter.Filter
+	bridge *linkfilter.Bridge // nil in monitor mode
+	mu     sync.Mutex
+	ports  []*capture.Live
+	counts []PortCounters
+}
+
+func (s *linkStats) read() LinksTelemetry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range s.ports {
+		if rx, drop, err := p.Stats(); err == nil {
+			s.counts[i].Received += rx
+			s.counts[i].RingDropped += drop
+		}
+	}
+	t := LinksTelemetry{Snapshot: s.f.Snapshot(), Ports: slices.Clone(s.counts)}
+	if s.bridge != nil {
+		t.WriteErrors, t.OffloadMismatches = s.bridge.WriteErrors(), s.bridge.OffloadMismatches()
+	}
+	return t
 }

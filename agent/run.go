@@ -46,7 +46,8 @@ type Agent struct {
 	// Feeds is the power-feed throttle controller; nil without feeds.
 	Feeds *feeds.Controller
 	// Links is the packet filter; nil without links.
-	Links *linkfilter.Filter
+	Links     *linkfilter.Filter
+	linkStats *linkStats
 
 	feedsMaxAge time.Duration // a feed loop silent this long is not alive
 }

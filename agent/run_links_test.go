@@ -141,6 +141,10 @@ links:
 	if s.PolicySerial != 5 || len(s.Approvals) != 1 || s.Denied == 0 {
 		t.Errorf("snapshot %+v", s)
 	}
+	lt, ok := a.LinksTelemetry()
+	if !ok || len(lt.Ports) != 2 || lt.Ports[0].Name != "lgin" || lt.Ports[0].Received == 0 || lt.Ports[1].Received == 0 || lt.PolicySerial != 5 {
+		t.Errorf("links telemetry %+v", lt)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("agent stopped with %v", err)
