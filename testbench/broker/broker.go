@@ -8,6 +8,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -54,7 +55,7 @@ func Start(addr string, log *slog.Logger) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumMessageExpiryInterval = 0
 	caps.MaximumClientWritesPending = 65536
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: log, Capabilities: caps})
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(quietDisconnects{log.Handler()}), Capabilities: caps})
 	if err := srv.AddHook(new(allowAll), nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -156,3 +157,26 @@ func (h *allowAll) Provides(b byte) bool {
 func (h *allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
 func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// quietDisconnects demotes mochi's message-less warning about a client's
+// connection ending (EOF, reset: every agent stop or kill in a demo) to
+// debug; everything else passes unchanged.
+type quietDisconnects struct{ slog.Handler }
+
+func (q quietDisconnects) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn && r.Message == "" {
+		r.Level = slog.LevelDebug
+		if !q.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quietDisconnects) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietDisconnects{q.Handler.WithAttrs(as)}
+}
+
+func (q quietDisconnects) WithGroup(name string) slog.Handler {
+	return quietDisconnects{q.Handler.WithGroup(name)}
+}
