@@ -112,7 +112,8 @@
 //   - BenchmarkBridgeGRO, endpoints sending wire-sized frames, both bridges'
 //     ports with GRO/TSO/GSO on (links.offloads for the inline one): inline
 //     10.1–12.7 Gbit/s, kernel 12.6–14.3, tcp-ratio 0.71, 0.82, 1.01
-//     (0.72–1.06 in earlier runs); 1.5–2x the offloads-off kernel bridge.
+//     (0.64–1.06 over all that day's runs); 1.5–2x the offloads-off kernel
+//     bridge.
 //   - BenchmarkBridgeOffloads, offloads on everywhere (the issue's
 //     stretch; endpoints send 64 KB TSO frames): inline 17.4–21.1 Gbit/s,
 //     kernel 33.7–37.8, tcp-ratio 0.51–0.56.

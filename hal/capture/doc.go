@@ -140,7 +140,7 @@
 // Measured on the veth topology (agent/linkfilter BenchmarkBridge*, its
 // doc has the figures): with the endpoints sending wire-sized frames,
 // carrying offloads lifts the inline bridge from 4–6 to 10–12 Gbit/s,
-// 0.72–1.06 of a kernel bridge given the same offloads; with the
+// 0.64–1.06 of a kernel bridge given the same offloads; with the
 // endpoints' own offloads on too, 16–21 Gbit/s against the kernel
 // bridge's 31–40.
 //
