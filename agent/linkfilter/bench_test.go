@@ -2,7 +2,6 @@ package linkfilter
 
 import (
 	"net/netip"
-	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -130,15 +129,7 @@ func filled100k(b *testing.B) *Filter {
 // agent adds: both bridge ports open, their rings mapped (and so
 // resident), without and with offloads. Root (a veth pair in a namespace).
 func BenchmarkMemory100kPorts(b *testing.B) {
-	ns := capturetest.Namespace(b, "lgt-mem-")
-	for _, args := range [][]string{
-		{"link", "add", "va", "type", "veth", "peer", "name", "vb"},
-		{"link", "set", "va", "up"}, {"link", "set", "vb", "up"},
-	} {
-		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
-			b.Fatalf("%v %s", err, out)
-		}
-	}
+	ns := capturetest.VethNamespace(b, "lgt-mem-", "va", "vb")
 	for b.Loop() {
 		runtime.GC()
 		debug.FreeOSMemory()

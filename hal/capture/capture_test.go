@@ -203,16 +203,7 @@ func TestLive(t *testing.T) {
 // vethNamespace is a fresh namespace holding the veth pair va-vb, up.
 func vethNamespace(t *testing.T) string {
 	t.Helper()
-	ns := capturetest.Namespace(t, "lgt-cap-")
-	for _, args := range [][]string{
-		{"link", "add", "va", "type", "veth", "peer", "name", "vb"},
-		{"link", "set", "va", "up"}, {"link", "set", "vb", "up"},
-	} {
-		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-	}
-	return ns
+	return capturetest.VethNamespace(t, "lgt-cap-", "va", "vb")
 }
 
 // vethPorts opens both ends of a veth pair in a fresh namespace, offloads

@@ -287,7 +287,7 @@ func (l *Live) put(frame []byte, g OffloadInfo) error {
 		return l.sendWhole(frame, g)
 	}
 	if !l.tx.txFree() {
-		if err := l.waitTx(); err != nil {
+		if err := l.waitTx((*ring).txFree); err != nil {
 			return err
 		}
 	}
@@ -302,8 +302,8 @@ func (l *Live) sendWhole(frame []byte, g OffloadInfo) error {
 	if l.sfd < 0 {
 		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), unix.EMSGSIZE)
 	}
-	if l.tx.txPending() {
-		if err := l.waitSent(); err != nil {
+	if !l.tx.txSent() {
+		if err := l.waitTx((*ring).txSent); err != nil {
 			return err
 		}
 	}
@@ -323,36 +323,17 @@ func (l *Live) sendWhole(frame []byte, g OffloadInfo) error {
 	}
 }
 
-// waitSent sends the queue and waits, up to the poll interval, until the
+// waitTx sends the queue and waits, up to the poll interval, until ready
+// reports the ring ready: (*ring).txFree, the slot to fill next is free
+// again (the driver held the frame sent from it); (*ring).txSent, the
 // kernel has taken every queued slot. Called under wmu.
-func (l *Live) waitSent() error {
+func (l *Live) waitTx(ready func(*ring) bool) error {
 	deadline := time.Now().Add(l.poll)
 	for {
 		if err := l.kick(); err != nil {
 			return err
 		}
-		if !l.tx.txPending() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("capture: %s: %w", l.name, ErrTxBusy)
-		}
-		if _, err := pollFd(l.wfd, unix.POLLOUT, time.Millisecond); err != nil {
-			return fmt.Errorf("capture: %s: write: %w", l.name, err)
-		}
-	}
-}
-
-// waitTx sends the queue and waits, up to the poll interval, for the slot
-// to fill next to be free again (the driver still holds the frame sent from
-// it). Called under wmu.
-func (l *Live) waitTx() error {
-	deadline := time.Now().Add(l.poll)
-	for {
-		if err := l.kick(); err != nil {
-			return err
-		}
-		if l.tx.txFree() {
+		if ready(&l.tx) {
 			return nil
 		}
 		if time.Now().After(deadline) {

@@ -337,13 +337,14 @@ func (r *ring) txRoom() int {
 	return r.fsz - tp2HdrLen
 }
 
-// txPending reports whether the slot filled last still waits to be sent.
-func (r *ring) txPending() bool {
+// txSent reports whether the kernel has taken the slot filled last (and
+// so, in ring order, every one before it).
+func (r *ring) txSent() bool {
 	last := r.head - 1
 	if last < 0 {
 		last = r.n - 1
 	}
-	return atomic.LoadUint32(&r.hdr(last).Status) == unix.TP_STATUS_SEND_REQUEST
+	return atomic.LoadUint32(&r.hdr(last).Status) != unix.TP_STATUS_SEND_REQUEST
 }
 
 // txFree reports whether the slot to fill next is free.

@@ -30,6 +30,22 @@ func Namespace(tb testing.TB, prefix string) string {
 	return ns
 }
 
+// VethNamespace creates a namespace (see Namespace) holding a veth pair
+// a<->b, both up.
+func VethNamespace(tb testing.TB, prefix, a, b string) string {
+	tb.Helper()
+	ns := Namespace(tb, prefix)
+	for _, args := range [][]string{
+		{"link", "add", a, "type", "veth", "peer", "name", b},
+		{"link", "set", a, "up"}, {"link", "set", b, "up"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
+			tb.Fatalf("ip -n %s %v: %v %s", ns, args, err, out)
+		}
+	}
+	return ns
+}
+
 // InNetns runs fn on an OS thread switched into namespace ns. Sockets
 // opened in fn stay in ns whichever thread uses them later.
 func InNetns(tb testing.TB, ns string, fn func()) {
