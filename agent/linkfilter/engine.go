@@ -22,10 +22,10 @@ const frameBuf = 65536 + 64
 // allowed ones to the other. Denied frames are dropped; frames the filter
 // cannot forward whole (truncated captures) are dropped and counted.
 type Bridge struct {
-	f                *Filter
-	inside, outside  capture.Port
-	writeErrs, trunc atomic.Uint64
-	badOffload       atomic.Uint64
+	f               *Filter
+	inside, outside capture.Port
+	writeErrs       atomic.Uint64
+	badOffload      atomic.Uint64
 }
 
 // NewBridge bridges inside and outside through f.
@@ -96,8 +96,7 @@ func (b *Bridge) forward(ctx context.Context, from, to capture.Ring, side string
 			return
 		}
 		if info.Truncated() {
-			b.trunc.Add(1)
-			return
+			return // counted by the filter (Snapshot.Truncated)
 		}
 		if !offloadMatches(info.GSO, p) {
 			if c := b.badOffload.Add(1); c == 1 || c%1000 == 0 {
@@ -144,8 +143,7 @@ func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side string) e
 			return
 		}
 		if info.Truncated() {
-			b.trunc.Add(1)
-			return
+			return // counted by the filter (Snapshot.Truncated)
 		}
 		if err := to.WriteFrame(frame); err != nil {
 			b.writeFailed(side, len(frame), err)
