@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 
@@ -49,37 +50,8 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		Events: a.Events, Evidence: ev, Logger: log,
 	})
 	var ports []capture.Port
-	open := func(name string, prepare bool) error {
-		carry := prepare && l.Offloads
-		switch {
-		case carry:
-			// Super-frames are carried whole, with their metadata.
-			if err := capture.EnableOffloads(name); err != nil {
-				log.Warn("gro could not be turned on; frames pass unmerged", "iface", name, "err", err)
-			}
-		case prepare:
-			// A bridge port must hand over frames no larger than the MTU.
-			if err := capture.DisableOffloads(name); err != nil {
-				log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
-			}
-		}
-		// A monitor leaves the tap's offloads as they are, but takes the
-		// metadata of the super-frames GRO hands it, so it counts the
-		// frames they stand for.
-		meta := carry || !prepare
-		p, err := capture.OpenLive(name, capture.LiveOptions{Offloads: meta})
-		if meta && errors.Is(err, capture.ErrUnsupported) {
-			// A kernel before 5.8: no offload metadata on the receive
-			// ring. Bridge as without offloads; a monitor counts a
-			// super-frame once.
-			if carry {
-				log.Warn("offloads cannot be carried on this kernel; turning them off", "iface", name, "err", err)
-				if err := capture.DisableOffloads(name); err != nil {
-					log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
-				}
-			}
-			p, err = capture.OpenLive(name, capture.LiveOptions{})
-		}
+	open := func(name string, bridge bool) error {
+		p, err := openPort(log, name, bridge, bridge && l.Offloads)
 		if err != nil {
 			return err
 		}
@@ -124,7 +96,7 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		loop = linkfilter.NewMonitor(f, ports...)
 	}
 	// The filter follows every policy swap; until the first, it drops IP
-	// (inline mode fails closed).
+	// (fail closed) or passes it, reported (fail open).
 	a.Policy.Subscribe(func(c *store.Current) { f.SetMatcher(c.Matcher) })
 	for _, p := range ports {
 		if l, ok := p.(*capture.Live); ok {
@@ -144,6 +116,36 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		g.Go(func() error { return loop.Run(ctx) })
 		return g.Wait()
 	}, release, nil
+}
+
+// openPort opens one capture port. A bridge port's offloads are turned off
+// (it must hand over frames no larger than the MTU), or on when it carries
+// super-frames; a monitor's tap keeps its own. A carrying port and a tap
+// take the offload metadata of the super-frames they get (a tap, to count
+// the frames they stand for); on a kernel without it (before 5.8) a
+// carrying port falls back to offloads off and a tap counts a super-frame
+// once.
+func openPort(log *slog.Logger, name string, bridge, carry bool) (*capture.Live, error) {
+	switch {
+	case carry:
+		if err := capture.EnableOffloads(name); err != nil {
+			log.Warn("gro could not be turned on; frames pass unmerged", "iface", name, "err", err)
+		}
+	case bridge:
+		if err := capture.DisableOffloads(name); err != nil {
+			log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
+		}
+	}
+	meta := carry || !bridge
+	p, err := capture.OpenLive(name, capture.LiveOptions{Offloads: meta})
+	if meta && errors.Is(err, capture.ErrUnsupported) {
+		if carry {
+			log.Warn("offloads cannot be carried on this kernel; turning them off", "iface", name, "err", err)
+			return openPort(log, name, true, false)
+		}
+		p, err = capture.OpenLive(name, capture.LiveOptions{})
+	}
+	return p, err
 }
 
 // LinksTelemetry is the links section of telemetry: the filter's counters,
