@@ -1,6 +1,8 @@
-// Package bypass makes an inline link fail open when configured to: a
-// kernel bridge ("lgbypass") joins the two ports, and while the agent runs
-// it is held shut by netdev ingress chains that drop every frame the ports
+// Package bypass lets an inline link fail open: a kernel bridge carries it
+// whenever the agent is not running.
+//
+// The bridge ("lgbypass") joins the two ports, and while the agent runs it
+// is held shut by netdev ingress chains that drop every frame the ports
 // receive before the bridge sees it (AF_PACKET taps, the agent's own ports,
 // see frames before the ingress hook, so the agent still forwards what it
 // judges allowed). The chains live in an nftables table owned by the
