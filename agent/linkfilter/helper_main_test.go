@@ -213,18 +213,11 @@ func helperStream(addr string) error {
 // "synflood DURATION" TCP SYNs each opening a new flow to an unapproved
 // address.
 func helperInject(iface, kind, arg string) error {
-	ifi, err := net.InterfaceByName(iface)
-	if err != nil {
-		return err
-	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	fd, err := rawSocket(iface)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		return err
-	}
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	sent, failed := 0, 0
 	send := func(b []byte) {
@@ -296,6 +289,24 @@ func synTemplate() []byte {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// rawSocket is a packet socket sending and receiving every protocol on
+// iface.
+func rawSocket(iface string) (int, error) {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
 // helperCount counts, for a while, IPv4 frames arriving on iface whose
 // destination is in 8.0.0.0/8 (where the SYN flood goes), and prints the
 // count: frames of a denied flow that leaked through the bridge.
@@ -304,18 +315,11 @@ func helperCount(iface, dur string) error {
 	if err != nil {
 		return err
 	}
-	ifi, err := net.InterfaceByName(iface)
-	if err != nil {
-		return err
-	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	fd, err := rawSocket(iface)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		return err
-	}
 	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return err
