@@ -73,7 +73,80 @@ type Options struct {
 	// instead of each frame's timestamp: replaying an old capture against
 	// today's policy. Flow timeouts still follow frame time.
 	DecideAt int64
+	// Ingress binds source addresses to the side they arrive on
+	// (links.ingress); the zero value is IngressStrict.
+	Ingress Ingress
+	// LinkLocal names the link-scoped IP protocols that pass as link
+	// control (links.link_local); nil takes DefaultLinkLocal.
+	LinkLocal []string
+	// PickupGrace is how long after the filter starts (its first frame)
+	// inline mode picks up TCP sessions it saw no SYN of, judged both
+	// ways (links.pickup_grace); 0 takes DefaultPickupGrace, negative
+	// disables pickup.
+	PickupGrace time.Duration
+	// MaxEncap bounds how many encapsulations deep a frame is decoded
+	// (links.max_encap); 0 takes DefaultMaxEncap. Deeper frames are judged
+	// by the policy default.
+	MaxEncap int
 }
+
+// Ingress is how strictly source addresses are bound to their side.
+type Ingress uint8
+
+const (
+	// IngressStrict: a frame from the outside with a domestic source, or
+	// from the inside with a non-domestic one, is a spoof and dropped.
+	IngressStrict Ingress = iota
+	// IngressLoose: sources are not checked against their side (links
+	// where domestic traffic genuinely arrives from abroad).
+	IngressLoose
+)
+
+func (i Ingress) String() string {
+	if i == IngressLoose {
+		return "loose"
+	}
+	return "strict"
+}
+
+// ParseIngress parses "strict" or "loose".
+func ParseIngress(s string) (Ingress, error) {
+	switch s {
+	case "strict", "":
+		return IngressStrict, nil
+	case "loose":
+		return IngressLoose, nil
+	}
+	return 0, fmt.Errorf("linkfilter: unknown ingress %q (want strict or loose)", s)
+}
+
+// Side is the port a frame arrived on.
+type Side uint8
+
+const (
+	SideUnknown Side = iota // a single tap, a capture file: no ingress check
+	SideInside              // the domestic side
+	SideOutside             // the foreign side
+)
+
+var sideNames = [...]string{"unknown", "inside", "outside"}
+
+func (s Side) String() string {
+	if int(s) < len(sideNames) {
+		return sideNames[s]
+	}
+	return "invalid"
+}
+
+// Defaults of Options.
+const (
+	DefaultPickupGrace = 30 * time.Second
+	DefaultMaxEncap    = 4
+)
+
+// DefaultLinkLocal is the routing and redundancy protocols a border link
+// runs, passed when link-scoped (links.link_local absent).
+var DefaultLinkLocal = []string{"ospf", "vrrp", "igmp", "mld", "pim"}
 
 // polState is one policy generation as the packet path sees it.
 type polState struct {
