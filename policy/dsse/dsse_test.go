@@ -62,7 +62,8 @@ func TestVerify(t *testing.T) {
 		}), pt, 2, ErrDuplicateKey, 0},
 		{"payload changed", tamper(signed(a), func(e *Envelope) { e.Payload = "c2VyaWFsOiAyCg==" }), pt, 1, ErrBadSignature, 0},
 		{"type changed keeps PAE honest", tamper(signed(a), func(e *Envelope) { e.PayloadType = "x" }), "x", 1, ErrBadSignature, 0},
-		{"empty keyid tries all keys", tamper(signed(b), func(e *Envelope) { e.Signatures[0].KeyID = "" }), pt, 1, nil, 1},
+		{"empty keyid is not tried against every key", tamper(signed(b), func(e *Envelope) { e.Signatures[0].KeyID = "" }), pt, 1, ErrNoKeyID, 0},
+		{"empty keyid ignored when threshold met", tamper(signed(a, b), func(e *Envelope) { e.Signatures[1].KeyID = "" }), pt, 1, nil, 1},
 		{"no signatures", tamper(signed(a), func(e *Envelope) { e.Signatures = nil }), pt, 1, ErrNoSignatures, 0},
 		{"sig not base64", tamper(signed(a), func(e *Envelope) { e.Signatures[0].Sig = "!!" }), pt, 1, ErrMalformed, 0},
 		{"payload not base64", tamper(signed(a), func(e *Envelope) { e.Payload = "!!" }), pt, 1, ErrMalformed, 0},
@@ -140,15 +141,30 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"payloadType":"a","payload":"eA==","signatures":[{"keyid":"","sig":""}]}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`[`))
-	ring := NewKeyring(pub(k))
+	f.Add([]byte(`{"payloadType":"a","payload":"eA==","signatures":null}`))
+	f.Add([]byte(`{"payloadType":"a","payload":"eA==","signatures":{"keyid":"x"}}`))
+	f.Add([]byte(`{"payloadType":"a","payload":"eA==","signatures":[{"keyid":"x","sig":"eA==","extra":1}]}`))
+	f.Add([]byte(`{"payloadType":"a","payload":"eA==","signatures":[{"keyid":5}]}`))
+	f.Add(hostile(f, 2<<10, []byte("serial: 1\n"), cycle(""), 0))
+	f.Add(hostile(f, 0, []byte("serial: 1\n"), cycle(KeyID(pub(k)), "", "unknown"), MaxSignatures+1))
+	f.Add(hostile(f, 0, []byte("serial: 1\n"), cycle(KeyID(pub(k))), MaxSignatures))
+	var verifies int
+	ring := counting(NewKeyring(pub(k)), &verifies)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := Parse(data)
 		if err == nil && (e.PayloadType == "" || e.Payload == "") {
 			t.Fatal("Parse accepted an envelope without type or payload")
 		}
+		if err == nil && len(e.Signatures) > MaxSignatures {
+			t.Fatalf("Parse accepted %d signatures", len(e.Signatures))
+		}
+		verifies = 0
 		v, err := ring.Verify(data, pt, 1)
 		if err == nil && len(v.Signers) != 1 {
 			t.Fatal("verified without a signer")
+		}
+		if verifies > ring.Len() {
+			t.Fatalf("%d verifications with %d trusted keys", verifies, ring.Len())
 		}
 	})
 }

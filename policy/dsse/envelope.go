@@ -15,23 +15,21 @@ import (
 // Envelope is a DSSE envelope as it travels on disk and over MQTT.
 type Envelope = ssldsse.Envelope
 
-// MaxEnvelopeSize bounds what Parse accepts, so a hostile document cannot
-// make the device allocate without limit. A national policy of 100,000
-// prefixes is about 3 MB of YAML; base64 adds a third.
-const MaxEnvelopeSize = 32 << 20
-
 // Sentinel errors that callers act on. Verify wraps them.
 var (
-	ErrMalformed     = errors.New("malformed envelope")
-	ErrPayloadType   = errors.New("wrong payload type")
-	ErrThreshold     = errors.New("not enough valid signatures")
-	ErrUnknownKey    = errors.New("signature by an untrusted key")
-	ErrBadSignature  = errors.New("bad signature")
-	ErrDuplicateKey  = errors.New("duplicate signature by one key")
-	ErrNoSignatures  = errors.New("no signatures")
-	ErrEmptyKeyring  = errors.New("no trusted keys")
-	ErrBadThreshold  = errors.New("threshold must be at least 1")
-	ErrKeyringTooFew = errors.New("threshold exceeds the number of trusted keys")
+	ErrMalformed         = errors.New("malformed envelope")
+	ErrTooLarge          = errors.New("envelope too large")
+	ErrTooManySignatures = errors.New("too many signatures")
+	ErrNoKeyID           = errors.New("signature without a keyid")
+	ErrPayloadType       = errors.New("wrong payload type")
+	ErrThreshold         = errors.New("not enough valid signatures")
+	ErrUnknownKey        = errors.New("signature by an untrusted key")
+	ErrBadSignature      = errors.New("bad signature")
+	ErrDuplicateKey      = errors.New("duplicate signature by one key")
+	ErrNoSignatures      = errors.New("no signatures")
+	ErrEmptyKeyring      = errors.New("no trusted keys")
+	ErrBadThreshold      = errors.New("threshold must be at least 1")
+	ErrKeyringTooFew     = errors.New("threshold exceeds the number of trusted keys")
 )
 
 // Sign wraps payload in an envelope signed by every key, and returns the
@@ -62,18 +60,27 @@ func Sign(payloadType string, payload []byte, keys ...ed25519.PrivateKey) ([]byt
 	return append(out, '\n'), nil
 }
 
-// Parse decodes an envelope strictly: unknown fields, trailing data and
-// missing fields are errors.
-func Parse(data []byte) (*Envelope, error) {
-	if len(data) > MaxEnvelopeSize {
-		return nil, fmt.Errorf("dsse: %w: %d bytes is over the %d byte limit", ErrMalformed, len(data), MaxEnvelopeSize)
+// Parse decodes an envelope strictly, within the default Limits: unknown
+// fields, trailing data and missing fields are errors.
+func Parse(data []byte) (*Envelope, error) { return ParseLimited(data, Limits{}) }
+
+// ParseLimited is Parse within lim: an envelope over the size cap is refused
+// before it is read (ErrTooLarge), and one with more signatures than the cap
+// as soon as the decoder meets the first one too many (ErrTooManySignatures).
+func ParseLimited(data []byte, lim Limits) (*Envelope, error) {
+	if err := lim.CheckSize(len(data)); err != nil {
+		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	var env Envelope
-	if err := dec.Decode(&env); err != nil {
+	w := wireEnvelope{Signatures: signatureList{max: lim.maxSignatures()}}
+	if err := dec.Decode(&w); err != nil {
+		if errors.Is(err, ErrTooManySignatures) {
+			return nil, fmt.Errorf("dsse: %w", err)
+		}
 		return nil, fmt.Errorf("dsse: %w: %s", ErrMalformed, jsonErr(data, err))
 	}
+	env := Envelope{PayloadType: w.PayloadType, Payload: w.Payload, Signatures: w.Signatures.sigs}
 	if dec.More() {
 		return nil, fmt.Errorf("dsse: %w: data after the envelope", ErrMalformed)
 	}

@@ -13,11 +13,13 @@ import (
 type Keyring struct {
 	keys  map[string]ed25519.PublicKey
 	names map[string]string // key id -> file or label, for messages
+	// verify is ed25519.Verify; tests count the verifications through it.
+	verify func(pub ed25519.PublicKey, message, sig []byte) bool
 }
 
 // NewKeyring trusts the given keys.
 func NewKeyring(pubs ...ed25519.PublicKey) *Keyring {
-	k := &Keyring{keys: map[string]ed25519.PublicKey{}, names: map[string]string{}}
+	k := &Keyring{keys: map[string]ed25519.PublicKey{}, names: map[string]string{}, verify: ed25519.Verify}
 	for _, p := range pubs {
 		k.Add(p, "")
 	}
@@ -74,11 +76,25 @@ type Verified struct {
 	Signers []string // key ids of the distinct trusted keys whose signatures verified
 }
 
-// Verify checks an envelope: payload type, then each signature against the
-// trusted keys, counting distinct keys. It succeeds when at least threshold
-// distinct trusted keys signed; signatures by unknown keys are then ignored.
-// On failure the error is a Problems listing every reason.
+// Verify is VerifyLimited within the default Limits, which suit policies.
 func (k *Keyring) Verify(data []byte, payloadType string, threshold int) (*Verified, error) {
+	return k.VerifyLimited(data, payloadType, threshold, Limits{})
+}
+
+// VerifyLimited checks an envelope within lim: size and signature count
+// (ParseLimited), payload type, then each signature against the trusted key
+// its keyid names, counting distinct keys. It succeeds when at least
+// threshold distinct trusted keys signed; signatures by unknown keys are then
+// ignored. On failure the error is a Problems listing every reason.
+//
+// The cost is bounded by the keyring, not by the envelope: a signature whose
+// keyid is empty or names no trusted key is listed as a problem without any
+// verification (DSSE allows an empty keyid, and trying it against every key
+// is what let one envelope cost seconds of CPU), and each trusted key has
+// one try, its first signature; a later one naming the same key is listed
+// and not verified. So one envelope costs at most Len() ed25519
+// verifications.
+func (k *Keyring) VerifyLimited(data []byte, payloadType string, threshold int, lim Limits) (*Verified, error) {
 	if threshold < 1 {
 		return nil, fmt.Errorf("dsse: %w", ErrBadThreshold)
 	}
@@ -88,7 +104,7 @@ func (k *Keyring) Verify(data []byte, payloadType string, threshold int) (*Verif
 	if threshold > len(k.keys) {
 		return nil, fmt.Errorf("dsse: %w (%d > %d)", ErrKeyringTooFew, threshold, len(k.keys))
 	}
-	env, err := Parse(data)
+	env, err := ParseLimited(data, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -104,9 +120,27 @@ func (k *Keyring) Verify(data []byte, payloadType string, threshold int) (*Verif
 	}
 	pae := ssldsse.PAE(env.PayloadType, payload)
 	var probs Problems
-	good := map[string]bool{}
+	tried := map[string]bool{} // trusted key id -> whether its one try verified
 	var signers []string
 	for i, s := range env.Signatures {
+		id := s.KeyID
+		pub, trusted := k.keys[id]
+		good, dup := tried[id]
+		switch {
+		case id == "":
+			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w", i, ErrNoKeyID))
+			continue
+		case !trusted:
+			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w (keyid %s)", i, ErrUnknownKey, short(id)))
+			continue
+		case dup && good:
+			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w %s (counted once)", i, ErrDuplicateKey, k.Name(id)))
+			continue
+		case dup:
+			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w %s (its first signature failed; not tried again)", i, ErrDuplicateKey, k.Name(id)))
+			continue
+		}
+		tried[id] = false
 		sig, err := base64.StdEncoding.DecodeString(s.Sig)
 		if err != nil {
 			if sig, err = base64.URLEncoding.DecodeString(s.Sig); err != nil {
@@ -114,42 +148,16 @@ func (k *Keyring) Verify(data []byte, payloadType string, threshold int) (*Verif
 				continue
 			}
 		}
-		id, ok := k.match(s.KeyID, sig, pae)
-		switch {
-		case !ok && id == "":
-			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w (keyid %s)", i, ErrUnknownKey, short(s.KeyID)))
-		case !ok:
+		if !k.verify(pub, pae, sig) {
 			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w from %s", i, ErrBadSignature, k.Name(id)))
-		case good[id]:
-			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w %s (counted once)", i, ErrDuplicateKey, k.Name(id)))
-		default:
-			good[id] = true
-			signers = append(signers, id)
+			continue
 		}
+		tried[id] = true
+		signers = append(signers, id)
 	}
 	if len(signers) >= threshold {
 		return &Verified{Payload: payload, Signers: signers}, nil
 	}
 	probs = append(probs, fmt.Errorf("dsse: %w: %d of %d distinct trusted keys signed", ErrThreshold, len(signers), threshold))
 	return nil, probs
-}
-
-// match finds the trusted key a signature belongs to. It returns the key id
-// and whether the signature verified; an empty id means no trusted key was
-// named (and, with no keyid, none verified).
-func (k *Keyring) match(keyID string, sig, pae []byte) (string, bool) {
-	if keyID != "" {
-		pub, ok := k.keys[keyID]
-		if !ok {
-			return "", false
-		}
-		return keyID, ed25519.Verify(pub, pae, sig)
-	}
-	// DSSE allows an empty keyid: try every trusted key.
-	for id, pub := range k.keys {
-		if ed25519.Verify(pub, pae, sig) {
-			return id, true
-		}
-	}
-	return "", false
 }
