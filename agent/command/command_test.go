@@ -64,6 +64,14 @@ func TestVerify(t *testing.T) {
 		out, _ := json.Marshal(e)
 		return out
 	}
+	// resigned rewrites the signatures of a valid command.
+	resigned := func(id string, f func(e *dsse.Envelope)) []byte {
+		var e dsse.Envelope
+		json.Unmarshal(ok(id, "dev-1"), &e)
+		f(&e)
+		out, _ := json.Marshal(e)
+		return out
+	}
 	deep := []byte(strings.Repeat("[", 100000) + strings.Repeat("]", 100000))
 	tests := []struct {
 		name string
@@ -85,6 +93,13 @@ func TestVerify(t *testing.T) {
 		{"unsigned json", []byte(`{"id":"x","type":"relay.set"}`), ErrMalformed},
 		{"binary", []byte{0xff, 0xfe, 0, 1, 2}, ErrMalformed},
 		{"huge", bytes.Repeat([]byte("a"), MaxMessage+1), ErrTooLarge},
+		{"empty keyid", resigned("k1", func(e *dsse.Envelope) { e.Signatures[0].KeyID = "" }), ErrUntrusted},
+		{"too many signatures", resigned("k2", func(e *dsse.Envelope) {
+			for len(e.Signatures) <= dsse.MaxSignatures {
+				e.Signatures = append(e.Signatures, e.Signatures[0])
+			}
+		}), ErrMalformed},
+		{"repeated signature counted once", resigned("k3", func(e *dsse.Envelope) { e.Signatures = append(e.Signatures, e.Signatures[0]) }), nil},
 		{"deep", deep[:MaxMessage], ErrMalformed},
 		{"empty", nil, ErrMalformed},
 	}
@@ -136,6 +151,20 @@ func TestReplayMemorySurvivesRestart(t *testing.T) {
 	}
 }
 
+// The intake refuses on arrival with CheckSize; the refusal must be the one
+// Verify gives, so results and events read the same either way.
+func TestCheckSizeIsVerifysRefusal(t *testing.T) {
+	v, _ := setup(t, t.TempDir())
+	huge := bytes.Repeat([]byte("a"), MaxMessage+1)
+	_, _, err := v.Verify(huge)
+	if got := CheckSize(len(huge)); got == nil || got.Error() != err.Error() || ReasonOf(got) != ReasonTooLarge {
+		t.Fatalf("CheckSize = %v, Verify = %v", got, err)
+	}
+	if err := CheckSize(MaxMessage); err != nil {
+		t.Fatalf("CheckSize(MaxMessage) = %v", err)
+	}
+}
+
 func TestRefusedResultNamesID(t *testing.T) {
 	v, _ := setup(t, t.TempDir())
 	id, _, err := v.Verify(sign(t, cmd("who", "dev-1", t0, t0.Add(time.Minute)), key(t)))
@@ -175,6 +204,8 @@ func FuzzVerify(f *testing.F) {
 	f.Add([]byte(`{"payloadType":"application/vnd.linkguard.command+json","payload":"e30=","signatures":[{"keyid":"","sig":""}]}`))
 	f.Add([]byte(`[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]`))
 	f.Add([]byte("\xff\xfe"))
+	f.Add([]byte(`{"payloadType":"application/vnd.linkguard.command+json","payload":"e30=","signatures":[` +
+		strings.Repeat(`{"keyid":"","sig":""},`, dsse.MaxSignatures) + `{"keyid":"","sig":""}]}`))
 	v.Seen, _ = OpenSeen("", t0)
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		_, c, err := v.Verify(msg)

@@ -4,9 +4,10 @@
 // A command is a DSSE envelope (PayloadType) signed by an operator key,
 // carrying a Payload: who it is for, when it was issued and expires, its type
 // and arguments. Verifier refuses, each with its own Reason, a bad
-// signature, an untrusted key, a wrong target, an expired command, one issued
-// in the future beyond a small skew, a replay (ids are remembered, on disk,
-// until they expire), and anything malformed, oversized or too deeply nested.
+// signature, an untrusted key (or a signature naming none), a wrong target,
+// an expired command, one issued in the future beyond a small skew, a replay
+// (ids are remembered, on disk, until they expire), and anything malformed,
+// oversized (MaxMessage, also dsse's cap for commands) or too deeply nested.
 // Dispatcher maps a type to a Handler; components register their handlers
 // through the one-method Registrar from the composition root.
 //

@@ -90,6 +90,21 @@ const (
 	DefaultSkew = 2 * time.Minute
 )
 
+// limits is what dsse may spend on a command: a command is a few hundred
+// bytes, so it gets MaxMessage rather than the policy-sized default, and
+// the default signature cap (one operator signs; the cap only bounds junk).
+var limits = dsse.Limits{MaxSize: MaxMessage}
+
+// CheckSize refuses a message of n bytes, as Verify would, when it is over
+// MaxMessage. An intake that holds messages until their turn calls it on
+// arrival, so that it need not keep what will be refused unread.
+func CheckSize(n int) error {
+	if n > MaxMessage {
+		return refuse(ReasonTooLarge, "%d bytes, limit %d", n, MaxMessage)
+	}
+	return nil
+}
+
 // Verifier checks commands for one device.
 type Verifier struct {
 	Keys   *dsse.Keyring // mqtt.operators
@@ -105,8 +120,8 @@ type Verifier struct {
 // refusal it still returns the command id when the payload could be read,
 // so the result can name it; that id is not authenticated.
 func (v *Verifier) Verify(msg []byte) (id string, c *Command, err error) {
-	if len(msg) > MaxMessage {
-		return "", nil, refuse(ReasonTooLarge, "%d bytes, limit %d", len(msg), MaxMessage)
+	if err := CheckSize(len(msg)); err != nil {
+		return "", nil, err
 	}
 	if !utf8.Valid(msg) {
 		return "", nil, refuse(ReasonMalformed, "not UTF-8 text")
@@ -115,12 +130,16 @@ func (v *Verifier) Verify(msg []byte) (id string, c *Command, err error) {
 		return "", nil, refuse(ReasonMalformed, "JSON nested %d deep, limit %d", d, MaxDepth)
 	}
 	id = unverifiedID(msg)
-	ver, err := v.Keys.Verify(msg, PayloadType, 1)
+	ver, err := v.Keys.VerifyLimited(msg, PayloadType, 1, limits)
 	if err != nil {
 		switch {
+		case errors.Is(err, dsse.ErrTooLarge):
+			return id, nil, refuse(ReasonTooLarge, "%v", err)
 		case errors.Is(err, dsse.ErrBadSignature):
 			return id, nil, refuse(ReasonBadSignature, "%v", err)
-		case errors.Is(err, dsse.ErrUnknownKey):
+		case errors.Is(err, dsse.ErrUnknownKey), errors.Is(err, dsse.ErrNoKeyID):
+			// A signature without a keyid names no operator: as untrusted
+			// as one naming a stranger.
 			return id, nil, refuse(ReasonUntrusted, "%v", err)
 		case errors.Is(err, dsse.ErrNoSignatures), errors.Is(err, dsse.ErrThreshold), errors.Is(err, dsse.ErrDuplicateKey):
 			return id, nil, refuse(ReasonBadSignature, "%v", err)
@@ -181,7 +200,7 @@ func (v *Verifier) targets(t string) bool {
 // PeekID returns the id in a command message without verifying anything:
 // only for naming the command in a refusal.
 func PeekID(msg []byte) string {
-	if len(msg) > MaxMessage || !utf8.Valid(msg) || jsonDepth(msg) > MaxDepth {
+	if CheckSize(len(msg)) != nil || !utf8.Valid(msg) || jsonDepth(msg) > MaxDepth {
 		return ""
 	}
 	return unverifiedID(msg)
