@@ -3,6 +3,7 @@ package bundle
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -32,11 +33,19 @@ const BinaryName = "linkguard"
 // Limits on what a bundle may declare, so a hostile file cannot make the
 // device allocate or write without bound.
 const (
-	MaxEnvelope    = 1 << 20
+	// MaxEnvelope caps the signed manifest. The largest manifest validate
+	// allows (MaxPayloads payloads with 128-byte names) signed by
+	// dsse.MaxSignatures keys is under 24 KiB (TestManifestCap), so 64 KiB
+	// leaves room for a downgrade reason and is still small enough to read
+	// whole before the signature is checked.
+	MaxEnvelope    = 64 << 10
 	MaxPayloads    = 64
 	DefaultMaxSize = 64 << 20  // one payload
 	DefaultMaxAll  = 128 << 20 // all payloads
 )
+
+// limits is what dsse may spend on a manifest envelope.
+var limits = dsse.Limits{MaxSize: MaxEnvelope}
 
 // Errors callers act on (errors.Is).
 var (
@@ -158,15 +167,29 @@ type signature struct {
 	Sig   []byte `json:"sig"`
 }
 
+// canonicalEnvelope parses raw with dsse within the manifest limits (size,
+// signature count) and returns it with its canonical spelling.
 func canonicalEnvelope(raw []byte) (envelope, []byte, error) {
 	var e envelope
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil {
+	d, err := dsse.ParseLimited(raw, limits)
+	if errors.Is(err, dsse.ErrTooLarge) {
+		return e, nil, fmt.Errorf("%w: manifest envelope: %w", ErrTooLarge, err)
+	}
+	if err != nil {
 		return e, nil, fmt.Errorf("%w: envelope: %w", ErrFormat, err)
 	}
-	if dec.More() {
-		return e, nil, fmt.Errorf("%w: envelope: trailing data", ErrFormat)
+	// The same decoding encoding/json gives a []byte field, so that the
+	// canonical form is json.Marshal of envelope.
+	e.PayloadType = d.PayloadType
+	if e.Payload, err = base64.StdEncoding.DecodeString(d.Payload); err != nil {
+		return e, nil, fmt.Errorf("%w: envelope: payload: %w", ErrFormat, err)
+	}
+	for i, s := range d.Signatures {
+		sig, err := base64.StdEncoding.DecodeString(s.Sig)
+		if err != nil {
+			return e, nil, fmt.Errorf("%w: envelope: signatures[%d]: %w", ErrFormat, i, err)
+		}
+		e.Signatures = append(e.Signatures, signature{KeyID: s.KeyID, Sig: sig})
 	}
 	c, err := json.Marshal(e)
 	if err != nil {
@@ -220,8 +243,12 @@ func NewReader(r io.Reader, p Policy) (*Reader, error) {
 		return nil, fmt.Errorf("%w: not a LinkGuard bundle", ErrFormat)
 	}
 	n := binary.BigEndian.Uint32(hdr[4:])
-	if n == 0 || n > MaxEnvelope {
-		return nil, fmt.Errorf("%w: envelope length %d", ErrFormat, n)
+	if n == 0 {
+		return nil, fmt.Errorf("%w: envelope length 0", ErrFormat)
+	}
+	// Compared as uint32: int(n) would turn negative on 32-bit devices.
+	if n > MaxEnvelope {
+		return nil, fmt.Errorf("%w: manifest envelope: %d bytes, cap %d", ErrTooLarge, n, MaxEnvelope)
 	}
 	raw := make([]byte, n)
 	if _, err := io.ReadFull(r, raw); err != nil {
@@ -247,11 +274,16 @@ func NewReader(r io.Reader, p Policy) (*Reader, error) {
 		return nil, fmt.Errorf("%w: %d valid signatures, want %d", ErrSignature, len(ids), th)
 	}
 	// Stricter than DSSE: every signature must be one that verified, so no
-	// byte of the envelope can change without the bundle being refused.
+	// byte of the envelope can change without the bundle being refused. A
+	// repeated signature names a key that verified (dsse counts it once and
+	// does not try it again), so it is refused by count.
 	for _, s := range env.Signatures {
 		if !slices.Contains(ids, s.KeyID) {
 			return nil, fmt.Errorf("%w: signature with key id %q did not verify", ErrSignature, s.KeyID)
 		}
+	}
+	if len(env.Signatures) != len(ids) {
+		return nil, fmt.Errorf("%w: %d signatures by %d keys", ErrSignature, len(env.Signatures), len(ids))
 	}
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(payload))

@@ -2,8 +2,11 @@ package bundle_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -223,6 +226,13 @@ func FuzzReader(f *testing.F) {
 	f.Add(good[:40])
 	f.Add([]byte(bundle.Magic + "\x00\x00\x00\x02{}"))
 	f.Add([]byte("LGB1\xff\xff\xff\xff"))
+	f.Add(reframe(f, good, func(e *canonical) { e.Signatures[0].KeyID = "" }))
+	f.Add(reframe(f, good, func(e *canonical) { e.Signatures = append(e.Signatures, e.Signatures[0]) }))
+	f.Add(reframe(f, good, func(e *canonical) {
+		for len(e.Signatures) <= dsse.MaxSignatures {
+			e.Signatures = append(e.Signatures, e.Signatures[0])
+		}
+	}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := pol(rel)
 		p.MaxSize, p.MaxAll = 1<<16, 1<<16
@@ -235,4 +245,117 @@ func FuzzReader(f *testing.F) {
 			t.Fatalf("a different bundle verified: %+v", m)
 		}
 	})
+}
+
+// reframe returns b with its manifest envelope rewritten by f, in canonical
+// form, so that only what f changes is wrong with it.
+func reframe(t testing.TB, b []byte, f func(e *canonical)) []byte {
+	t.Helper()
+	n := binary.BigEndian.Uint32(b[4:8])
+	var e canonical
+	if err := json.Unmarshal(b[8:8+n], &e); err != nil {
+		t.Fatal(err)
+	}
+	f(&e)
+	env, err := json.Marshal(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	out.WriteString(bundle.Magic)
+	binary.Write(&out, binary.BigEndian, uint32(len(env)))
+	out.Write(env)
+	out.Write(b[8+n:])
+	return out.Bytes()
+}
+
+// canonical is a manifest envelope as a bundle spells it.
+type canonical struct {
+	PayloadType string `json:"payloadType"`
+	Payload     []byte `json:"payload"`
+	Signatures  []struct {
+		KeyID string `json:"keyid"`
+		Sig   []byte `json:"sig"`
+	} `json:"signatures"`
+}
+
+func TestEnvelopeBounds(t *testing.T) {
+	rel := bundletest.NewRelease(t)
+	b := small(t, rel)
+	if _, err := bundle.Verify(bytes.NewReader(reframe(t, b, func(*canonical) {})), pol(rel)); err != nil {
+		t.Fatalf("reframed untouched: %v", err)
+	}
+	over := bytes.Clone(b)
+	binary.BigEndian.PutUint32(over[4:8], bundle.MaxEnvelope+1)
+	huge := bytes.Clone(b)
+	binary.BigEndian.PutUint32(huge[4:8], 0xffffffff) // negative as a 32-bit int
+	tests := []struct {
+		name string
+		b    []byte
+		want []error
+	}{
+		{"length over the cap", over, []error{bundle.ErrTooLarge}},
+		{"length 4 GiB", huge, []error{bundle.ErrTooLarge}},
+		{"envelope over the cap", reframe(t, b, func(e *canonical) {
+			e.PayloadType += strings.Repeat(" ", bundle.MaxEnvelope)
+		}), []error{bundle.ErrTooLarge}},
+		{"too many signatures", reframe(t, b, func(e *canonical) {
+			for len(e.Signatures) <= dsse.MaxSignatures {
+				e.Signatures = append(e.Signatures, e.Signatures[0])
+			}
+		}), []error{bundle.ErrFormat, dsse.ErrTooManySignatures}},
+		{"repeated signature", reframe(t, b, func(e *canonical) {
+			e.Signatures = append(e.Signatures, e.Signatures[0])
+		}), []error{bundle.ErrSignature}},
+		{"empty keyid", reframe(t, b, func(e *canonical) { e.Signatures[0].KeyID = "" }), []error{bundle.ErrSignature, dsse.ErrNoKeyID}},
+		{"unknown keyid", reframe(t, b, func(e *canonical) { e.Signatures[0].KeyID = strings.Repeat("0", 64) }), []error{bundle.ErrSignature, dsse.ErrUnknownKey}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := bundle.Verify(bytes.NewReader(tt.b), pol(rel))
+			for _, w := range tt.want {
+				if !errors.Is(err, w) {
+					t.Errorf("Verify = %v, want %v in it", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestManifestCap: the largest manifest the format allows, signed by as
+// many keys as dsse accepts, fits MaxEnvelope twice over.
+func TestManifestCap(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "f")
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files := []bundle.File{{Name: bundle.BinaryName, Path: f, Mode: 0o755}}
+	for i := 1; i < bundle.MaxPayloads; i++ {
+		files = append(files, bundle.File{Name: fmt.Sprintf("%03d", i) + strings.Repeat("n", 125), Path: f, Mode: 0o644})
+	}
+	keys := make([]ed25519.PrivateKey, dsse.MaxSignatures)
+	ring := dsse.NewKeyring()
+	for i := range keys {
+		keys[i] = bundletest.NewRelease(t).Key
+		ring.Add(keys[i].Public().(ed25519.PublicKey), "")
+	}
+	m := bundle.Manifest{Version: "10.20.30-rc.12345", Arch: "mipsle", Created: time.Now(), CompatibleFrom: "10.20.0"}
+	b, err := bundle.BuildBytes(m, files, keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.BigEndian.Uint32(b[4:8])
+	t.Logf("largest manifest envelope: %d bytes, cap %d", n, bundle.MaxEnvelope)
+	if 2*n > bundle.MaxEnvelope {
+		t.Errorf("largest manifest envelope is %d bytes: less than 2x headroom under MaxEnvelope %d", n, bundle.MaxEnvelope)
+	}
+	if _, err := bundle.Verify(bytes.NewReader(b), bundle.Policy{Keys: ring, Threshold: len(keys), Arch: "mipsle"}); err != nil {
+		t.Fatal(err)
+	}
+	// And one over the cap is refused at build time, not on the device.
+	m.DowngradeReason = strings.Repeat("r", bundle.MaxEnvelope)
+	if _, err := bundle.BuildBytes(m, files, keys...); !errors.Is(err, bundle.ErrTooLarge) {
+		t.Fatalf("oversized manifest built: %v", err)
+	}
 }
