@@ -2,9 +2,12 @@ package store_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"linkguard.dev/linkguard/policy"
+	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/policytest"
 	"linkguard.dev/linkguard/policy/store"
 )
@@ -87,5 +90,43 @@ func BenchmarkApply(b *testing.B) {
 		if _, err := st.Apply(env, "bench"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestNationalPolicyFitsTheCap: a 100,000-prefix policy signed by three
+// committee keys verifies with at least 2x headroom under the size cap, and
+// an envelope over the cap is refused, reported, and leaves the enforced
+// policy alone.
+func TestNationalPolicyFitsTheCap(t *testing.T) {
+	a, b, c := policytest.Key(t), policytest.Key(t), policytest.Key(t)
+	ring := policytest.Keyring(a, b, c)
+	p := policytest.Synthetic(100_000, 1)
+	env := policytest.Sign(t, policytest.YAML(p), a, b, c)
+	if 2*len(env) > dsse.MaxEnvelopeSize {
+		t.Errorf("a 100,000-prefix policy is %d bytes: less than 2x headroom under dsse.MaxEnvelopeSize %d", len(env), dsse.MaxEnvelopeSize)
+	}
+	// dsse alone: compiling 100,000 prefixes is BenchmarkApply's job.
+	if _, err := ring.Verify(env, policy.PayloadType, 3); err != nil {
+		t.Fatalf("national policy: %v", err)
+	}
+
+	var outcomes []store.Outcome
+	small := policytest.Synthetic(5, 1)
+	st, err := store.New(store.Options{Trust: ring, Threshold: 2,
+		Now: func() time.Time { return small.Issued.Add(time.Hour) }, OnOutcome: func(o store.Outcome) { outcomes = append(outcomes, o) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Apply(policytest.Sign(t, policytest.YAML(small), a, b), "test"); err != nil {
+		t.Fatal(err)
+	}
+	small.Serial = 2
+	small.Approvals[0].Holder = strings.Repeat("h", dsse.MaxEnvelopeSize)
+	_, err = st.Apply(policytest.Sign(t, policytest.YAML(small), a, b), "test")
+	if !errors.Is(err, dsse.ErrTooLarge) {
+		t.Fatalf("oversized policy: %v, want dsse.ErrTooLarge", err)
+	}
+	if st.Current().Serial() != 1 || len(outcomes) != 2 || outcomes[1].Applied || !errors.Is(outcomes[1].Err, dsse.ErrTooLarge) {
+		t.Fatalf("after the oversized policy: serial %d, outcomes %+v", st.Current().Serial(), outcomes)
 	}
 }
