@@ -27,11 +27,22 @@ import (
 // HandlerTimeout bounds one command handler.
 const HandlerTimeout = 30 * time.Second
 
-// onMessage runs on paho's goroutine: hand off and return at once.
+// inbound is a command waiting in the inbox. One over command.MaxMessage
+// keeps only its refusal: paho has read it already, but the inbox need not
+// hold dozens of them until their turn.
+type inbound struct {
+	topic    string
+	retained bool
+	payload  []byte
+	tooLarge error // command.CheckSize's refusal; payload is then nil
+}
+
+// onMessage runs on paho's goroutine: hand off and return at once. Sizes are
+// checked here, before anything parses or keeps a payload.
 func (l *Link) onMessage(_ paho.Client, m paho.Message) {
 	if m.Topic() == PolicyTopic {
-		if len(m.Payload()) > dsse.MaxEnvelopeSize {
-			l.log.Warn("fleet policy message over the size limit ignored", "bytes", len(m.Payload()))
+		if err := (dsse.Limits{}).CheckSize(len(m.Payload())); err != nil {
+			l.log.Warn("fleet policy message over the size limit ignored", "bytes", len(m.Payload()), "err", err)
 			return
 		}
 		// Keep only the newest: a later retained copy supersedes.
@@ -42,8 +53,12 @@ func (l *Link) onMessage(_ paho.Client, m paho.Message) {
 		l.policyIn <- m.Payload()
 		return
 	}
+	in := inbound{topic: m.Topic(), retained: m.Retained(), payload: m.Payload()}
+	if err := command.CheckSize(len(in.payload)); err != nil {
+		in.payload, in.tooLarge = nil, err
+	}
 	select {
-	case l.inbox <- m:
+	case l.inbox <- in:
 	default:
 		l.log.Warn("command dropped: intake full", "topic", m.Topic(), "bytes", len(m.Payload()))
 	}
@@ -54,25 +69,29 @@ func (l *Link) commandLoop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case m := <-l.inbox:
-			l.handleCommand(ctx, m.Payload(), m.Retained(), m.Topic())
+		case in := <-l.inbox:
+			l.handleCommand(ctx, in)
 		}
 	}
 }
 
 // handleCommand verifies and runs one command and always answers it.
-func (l *Link) handleCommand(ctx context.Context, msg []byte, retained bool, topic string) {
+func (l *Link) handleCommand(ctx context.Context, in inbound) {
 	var (
-		id  string
-		c   *command.Command
-		err error
+		id    string
+		c     *command.Command
+		err   error
+		topic = in.topic
 	)
-	if retained {
+	switch {
+	case in.retained:
 		// Never act on what the broker replays at subscribe time.
-		id = command.PeekID(msg)
+		id = command.PeekID(in.payload)
 		err = fmt.Errorf("%w: a retained message on %s is never acted on", command.ErrRetained, topic)
-	} else {
-		id, c, err = l.verify.Verify(msg)
+	case in.tooLarge != nil:
+		err = in.tooLarge // what Verify would say of it
+	default:
+		id, c, err = l.verify.Verify(in.payload)
 	}
 	var result any
 	if err == nil {

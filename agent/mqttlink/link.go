@@ -78,7 +78,7 @@ type Link struct {
 	sections map[string]func() any
 	telSeq   uint64
 
-	inbox    chan paho.Message
+	inbox    chan inbound
 	policyIn chan []byte
 	// lastRefused is the digest of the last fleet policy the store refused:
 	// the broker hands the same retained message back on every reconnect,
@@ -151,7 +151,7 @@ func New(opt Options) (*Link, error) {
 		lost:      make(chan error, 1),
 		chainPath: filepath.Join(dir, "events-chain.json"),
 		sections:  map[string]func() any{},
-		inbox:     make(chan paho.Message, 64),
+		inbox:     make(chan inbound, 64),
 		policyIn:  make(chan []byte, 1),
 
 		policySwap: make(chan struct{}, 1),
