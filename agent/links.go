@@ -13,6 +13,7 @@ import (
 
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/agent/linkfilter"
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/hal/bypass"
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/policy/store"
@@ -45,8 +46,26 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		}
 		closers = append(closers, ev.Close)
 	}
+	ingress, err := linkfilter.ParseIngress(l.Ingress)
+	if err != nil {
+		return fail(err)
+	}
+	var linkLocal packet.LinkLocal
+	if l.LinkLocal != nil {
+		if linkLocal, err = packet.ParseLinkLocal(*l.LinkLocal); err != nil {
+			return fail(err)
+		}
+	}
+	grace := linkfilter.DefaultPickupGrace
+	if l.PickupGrace != nil {
+		grace = *l.PickupGrace
+		if grace == 0 {
+			grace = -1 // never
+		}
+	}
 	f := linkfilter.New(linkfilter.Options{
 		Site: a.Config.Device.Site, Mode: mode, Reset: l.Reset, MaxFlows: l.MaxFlows, FailOpen: l.Fail == "open",
+		Ingress: ingress, LinkLocal: linkLocal, PickupGrace: grace, MaxEncap: l.MaxEncap,
 		Events: a.Events, Evidence: ev, Logger: log,
 	})
 	var ports []capture.Port
@@ -109,7 +128,8 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 	}
 	a.Links = f
 	a.linkStats = stats
-	log.Info("link filter ready", "mode", mode, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows, "offloads", l.Offloads && mode == linkfilter.ModeInline)
+	log.Info("link filter ready", "mode", mode, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows,
+		"offloads", l.Offloads && mode == linkfilter.ModeInline, "ingress", ingress, "link_local", linkLocal.String(), "pickup_grace", grace, "max_encap", l.MaxEncap)
 	return func(ctx context.Context) error {
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return f.Run(ctx) })

@@ -72,6 +72,22 @@ type Links struct {
 	// ports that the agent holds shut while it runs and the kernel opens
 	// when it exits, and passes traffic (reported) until a first policy.
 	Fail string `yaml:"fail"`
+	// Ingress binds source addresses to the side they arrive on:
+	// "strict" (default) drops a domestic source from the outside and a
+	// foreign one from the inside as spoofed; "loose" does not check.
+	Ingress string `yaml:"ingress"`
+	// LinkLocal lists the link-scoped protocols that pass as link control
+	// (ospf, vrrp, igmp, mld, pim, rip, ripng, hsrp, mdns, dhcp, dhcpv6,
+	// ldp); absent: ospf, vrrp, igmp, mld, pim; [] passes none.
+	LinkLocal *[]string `yaml:"link_local"`
+	// PickupGrace is how long after start inline mode picks up TCP
+	// sessions whose SYN it did not see (judged both ways); absent: 10s,
+	// 0s: never.
+	PickupGrace *time.Duration `yaml:"pickup_grace"`
+	// MaxEncap is how many encapsulations deep frames are judged
+	// (default 4, at most 7); deeper ones are judged by the policy
+	// default.
+	MaxEncap int `yaml:"max_encap"`
 }
 
 // Evidence is the pcap ring of denied traffic.

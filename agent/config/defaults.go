@@ -1,6 +1,10 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
+)
 
 // Defaults a device gets for what its file leaves out.
 const (
@@ -12,6 +16,7 @@ const (
 	DefaultBaud           = 9600
 	DefaultBusTimeout     = 500 * time.Millisecond
 	DefaultBusRetries     = 2
+	DefaultPickupGrace    = 10 * time.Second // the filter's own default (linkfilter.DefaultPickupGrace)
 )
 
 func (c *Config) defaults() {
@@ -39,6 +44,20 @@ func (c *Config) defaults() {
 		}
 		if l.Fail == "" {
 			l.Fail = "closed"
+		}
+		if l.Ingress == "" {
+			l.Ingress = "strict"
+		}
+		if l.LinkLocal == nil {
+			ll := packet.DefaultLinkLocal.Names()
+			l.LinkLocal = &ll
+		}
+		if l.PickupGrace == nil {
+			g := DefaultPickupGrace
+			l.PickupGrace = &g
+		}
+		if l.MaxEncap == 0 {
+			l.MaxEncap = packet.DefaultMaxEncap
 		}
 	}
 	if m := c.MQTT; m != nil {

@@ -5,6 +5,9 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
+
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
 
 	"linkguard.dev/linkguard/policy/yamlpos"
 )
@@ -69,6 +72,20 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		}
 		if l.MaxFlows < 1024 {
 			bad([]any{"links", "max_flows"}, "%d is too small (at least 1024)", l.MaxFlows)
+		}
+		oneOf(l.Ingress, []string{"strict", "loose"}, "links", "ingress")
+		if l.LinkLocal != nil {
+			for i, n := range *l.LinkLocal {
+				if _, err := packet.ParseLinkLocal([]string{n}); err != nil {
+					bad([]any{"links", "link_local", i}, "%q is not a link-local protocol (known: %s)", n, strings.Join(packet.LinkLocalNames(), ", "))
+				}
+			}
+		}
+		if l.PickupGrace != nil && (*l.PickupGrace < 0 || *l.PickupGrace > 5*time.Minute) {
+			bad([]any{"links", "pickup_grace"}, "%v must be between 0s (never) and 5m", *l.PickupGrace)
+		}
+		if l.MaxEncap < 1 || l.MaxEncap > packet.MaxLayers-1 {
+			bad([]any{"links", "max_encap"}, "%d must be between 1 and %d", l.MaxEncap, packet.MaxLayers-1)
 		}
 	}
 	if m := c.MQTT; m != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/hal/capture/capturetest"
@@ -33,17 +34,18 @@ func bigPolicy(b *testing.B) (*match.Matcher, netip.Addr) {
 func BenchmarkDecide(b *testing.B) {
 	m, remote := bigPolicy(b)
 	fr := tcp4(b, "103.1.0.5", remote.String(), 40000, 443, false, true, nil)
+	syn := tcp4(b, "103.1.0.5", remote.String(), 40000, 443, true, false, nil)
 	if len(fr) != 64 {
 		b.Fatalf("frame of %d bytes", len(fr))
 	}
 	b.Run("cached-flow", func(b *testing.B) {
 		f := New(Options{Site: "s1"})
 		f.SetMatcher(m)
-		d := NewDecoder(layers.LinkTypeEthernet)
-		var p Packet
+		d := f.NewDecoder(layers.LinkTypeEthernet)
+		var p packet.Packet
 		now := t0
-		d.Decode(fr, false, &p)
-		if r := f.Judge(&p, fr, len(fr), now); r.Verdict != match.Approved {
+		d.Decode(syn, false, &p)
+		if r := f.Judge(&p, SideInside, syn, len(syn), now); r.Verdict != match.Approved {
 			b.Fatalf("%+v", r)
 		}
 		b.ReportAllocs()
@@ -51,14 +53,15 @@ func BenchmarkDecide(b *testing.B) {
 		for b.Loop() {
 			now++
 			d.Decode(fr, false, &p)
-			f.Judge(&p, fr, len(fr), now)
+			f.Judge(&p, SideInside, fr, len(fr), now)
 		}
 	})
 	b.Run("new-flow", func(b *testing.B) {
+		fr := syn
 		f := New(Options{Site: "s1"})
 		f.SetMatcher(m)
-		d := NewDecoder(layers.LinkTypeEthernet)
-		var p Packet
+		d := f.NewDecoder(layers.LinkTypeEthernet)
+		var p packet.Packet
 		now := t0
 		b.ReportAllocs()
 		b.SetBytes(int64(len(fr)))
@@ -71,15 +74,15 @@ func BenchmarkDecide(b *testing.B) {
 			fr[34], fr[35] = byte(i>>8), byte(i) // source port
 			fr[28], fr[29] = byte(i>>16), byte(i>>24)
 			d.Decode(fr, false, &p)
-			if r := f.Judge(&p, fr, len(fr), now); r.Verdict != match.Approved || !r.NewFlow {
+			if r := f.Judge(&p, SideInside, fr, len(fr), now); r.Verdict != match.Approved || !r.NewFlow {
 				b.Fatalf("%+v", r)
 			}
 		}
 		b.ReportMetric(float64(f.Snapshot().FlowsEvicted), "evicted")
 	})
 	b.Run("decode-only", func(b *testing.B) {
-		d := NewDecoder(layers.LinkTypeEthernet)
-		var p Packet
+		d := packet.NewDecoder(layers.LinkTypeEthernet, packet.Options{})
+		var p packet.Packet
 		b.ReportAllocs()
 		for b.Loop() {
 			d.Decode(fr, false, &p)
@@ -111,14 +114,14 @@ func filled100k(b *testing.B) *Filter {
 	m, remote := bigPolicy(b)
 	f := New(Options{Site: "s1"})
 	f.SetMatcher(m)
-	d := NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(layers.LinkTypeEthernet)
 	fr := tcp4(b, "103.1.0.5", remote.String(), 40000, 443, true, false, nil)
-	var p Packet
+	var p packet.Packet
 	d.Decode(fr, false, &p)
 	for i := range 100_000 {
-		p.SPort = uint16(i)
-		p.Src = netip.AddrFrom4([4]byte{103, 1, byte(i >> 8), byte(i)})
-		f.Judge(&p, fr, len(fr), t0+int64(i))
+		p.L[0].SPort = uint16(i)
+		p.L[0].Src = netip.AddrFrom4([4]byte{103, 1, byte(i >> 8), byte(i)})
+		f.Judge(&p, SideInside, fr, len(fr), t0+int64(i))
 	}
 	runtime.GC()
 	debug.FreeOSMemory()

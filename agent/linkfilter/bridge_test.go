@@ -30,7 +30,7 @@ func TestBridgeForwardsAllowedOnly(t *testing.T) {
 	approved := tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 22, true, false, nil)
 	denied := tcp4(t, "10.1.0.5", "8.8.8.8", 40000, 443, true, false, nil)
 	reply := tcp4(t, "198.51.100.7", "10.1.0.5", 22, 40000, true, true, nil)
-	arp := append(frame(t, &layers.Ethernet{SrcMAC: macA, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP}), make([]byte, 28)...)
+	arp := arpRequest(t)
 	in.Inject(denied)
 	in.Inject(approved)
 	in.Inject(arp)

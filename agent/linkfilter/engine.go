@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/hal/capture"
 )
 
@@ -39,11 +40,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 	ri, ok1 := b.inside.(capture.Ring)
 	ro, ok2 := b.outside.(capture.Ring)
 	if ok1 && ok2 {
-		g.Go(func() error { return b.forward(ctx, ri, ro, "inside") })
-		g.Go(func() error { return b.forward(ctx, ro, ri, "outside") })
+		g.Go(func() error { return b.forward(ctx, ri, ro, SideInside) })
+		g.Go(func() error { return b.forward(ctx, ro, ri, SideOutside) })
 	} else {
-		g.Go(func() error { return b.pump(ctx, b.inside, b.outside, "inside") })
-		g.Go(func() error { return b.pump(ctx, b.outside, b.inside, "outside") })
+		g.Go(func() error { return b.pump(ctx, b.inside, b.outside, SideInside) })
+		g.Go(func() error { return b.pump(ctx, b.outside, b.inside, SideOutside) })
 	}
 	return g.Wait()
 }
@@ -61,16 +62,22 @@ func (b *Bridge) OffloadMismatches() uint64 { return b.badOffload.Load() }
 // out, cuts the flow the filter judged. It does not when the NIC merged
 // tunnelled segments (GRE GRO reports its inner TCP as plain TCP to a
 // packet socket): such a frame cannot be forwarded whole, and is dropped.
-func offloadMatches(g capture.OffloadInfo, p *Packet) bool {
-	switch g.Type &^ capture.GSOECN {
-	case capture.GSONone:
+func offloadMatches(g capture.OffloadInfo, p *packet.Packet) bool {
+	t := g.Type &^ capture.GSOECN
+	if t == capture.GSONone {
 		return true
+	}
+	l := p.Outer()
+	if p.N != 1 {
+		return false // segmenting would cut the outer header, not the flow judged
+	}
+	switch t {
 	case capture.GSOTCPv4:
-		return p.Proto == 6 && !p.IPv6
+		return l.Proto == packet.ProtoTCP && !l.IPv6
 	case capture.GSOTCPv6:
-		return p.Proto == 6 && p.IPv6
+		return l.Proto == packet.ProtoTCP && l.IPv6
 	case capture.GSOUDPL4:
-		return p.Proto == 17
+		return l.Proto == packet.ProtoUDP
 	}
 	return false
 }
@@ -85,14 +92,14 @@ const drainBatch = 64
 // straight into to's transmit ring with its offload metadata; the queue
 // goes out with one system call once the frames that were waiting are
 // judged (or a port's batch fills), before forward waits again.
-func (b *Bridge) forward(ctx context.Context, from, to capture.Ring, side string) error {
-	dec := NewDecoder(capture.LinkTypeOf(from))
-	p := new(Packet)
+func (b *Bridge) forward(ctx context.Context, from, to capture.Ring, side Side) error {
+	dec := b.f.NewDecoder(capture.LinkTypeOf(from))
+	p := new(packet.Packet)
 	queued := false
 	act := func(frame []byte, info capture.Info) {
 		dec.Decode(frame, info.Truncated(), p)
 		p.Segments = info.GSO.Segments(len(frame))
-		if b.f.Judge(p, frame, info.Length, info.Timestamp.UnixNano()).Action != Pass {
+		if b.f.Judge(p, side, frame, info.Length, info.Timestamp.UnixNano()).Action != Pass {
 			return
 		}
 		if info.Truncated() {
@@ -101,7 +108,7 @@ func (b *Bridge) forward(ctx context.Context, from, to capture.Ring, side string
 		if !offloadMatches(info.GSO, p) {
 			if c := b.badOffload.Add(1); c == 1 || c%1000 == 0 {
 				b.f.log.Warn("bridge: super-frame dropped: its offload metadata does not match its packet (tunnel GRO?); set links.offloads off if this recurs",
-					"from", side, "gso_type", info.GSO.Type, "proto", p.Proto, "count", c)
+					"from", side, "gso_type", info.GSO.Type, "proto", p.Outer().Proto, "layers", p.N, "count", c)
 			}
 			return
 		}
@@ -137,8 +144,8 @@ const waitBound = 100 * time.Millisecond
 
 // pump forwards frame by frame, for ports that are not rings (the
 // testbench's in-memory wires).
-func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side string) error {
-	return judgeEach(ctx, b.f, from, side, func(frame []byte, info capture.Info, _ *Packet, r Result) {
+func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side Side) error {
+	return judgeEach(ctx, b.f, from, side, func(frame []byte, info capture.Info, _ *packet.Packet, r Result) {
 		if r.Action != Pass {
 			return
 		}
@@ -151,19 +158,19 @@ func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side string) e
 	})
 }
 
-func (b *Bridge) writeFailed(side string, n int, err error) {
+func (b *Bridge) writeFailed(side Side, n int, err error) {
 	if c := b.writeErrs.Add(1); c == 1 || c%1000 == 0 {
 		b.f.log.Warn("bridge: write failed", "from", side, "len", n, "count", c, "err", err)
 	}
 }
 
-// judgeEach reads frames from src until ctx ends or src is exhausted,
-// decodes and judges each, and hands the verdict to act. The frame and
-// packet are reused: act must not keep them.
-func judgeEach(ctx context.Context, f *Filter, src capture.Reader, what string, act func([]byte, capture.Info, *Packet, Result)) error {
+// judgeEach reads frames from src, which arrive on side, until ctx ends or
+// src is exhausted, decodes and judges each, and hands the verdict to act.
+// The frame and packet are reused: act must not keep them.
+func judgeEach(ctx context.Context, f *Filter, src capture.Reader, side Side, act func([]byte, capture.Info, *packet.Packet, Result)) error {
 	buf := make([]byte, frameBuf)
-	dec := NewDecoder(capture.LinkTypeOf(src))
-	var p Packet
+	dec := f.NewDecoder(capture.LinkTypeOf(src))
+	var p packet.Packet
 	for ctx.Err() == nil {
 		info, err := src.ReadFrame(buf)
 		switch {
@@ -172,12 +179,12 @@ func judgeEach(ctx context.Context, f *Filter, src capture.Reader, what string, 
 		case errors.Is(err, capture.ErrClosed), errors.Is(err, io.EOF):
 			return nil
 		case err != nil:
-			return fmt.Errorf("linkfilter: %s: %w", what, err)
+			return fmt.Errorf("linkfilter: %s: %w", side, err)
 		}
 		frame := buf[:info.CaptureLength]
 		dec.Decode(frame, info.Truncated(), &p)
 		p.Segments = info.GSO.Segments(len(frame))
-		act(frame, info, &p, f.Judge(&p, frame, info.Length, info.Timestamp.UnixNano()))
+		act(frame, info, &p, f.Judge(&p, side, frame, info.Length, info.Timestamp.UnixNano()))
 	}
 	return nil
 }
@@ -192,7 +199,10 @@ type Monitor struct {
 	ports []capture.Port
 }
 
-// NewMonitor watches ports through f (one or two).
+// NewMonitor watches ports through f: two ports are the inside and the
+// outside taps, in that order, and sources are checked against the side
+// they arrive on (Options.Ingress); one port taps both directions and
+// sources are not checked.
 func NewMonitor(f *Filter, ports ...capture.Port) *Monitor {
 	return &Monitor{f: f, ports: ports}
 }
@@ -202,14 +212,18 @@ func (m *Monitor) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for i, p := range m.ports {
 		other := m.ports[(i+1)%len(m.ports)]
-		g.Go(func() error { return m.watch(ctx, p, other) })
+		side := SideUnknown
+		if len(m.ports) == 2 {
+			side = SideInside + Side(i)
+		}
+		g.Go(func() error { return m.watch(ctx, p, other, side) })
 	}
 	return g.Wait()
 }
 
-func (m *Monitor) watch(ctx context.Context, from, other capture.Port) error {
+func (m *Monitor) watch(ctx context.Context, from, other capture.Port, side Side) error {
 	var rst [rstMax]byte
-	return judgeEach(ctx, m.f, from, "monitor", func(frame []byte, _ capture.Info, p *Packet, r Result) {
+	return judgeEach(ctx, m.f, from, side, func(frame []byte, _ capture.Info, p *packet.Packet, r Result) {
 		if r.Action != Reset {
 			return
 		}

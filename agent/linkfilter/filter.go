@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gopacket/gopacket/layers"
+
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/policy"
 	"linkguard.dev/linkguard/policy/match"
@@ -76,16 +79,16 @@ type Options struct {
 	// Ingress binds source addresses to the side they arrive on
 	// (links.ingress); the zero value is IngressStrict.
 	Ingress Ingress
-	// LinkLocal names the link-scoped IP protocols that pass as link
-	// control (links.link_local); nil takes DefaultLinkLocal.
-	LinkLocal []string
+	// LinkLocal is the link-scoped IP protocols that pass as link control
+	// (links.link_local); the zero set is packet.DefaultLinkLocal.
+	LinkLocal packet.LinkLocal
 	// PickupGrace is how long after the filter starts (its first frame)
 	// inline mode picks up TCP sessions it saw no SYN of, judged both
 	// ways (links.pickup_grace); 0 takes DefaultPickupGrace, negative
 	// disables pickup.
 	PickupGrace time.Duration
 	// MaxEncap bounds how many encapsulations deep a frame is decoded
-	// (links.max_encap); 0 takes DefaultMaxEncap. Deeper frames are judged
+	// (links.max_encap); 0 takes packet.DefaultMaxEncap. Deeper frames are judged
 	// by the policy default.
 	MaxEncap int
 }
@@ -138,15 +141,10 @@ func (s Side) String() string {
 	return "invalid"
 }
 
-// Defaults of Options.
-const (
-	DefaultPickupGrace = 30 * time.Second
-	DefaultMaxEncap    = 4
-)
-
-// DefaultLinkLocal is the routing and redundancy protocols a border link
-// runs, passed when link-scoped (links.link_local absent).
-var DefaultLinkLocal = []string{"ospf", "vrrp", "igmp", "mld", "pim"}
+// DefaultPickupGrace is the default of Options.PickupGrace: long enough
+// for a restarted agent's first frames of every live session, short
+// enough that it is no window to plan an evasion around.
+const DefaultPickupGrace = 10 * time.Second
 
 // polState is one policy generation as the packet path sees it.
 type polState struct {
@@ -164,13 +162,17 @@ type approvalCount struct {
 // Filter classifies frames: flow table, cached verdicts, counters, events
 // and evidence. Safe for concurrent use by one goroutine per capture port.
 type Filter struct {
-	o      Options
-	log    *slog.Logger
-	state  atomic.Pointer[polState]
-	shards [nShards]*shard
-	frags  fragTable
-	c      counters
-	lim    limiter
+	o       Options
+	log     *slog.Logger
+	state   atomic.Pointer[polState]
+	shards  [nShards]*shard
+	frags   *fragTable
+	c       counters
+	lim     limiter // denied-flow events
+	techLim limiter // events of techniques (malformed, spoofed, no SYN, ...)
+	ctl     linkLimits
+	spoofs  spoofLog
+	start   atomic.Int64 // Unix nanos of the first frame judged: the pickup grace runs from it
 
 	seed      uint64 // flow hash seed
 	retiredMu sync.Mutex
@@ -185,14 +187,19 @@ type counters struct {
 	denied, deniedBytes     atomic.Uint64
 	domestic                atomic.Uint64
 	linkControl, other      atomic.Uint64
+	linkControlLimited      atomic.Uint64
 	malformed, truncated    atomic.Uint64
 	superFrames             atomic.Uint64
-	fragUnknown             atomic.Uint64
+	tunnelled               atomic.Uint64
+	spoofed, noSYN          atomic.Uint64
+	fragments, fragUnknown  atomic.Uint64
+	fragOverlap             atomic.Uint64
 	newFlows, deniedFlows   atomic.Uint64
 	eventsSent, eventsQuiet atomic.Uint64
 	evidence                atomic.Uint64
 	resets                  atomic.Uint64
 	swaps                   atomic.Uint64
+	techniques              [techCount]atomic.Uint64
 }
 
 // New builds a filter with no policy loaded: until SetMatcher, every IP
@@ -220,11 +227,22 @@ func New(o Options) *Filter {
 	if o.EvidencePerFlow <= 0 {
 		o.EvidencePerFlow = 8
 	}
+	if o.PickupGrace == 0 {
+		o.PickupGrace = DefaultPickupGrace
+	}
+	if o.MaxEncap <= 0 {
+		o.MaxEncap = packet.DefaultMaxEncap
+	}
+	if o.LinkLocal == 0 {
+		o.LinkLocal = packet.DefaultLinkLocal
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	f := &Filter{o: o, log: o.Logger, retired: map[string]ApprovalCount{}}
 	f.lim = limiter{rate: o.EventsPerSecond, burst: o.EventBurst, tokens: o.EventBurst}
+	f.techLim = limiter{rate: o.EventsPerSecond, burst: o.EventBurst, tokens: o.EventBurst}
+	f.ctl.init()
 	per := max(1, o.MaxFlows/nShards)
 	var sb [8]byte
 	_, _ = crand.Read(sb[:])
@@ -232,12 +250,19 @@ func New(o Options) *Filter {
 	for i := range f.shards {
 		f.shards[i] = newShard(per, f.seed)
 	}
+	f.frags = newFragTable(f.seed)
 	f.state.Store(&polState{deny: true})
 	return f
 }
 
 // Mode is the filter's enforcement mode.
 func (f *Filter) Mode() Mode { return f.o.Mode }
+
+// NewDecoder returns a decoder for frames of link type lt with the
+// filter's limits (encapsulation depth, link-local protocols).
+func (f *Filter) NewDecoder(lt layers.LinkType) *packet.Decoder {
+	return packet.NewDecoder(lt, packet.Options{MaxEncap: f.o.MaxEncap, LinkLocal: f.o.LinkLocal})
+}
 
 // SetMatcher swaps the policy. Existing flows are re-decided on their next
 // packet (each flow remembers the generation it was decided under), so a
@@ -281,25 +306,51 @@ const (
 	Reset                   // monitor with reset: send RSTs both ways
 )
 
-// Result is the filter's judgement on one frame.
+// Result is the filter's judgement on one frame: the most restrictive of
+// the verdicts of every header pair it carries.
 type Result struct {
 	Action   Action
 	Verdict  match.Verdict
 	Reason   match.Reason
 	Approval int32 // -1 if none
-	NewFlow  bool
-	Flow     FlowRef // the flow's key, zero for frames outside any flow
+	// Technique names what the frame was, when it was denied as more than
+	// an unapproved flow (a tunnel, a spoof, ...).
+	Technique Technique
+	// Layer is the header pair the verdict is about (0: the outermost).
+	Layer   int
+	NewFlow bool
+	Flow    FlowRef // the layer's flow, zero for frames outside any flow
+	keep    bool    // the frame goes to the evidence ring (bounded per flow)
 }
 
 // FlowRef identifies a flow (comparable; use as a map key).
 type FlowRef struct{ k flowKey }
 
-// Judge classifies one decoded frame seen at now (Unix nanos; the capture
-// timestamp). frame is the raw frame, kept as evidence when denied. It
-// allocates nothing on the packet path (events and evidence aside, which
-// are rate-limited and bounded).
-func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
+// rank orders verdicts by how restrictive they are.
+func rank(v match.Verdict) int {
+	switch v {
+	case match.Domestic:
+		return 1
+	case match.Approved:
+		return 2
+	case match.Monitored:
+		return 3
+	case match.Denied:
+		return 4
+	}
+	return 0
+}
+
+// Judge classifies one decoded frame that arrived on side at now (Unix
+// nanos; the capture timestamp). frame is the raw frame, kept as evidence
+// when denied. Every header pair is judged, each as a flow of its own; the
+// most restrictive verdict wins. It allocates nothing on the packet path
+// (events and evidence aside, which are rate-limited and bounded).
+func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, now int64) Result {
 	st := f.state.Load()
+	if f.start.Load() == 0 {
+		f.start.CompareAndSwap(0, now)
+	}
 	if p.Truncated {
 		f.c.truncated.Add(1)
 	}
@@ -307,48 +358,178 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 		f.c.superFrames.Add(1)
 	}
 	switch p.Kind {
-	case KindLinkControl:
+	case packet.KindLinkControl:
+		if !f.ctl.allow(p.Link, now) {
+			f.c.linkControlLimited.Add(1)
+			return f.problem(st, p, TechCovertLinkControl, match.ReasonLinkControlRate, frame, wireLen, now)
+		}
 		f.c.linkControl.Add(1)
-		f.c.passed.Add(p.segments())
+		f.c.passed.Add(p.SegmentCount())
 		f.c.passedBytes.Add(uint64(wireLen))
 		return Result{Action: Pass, Approval: -1}
-	case KindOther:
+	case packet.KindOther:
 		f.c.other.Add(1)
-		return f.unclassified(st, p, frame, wireLen, now)
-	case KindMalformed:
+		return f.problem(st, p, techOf(p.Problem), match.ReasonUnclassified, frame, wireLen, now)
+	case packet.KindMalformed:
 		f.c.malformed.Add(1)
-		return f.unclassified(st, p, frame, wireLen, now)
+		return f.problem(st, p, techOf(p.Problem), match.ReasonUnclassified, frame, wireLen, now)
 	}
-	if p.Frag == LaterFragment {
-		d, ok := f.frags.lookup(p, st.gen, now)
-		if !ok {
-			f.c.fragUnknown.Add(1)
-			return f.unclassified(st, p, frame, wireLen, now)
+	if p.N > 1 {
+		f.c.tunnelled.Add(1)
+	}
+	if side != SideUnknown && f.o.Ingress == IngressStrict && st.m != nil && spoofed(st.m, side, p.Outer()) {
+		f.c.spoofed.Add(1)
+		tech := TechSpoofed
+		if p.Outer().Src.IsUnspecified() {
+			tech = TechUnspecifiedSource
 		}
-		r := Result{Verdict: d.Verdict, Reason: d.Reason, Approval: d.Approval}
-		return f.finish(st, r, p, frame, wireLen, now, nil)
+		return f.problem(st, p, tech, match.ReasonSpoofed, frame, wireLen, now)
 	}
-	k, fwd := keyOf(p)
+	best := Result{Approval: -1}
+	var approved [packet.MaxLayers]int32
+	nApproved := 0
+	var evs [packet.MaxLayers]deniedEvent
+	var evOK [packet.MaxLayers]bool
+	fragAt := -1
+	for i := 0; i < p.N; i++ {
+		l := &p.L[i]
+		if l.LinkControl {
+			continue // a routing protocol inside a tunnel: the tunnel is judged
+		}
+		var r Result
+		if l.Frag == packet.LaterFragment {
+			r = f.laterFragment(st, p, i, now)
+		} else {
+			r, evOK[i] = f.judgeLayer(st, p, i, now, wireLen, &evs[i])
+			if l.Frag == packet.FirstFragment && fragAt < 0 {
+				fragAt = i
+			}
+		}
+		if r.Verdict == match.Approved && r.Approval >= 0 {
+			approved[nApproved] = r.Approval
+			nApproved++
+		}
+		if best.Verdict == 0 || rank(r.Verdict) > rank(best.Verdict) {
+			best = r
+		}
+		if l.Frag == packet.LaterFragment || f.o.Mode == ModeInline && !best.Verdict.Allowed() {
+			break // nothing further can be seen, or can change a drop
+		}
+	}
+	if best.Verdict == 0 { // every layer was link control
+		best = Result{Verdict: match.Domestic, Reason: match.ReasonDomestic, Approval: -1}
+	}
+	if best.Technique == TechNone && (!best.Verdict.Allowed() || best.Verdict == match.Monitored) {
+		best.Technique = f.technique(st, p, best)
+	}
+	if fragAt >= 0 && f.frags.first(&p.L[fragAt], fragAt, best, st.gen, now) {
+		// A second first fragment of one datagram: an overlap.
+		f.c.fragOverlap.Add(1)
+		best = Result{Verdict: match.Denied, Reason: match.ReasonFragment, Approval: -1, Technique: TechFragmentOverlap, Layer: fragAt}
+		f.techEvent(st, p, best, now)
+	}
+	if best.Verdict.Allowed() {
+		for _, a := range approved[:nApproved] {
+			if int(a) < len(st.counts) {
+				c := &st.counts[a]
+				c.pkts.Add(p.SegmentCount())
+				c.bytes.Add(uint64(wireLen))
+			}
+		}
+	}
+	var ev *deniedEvent
+	if evOK[best.Layer] {
+		ev = &evs[best.Layer]
+	}
+	if !best.keep {
+		frame = nil
+	}
+	return f.finish(st, best, p, frame, wireLen, now, ev)
+}
+
+// technique names what a denied (or monitored) frame was, from the layer
+// its verdict is about.
+func (f *Filter) technique(st *polState, p *packet.Packet, r Result) Technique {
+	l := &p.L[r.Layer]
+	switch {
+	case p.N > 1:
+		return TechTunnel
+	case l.LinkScoped:
+		return TechLinkScoped
+	case l.Src.IsUnspecified():
+		return TechUnspecifiedSource
+	case r.Reason == match.ReasonNoSYN:
+		return TechTCPNoSYN
+	case st.m != nil && !st.m.IsDomestic(l.Src) && !st.m.IsDomestic(l.Dst) && r.Reason != match.ReasonNoPolicy:
+		return TechTransit
+	}
+	return TechNone
+}
+
+// spoofed reports a source that does not belong on the side it arrived
+// from: a domestic address from abroad, or a foreign one from inside.
+// Link-local unicast sources are neither (never domestic, always judged
+// as foreign), so they pass this check.
+func spoofed(m *match.Matcher, side Side, l *packet.Layer) bool {
+	if l.Src.IsLinkLocalUnicast() {
+		return false
+	}
+	dom := m.IsDomestic(l.Src)
+	return side == SideOutside && dom || side == SideInside && !dom
+}
+
+// judgeLayer judges header pair i of p as a flow of its own.
+func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, now int64, wireLen int, ev *deniedEvent) (Result, bool) {
+	l := &p.L[i]
+	k, fwd := keyOf(l, i)
 	h := k.hash(f.seed)
 	s := f.shards[h>>60]
+	tcp := l.Proto == packet.ProtoTCP && l.L4
+	syn := tcp && l.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn
 	s.mu.Lock()
-	i := s.find(&k, h)
-	isNew := false
-	if i < 0 {
-		i = s.insert(&k, h, now, &f.o.Timeouts)
-		isNew = true
-	}
-	fl := &s.ents[i]
-	if !isNew && now-fl.last > f.o.Timeouts.of(fl) {
-		*fl = flow{key: k} // idle-expired: a new flow on the same tuple
+	idx := s.find(&k, h)
+	isNew := idx < 0
+	if !isNew && now-s.ents[idx].last > f.o.Timeouts.of(&s.ents[idx]) {
+		s.ents[idx] = flow{key: k} // idle-expired: a new flow on the same tuple
 		s.expired++
 		isNew = true
 	}
+	nosyn := false
+	if isNew && tcp && !syn {
+		// Only a SYN opens a TCP flow: its sender is the initiator. A
+		// segment of a connection whose SYN was not seen is picked up
+		// only by a monitor, or in the grace after start, and then judged
+		// both ways.
+		if f.o.Mode == ModeInline && !f.inGrace(now) {
+			s.mu.Unlock()
+			f.c.noSYN.Add(1)
+			r := Result{Verdict: match.Denied, Reason: match.ReasonNoSYN, Approval: -1, Technique: TechTCPNoSYN, Layer: i}
+			if st.m == nil {
+				r.Reason = match.ReasonNoPolicy
+				if f.o.FailOpen {
+					r.Verdict = match.Monitored
+				}
+			}
+			return r, false
+		}
+		nosyn = true
+	}
+	if idx < 0 {
+		idx = s.insert(&k, h, now, &f.o.Timeouts)
+	}
+	fl := &s.ents[idx]
 	if isNew {
-		fl.initA = fwd == initiatedBySender(p)
+		fl.initA = fwd // the first sender opened the flow; its peer's port is the service
+		fl.nosyn = nosyn
+		fl.layer = uint8(i)
+		fl.via = l.Via
 		fl.first = now
 		fl.tcp = tcpOpening
 		f.c.newFlows.Add(1)
+	} else if syn && (fwd != fl.initA || fl.nosyn) {
+		// A SYN opens the connection anew (after a picked-up or reversed
+		// guess, or a reused tuple): its sender is the initiator now.
+		fl.initA, fl.nosyn, fl.gen, fl.seenBack, fl.tcp = fwd, false, 0, false, tcpOpening
 	}
 	prevAllowed := fl.gen != 0 && fl.verdict.Allowed()
 	dnow := now
@@ -363,72 +544,79 @@ func (f *Filter) Judge(p *Packet, frame []byte, wireLen int, now int64) Result {
 		}
 	}
 	fl.last = now
-	fl.pkts += p.segments()
+	fl.pkts += p.SegmentCount()
 	fl.bytes += uint64(wireLen)
 	if fwd != fl.initA {
 		fl.seenBack = true
 	}
-	if p.Proto == 6 {
+	if tcp {
 		switch {
-		case p.TCPFlags&(TCPFin|TCPRst) != 0:
+		case l.TCPFlags&(packet.TCPFin|packet.TCPRst) != 0:
 			fl.tcp = tcpClosing
 		case fl.tcp == tcpOpening && fl.seenBack:
 			fl.tcp = tcpEstablished
 		}
 	}
 	d := fl.decision()
-	r := Result{Verdict: d.Verdict, Reason: d.Reason, Approval: d.Approval, NewFlow: isNew, Flow: FlowRef{k}}
-	var ev *deniedEvent
-	var evBuf deniedEvent
-	denied := !d.Verdict.Allowed() || d.Verdict == match.Monitored
-	if denied {
+	r := Result{Verdict: d.Verdict, Reason: d.Reason, Approval: d.Approval, NewFlow: isNew, Flow: FlowRef{k}, Layer: i}
+	if fl.nosyn && !d.Verdict.Allowed() {
+		r.Technique = TechTCPNoSYN
+	}
+	tell := false
+	if !d.Verdict.Allowed() || d.Verdict == match.Monitored {
 		fl.denied++
-		if !fl.reported {
+		// A monitor that picked a flow up mid-stream waits a few packets
+		// before it reports: the SYN its other reader is still handing
+		// over would set the flow right.
+		if !fl.reported && !(fl.nosyn && f.o.Mode == ModeMonitor && fl.pkts < 4) {
 			fl.reported = true
-			evBuf = deniedEvent{info: fl.info(), revoked: prevAllowed && !d.Verdict.Allowed()}
-			ev = &evBuf
+			*ev = deniedEvent{info: fl.info(), revoked: prevAllowed && !d.Verdict.Allowed(), layer: i}
+			tell = true
 		}
 		if int(fl.evidence) < f.o.EvidencePerFlow && f.o.Evidence != nil {
 			fl.evidence++
-		} else {
-			frame = nil
+			r.keep = true
 		}
-		if f.o.Mode == ModeMonitor && f.o.Reset && p.Proto == 6 && p.TCPFlags&TCPRst == 0 && fl.resets < 4 && !d.Verdict.Allowed() {
+		if f.o.Mode == ModeMonitor && f.o.Reset && tcp && i == 0 && p.N == 1 && l.TCPFlags&packet.TCPRst == 0 && fl.resets < 4 && !d.Verdict.Allowed() {
 			fl.resets++
 			r.Action = Reset
 		}
 	}
 	s.mu.Unlock()
-	if p.Frag == FirstFragment {
-		f.frags.store(p, d, st.gen, now)
-	}
-	if denied && ev != nil {
+	if tell {
 		f.c.deniedFlows.Add(1)
 	}
-	return f.finish(st, r, p, frame, wireLen, now, ev)
+	return r, tell
 }
 
-// initiatedBySender guesses, from the first frame seen of a flow, whether
-// its sender opened the flow. Readers of two ports race, so the first frame
-// seen may be the answer (a monitor on a kernel bridge sees a SYN-ACK before
-// its SYN now and then): a SYN-ACK was sent by the responder; otherwise an
-// ephemeral source port talking to a lower port marks the opener, and
-// failing that the sender is taken to be the opener.
-func initiatedBySender(p *Packet) bool {
-	if p.Proto == 6 && p.TCPFlags&(TCPSyn|TCPAck) == TCPSyn|TCPAck {
-		return false
-	}
-	if p.Proto == 6 && p.TCPFlags&TCPSyn != 0 {
-		return true
-	}
-	const ephemeral = 32768
-	if p.DPort >= ephemeral && p.SPort < ephemeral && p.SPort != 0 {
-		return false
-	}
-	return true
+// inGrace reports whether now is within the pickup grace after start.
+func (f *Filter) inGrace(now int64) bool {
+	return f.o.PickupGrace > 0 && now-f.start.Load() < int64(f.o.PickupGrace)
 }
 
-// decide asks the matcher about a flow, as its initiator opened it.
+// laterFragment judges a fragment that carries no transport header by the
+// verdict its datagram's first fragment got.
+func (f *Filter) laterFragment(st *polState, p *packet.Packet, i int, now int64) Result {
+	f.c.fragments.Add(1)
+	r, state := f.frags.later(&p.L[i], i, st.gen, now)
+	switch state {
+	case fragKnown:
+		return r
+	case fragOverlap:
+		f.c.fragOverlap.Add(1)
+		r = Result{Verdict: match.Denied, Reason: match.ReasonFragment, Approval: -1, Technique: TechFragmentOverlap, Layer: i}
+		f.techEvent(st, p, r, now)
+		return r
+	}
+	f.c.fragUnknown.Add(1)
+	r = f.byDefault(st, match.ReasonFragment)
+	r.Layer, r.Technique = i, TechNone
+	return r
+}
+
+// decide asks the matcher about a flow, as its initiator opened it; a flow
+// picked up without its SYN is judged both ways, the stricter answer
+// winning, so no packet can choose which end is the server.
 func (f *Filter) decide(st *polState, fl *flow, now int64) match.Decision {
 	if st.m == nil {
 		v := match.Denied
@@ -437,38 +625,69 @@ func (f *Filter) decide(st *polState, fl *flow, now int64) match.Decision {
 		}
 		return match.Decision{Verdict: v, Reason: match.ReasonNoPolicy, Approval: -1, RecheckAt: math.MaxInt64}
 	}
+	d := f.decideAs(st, fl, fl.initA, now)
+	if fl.nosyn {
+		r := f.decideAs(st, fl, !fl.initA, now)
+		r.RecheckAt = min(r.RecheckAt, d.RecheckAt)
+		if rank(r.Verdict) > rank(d.Verdict) {
+			d = r
+		}
+		d.RecheckAt = r.RecheckAt
+	}
+	return d
+}
+
+func (f *Filter) decideAs(st *polState, fl *flow, initA bool, now int64) match.Decision {
 	q := match.Query{Site: f.o.Site, Proto: fl.key.proto, Now: time.Unix(0, now)}
 	a, b := netip.AddrFrom16(fl.key.a), netip.AddrFrom16(fl.key.b)
-	if fl.initA {
+	if initA {
 		q.Src, q.Dst, q.DPort = a, b, fl.key.pb
 	} else {
 		q.Src, q.Dst, q.DPort = b, a, fl.key.pa
 	}
-	if q.Proto == 1 || q.Proto == 58 {
+	if q.Proto == packet.ProtoICMP || q.Proto == packet.ProtoICMPv6 {
 		q.DPort = 0 // the echo identifier is not a port
 	}
 	return st.m.Decide(&q)
 }
 
-// unclassified judges a frame that cannot be put in a flow: domestic both
-// ends passes, otherwise the policy default applies (deny: dropped).
-func (f *Filter) unclassified(st *polState, p *Packet, frame []byte, wireLen int, now int64) Result {
-	r := Result{Verdict: match.Denied, Reason: match.ReasonUnclassified, Approval: -1}
+// byDefault is the verdict of traffic the policy cannot judge: the
+// policy default (deny: dropped; monitor: passed and reported).
+func (f *Filter) byDefault(st *polState, reason match.Reason) Result {
+	r := Result{Verdict: match.Denied, Reason: reason, Approval: -1}
 	switch {
 	case st.m == nil:
 		r.Reason = match.ReasonNoPolicy
 		if f.o.FailOpen {
 			r.Verdict = match.Monitored
 		}
-	case p.Src.IsValid() && st.m.IsDomestic(p.Src) && st.m.IsDomestic(p.Dst):
-		r.Verdict, r.Reason = match.Domestic, match.ReasonDomestic
 	case !st.deny:
 		r.Verdict = match.Monitored
 	}
-	if r.Verdict == match.Domestic {
-		return f.finish(st, r, p, nil, wireLen, now, nil)
+	return r
+}
+
+// problem judges a frame that cannot be put in a flow, or that breaks a
+// rule (malformed, spoofed, covert link control): the policy default
+// applies, except to spoofs, which are always denied.
+func (f *Filter) problem(st *polState, p *packet.Packet, tech Technique, reason match.Reason, frame []byte, wireLen int, now int64) Result {
+	r := f.byDefault(st, reason)
+	if reason == match.ReasonSpoofed || reason == match.ReasonLinkControlRate {
+		r.Verdict = match.Denied
 	}
-	// Evidence of unclassified frames shares the events' rate limit.
+	r.Technique = tech
+	if p.N > 0 && p.Problem != packet.ProblemNone {
+		r.Layer = p.N - 1
+	}
+	if f.o.Mode == ModeMonitor && f.o.Reset && r.Verdict == match.Denied && p.N == 1 && p.L[0].Proto == packet.ProtoTCP &&
+		p.L[0].L4 && p.L[0].Frag == packet.NotFragment && p.L[0].TCPFlags&packet.TCPRst == 0 {
+		r.Action = Reset
+	}
+	if reason != match.ReasonSpoofed || f.spoofs.first(p.Outer().Src, now) {
+		f.techEvent(st, p, r, now)
+	}
+	// Evidence of unclassified frames shares the technique events' rate
+	// limit.
 	if f.o.Evidence == nil || !f.lim.allow(now) {
 		frame = nil
 	}
@@ -477,7 +696,7 @@ func (f *Filter) unclassified(st *polState, p *Packet, frame []byte, wireLen int
 
 // finish turns a verdict into an action, counts, and hands denied frames to
 // events and evidence.
-func (f *Filter) finish(st *polState, r Result, p *Packet, frame []byte, wireLen int, now int64, ev *deniedEvent) Result {
+func (f *Filter) finish(st *polState, r Result, p *packet.Packet, frame []byte, wireLen int, now int64, ev *deniedEvent) Result {
 	allowed := r.Verdict.Allowed()
 	if r.Action == 0 {
 		r.Action = Pass
@@ -485,26 +704,24 @@ func (f *Filter) finish(st *polState, r Result, p *Packet, frame []byte, wireLen
 			r.Action = Drop
 		}
 	}
-	switch {
-	case r.Verdict == match.Domestic:
+	if r.Verdict == match.Domestic {
 		f.c.domestic.Add(1)
-	case r.Verdict == match.Approved && r.Approval >= 0 && int(r.Approval) < len(st.counts):
-		c := &st.counts[r.Approval]
-		c.pkts.Add(p.segments())
-		c.bytes.Add(uint64(wireLen))
+	}
+	if r.Technique != TechNone && (!allowed || r.Verdict == match.Monitored) {
+		f.c.techniques[r.Technique].Add(1)
 	}
 	if allowed {
-		f.c.passed.Add(p.segments())
+		f.c.passed.Add(p.SegmentCount())
 		f.c.passedBytes.Add(uint64(wireLen))
 	} else {
-		f.c.denied.Add(p.segments())
+		f.c.denied.Add(p.SegmentCount())
 		f.c.deniedBytes.Add(uint64(wireLen))
 	}
 	if r.Action == Reset {
 		f.c.resets.Add(1)
 	}
 	if ev != nil {
-		f.emitDenied(st, ev, r, now)
+		f.emitDenied(st, p, ev, r, now)
 	}
 	if frame != nil && f.o.Evidence != nil && (!allowed || r.Verdict == match.Monitored) {
 		if f.o.Evidence.Write(time.Unix(0, now), frame, wireLen) == nil {
@@ -517,27 +734,22 @@ func (f *Filter) finish(st *polState, r Result, p *Packet, frame []byte, wireLen
 type deniedEvent struct {
 	info    FlowInfo
 	revoked bool
+	layer   int
 }
 
-func (f *Filter) emitDenied(st *polState, ev *deniedEvent, r Result, now int64) {
+func (f *Filter) emitDenied(st *polState, p *packet.Packet, ev *deniedEvent, r Result, now int64) {
 	if !f.lim.allow(now) {
 		f.c.eventsQuiet.Add(1)
 		return
 	}
 	f.c.eventsSent.Add(1)
 	fi := ev.info
-	action := "reported"
-	switch {
-	case r.Action == Drop:
-		action = "dropped"
-	case r.Action == Reset:
-		action = "reset"
-	}
-	fields := report.Fields{
-		"site": f.o.Site, "mode": f.o.Mode.String(), "action": action,
-		"verdict": r.Verdict.String(), "reason": r.Reason.String(),
-		"src": fi.Src.String(), "dst": fi.Dst.String(), "proto": policy.ProtoName(fi.Proto),
-		"sport": fi.SPort, "dport": fi.DPort, "at": time.Unix(0, now).UTC().Format(time.RFC3339Nano),
+	fields := f.eventFields(st, r, now)
+	fields["src"], fields["dst"], fields["proto"] = fi.Src.String(), fi.Dst.String(), policy.ProtoName(fi.Proto)
+	fields["sport"], fields["dport"] = fi.SPort, fi.DPort
+	if ev.layer > 0 {
+		fields["layer"] = ev.layer
+		fields["via"] = p.Via(ev.layer)
 	}
 	if ev.revoked {
 		fields["revoked"] = true
@@ -546,16 +758,76 @@ func (f *Filter) emitDenied(st *polState, ev *deniedEvent, r Result, now int64) 
 			fields["after_swap_ms"] = float64(max(0, now-sw)) / 1e6
 		}
 	}
+	sev := report.Warning
+	if r.Verdict == match.Monitored {
+		sev = report.Notice
+	}
+	f.o.Events.Emit(report.LinkDenied, sev, fields)
+	f.log.Info("denied flow", "action", fields["action"], "reason", r.Reason.String(), "technique", r.Technique.String(),
+		"src", fi.Src, "dst", fi.Dst, "proto", fi.Proto, "dport", fi.DPort, "layer", ev.layer)
+}
+
+// eventFields are the fields every link.denied event carries.
+func (f *Filter) eventFields(st *polState, r Result, now int64) report.Fields {
+	action := "reported"
+	switch {
+	case r.Action == Drop || r.Action == 0 && f.o.Mode == ModeInline && !r.Verdict.Allowed():
+		action = "dropped"
+	case r.Action == Reset:
+		action = "reset"
+	}
+	fields := report.Fields{
+		"site": f.o.Site, "mode": f.o.Mode.String(), "action": action,
+		"verdict": r.Verdict.String(), "reason": r.Reason.String(),
+		"at": time.Unix(0, now).UTC().Format(time.RFC3339Nano),
+	}
+	if r.Technique != TechNone {
+		fields["technique"] = r.Technique.String()
+	}
 	if st.m != nil {
 		fields["policy_serial"] = st.m.Policy().Serial
+	}
+	return fields
+}
+
+// techEvent reports a frame denied for what it is rather than as a flow
+// (spoofed, malformed, no SYN, fragment overlap), rate-limited apart from
+// denied-flow events so a flood of junk cannot hide them.
+func (f *Filter) techEvent(st *polState, p *packet.Packet, r Result, now int64) {
+	if r.Verdict.Allowed() && r.Verdict != match.Monitored {
+		return
+	}
+	if !f.techLim.allow(now) {
+		f.c.eventsQuiet.Add(1)
+		return
+	}
+	f.c.eventsSent.Add(1)
+	fields := f.eventFields(st, r, now)
+	if p.Problem != packet.ProblemNone {
+		fields["problem"] = p.Problem.String()
+	}
+	if p.Kind == packet.KindLinkControl || p.Link != packet.LinkNone {
+		fields["link_protocol"] = p.Link.String()
+	}
+	if p.N > 0 {
+		l := &p.L[min(r.Layer, p.N-1)]
+		fields["src"], fields["dst"], fields["proto"] = l.Src.String(), l.Dst.String(), policy.ProtoName(l.Proto)
+		if l.L4 && (l.Proto == packet.ProtoTCP || l.Proto == packet.ProtoUDP || l.Proto == packet.ProtoSCTP) {
+			fields["sport"], fields["dport"] = l.SPort, l.DPort
+		}
+		if r.Layer > 0 {
+			fields["layer"] = r.Layer
+			fields["via"] = p.Via(r.Layer)
+		}
+	} else {
+		fields["ethertype"] = fmt.Sprintf("0x%04x", p.EtherType)
 	}
 	sev := report.Warning
 	if r.Verdict == match.Monitored {
 		sev = report.Notice
 	}
 	f.o.Events.Emit(report.LinkDenied, sev, fields)
-	f.log.Info("denied flow", "action", action, "reason", r.Reason.String(), "src", fi.Src, "dst", fi.Dst,
-		"proto", fi.Proto, "dport", fi.DPort)
+	f.log.Info("denied frame", "technique", r.Technique.String(), "reason", r.Reason.String(), "problem", p.Problem.String())
 }
 
 // Flows lists the flows in the table (not for the packet path).

@@ -9,74 +9,15 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/policy/match"
 )
 
-func TestDecode(t *testing.T) {
-	d := NewDecoder(layers.LinkTypeEthernet)
-	cases := []struct {
-		name  string
-		frame []byte
-		want  Packet
-	}{
-		{"tcp4", tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 443, true, false, nil),
-			Packet{Kind: KindIP, Src: addr("10.1.0.5"), Dst: addr("198.51.100.7"), Proto: 6, SPort: 40000, DPort: 443, TCPFlags: TCPSyn, Seq: 1000, Ack: 2000, L3Off: 14}},
-		{"udp6", udp6(t, "fd00:1::5", "2001:db8:aa::1", 5000, 53),
-			Packet{Kind: KindIP, IPv6: true, Src: addr("fd00:1::5"), Dst: addr("2001:db8:aa::1"), Proto: 17, SPort: 5000, DPort: 53, L3Off: 14}},
-		{"qinq tcp", frame(t, eth(layers.EthernetTypeQinQ),
-			&layers.Dot1Q{VLANIdentifier: 100, Type: layers.EthernetTypeDot1Q},
-			&layers.Dot1Q{VLANIdentifier: 200, Type: layers.EthernetTypeIPv4},
-			ip4("10.1.0.5", "192.0.2.9", layers.IPProtocolTCP), &layers.TCP{SrcPort: 1, DstPort: 443, ACK: true}),
-			Packet{Kind: KindIP, Src: addr("10.1.0.5"), Dst: addr("192.0.2.9"), Proto: 6, SPort: 1, DPort: 443, TCPFlags: TCPAck, L3Off: 22}},
-		{"icmp echo", frame(t, eth(layers.EthernetTypeIPv4), ip4("10.1.0.5", "203.0.113.1", layers.IPProtocolICMPv4),
-			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0), Id: 77, Seq: 1}),
-			Packet{Kind: KindIP, Src: addr("10.1.0.5"), Dst: addr("203.0.113.1"), Proto: 1, SPort: 77, DPort: 77, L3Off: 14}},
-		{"arp", frame(t, &layers.Ethernet{SrcMAC: macA, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
-			&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-				Operation: 1, SourceHwAddress: macA, SourceProtAddress: []byte{10, 1, 0, 1}, DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 1, 0, 2}}),
-			Packet{Kind: KindLinkControl, L3Off: -1}},
-		{"neighbour solicitation", frame(t, eth(layers.EthernetTypeIPv6), ip6("fe80::1", "ff02::1:ff00:2", layers.IPProtocolICMPv6),
-			&layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(135, 0)}, gopacket.Payload(make([]byte, 20))),
-			Packet{Kind: KindLinkControl}},
-		// Hop-by-hop (router alert, PadN), then an MLDv2 report.
-		{"mld report", frame(t, eth(layers.EthernetTypeIPv6), &layers.IPv6{Version: 6, HopLimit: 1, NextHeader: layers.IPProtocolIPv6HopByHop,
-			SrcIP: net.ParseIP("fe80::1"), DstIP: net.ParseIP("ff02::16")},
-			gopacket.Payload([]byte{58, 0, 5, 2, 0, 0, 1, 0, 143, 0, 0, 0, 0, 0, 0, 0})),
-			Packet{Kind: KindLinkControl}},
-		{"hop-by-hop then tcp", frame(t, eth(layers.EthernetTypeIPv6), &layers.IPv6{Version: 6, HopLimit: 9, NextHeader: layers.IPProtocolIPv6HopByHop,
-			SrcIP: net.ParseIP("fd00:1::5"), DstIP: net.ParseIP("2001:db8:aa::1")},
-			gopacket.Payload([]byte{6, 0, 1, 4, 0, 0, 0, 0, 0, 1, 1, 187, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x10, 0, 0, 0, 0, 0, 0})),
-			Packet{Kind: KindIP, IPv6: true, Src: addr("fd00:1::5"), Dst: addr("2001:db8:aa::1"), Proto: 6, SPort: 1, DPort: 443, TCPFlags: TCPAck, L3Off: 14}},
-		{"dhcp discover", frame(t, eth(layers.EthernetTypeIPv4), ip4("0.0.0.0", "255.255.255.255", layers.IPProtocolUDP),
-			&layers.UDP{SrcPort: 68, DstPort: 67}), Packet{Kind: KindLinkControl}},
-		{"ipx", append(frame(t, &layers.Ethernet{SrcMAC: macA, DstMAC: macB, EthernetType: 0x8137}), make([]byte, 30)...),
-			Packet{Kind: KindOther, L3Off: -1}},
-		{"truncated tcp", tcp4(t, "10.1.0.5", "198.51.100.7", 1, 2, false, true, nil)[:40],
-			Packet{Kind: KindMalformed}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			var p Packet
-			d.Decode(c.frame, false, &p)
-			if c.want.Kind == KindLinkControl || c.want.Kind == KindMalformed {
-				if p.Kind != c.want.Kind {
-					t.Fatalf("kind %v, want %v (%+v)", p.Kind, c.want.Kind, p)
-				}
-				return
-			}
-			p.Truncated = false
-			if p != c.want {
-				t.Fatalf("got  %+v\nwant %+v", p, c.want)
-			}
-		})
-	}
-}
-
 func TestFragments(t *testing.T) {
 	f := New(Options{Site: "s1"})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(layers.LinkTypeEthernet)
 	payload := make([]byte, 64)
 	mk := func(dst string, off uint16, more bool) []byte {
 		ip := ip4("10.1.0.5", dst, layers.IPProtocolUDP)
@@ -91,14 +32,14 @@ func TestFragments(t *testing.T) {
 		return frame(t, eth(layers.EthernetTypeIPv4), ip, gopacket.Payload(payload))
 	}
 	// Approved datagram: both fragments pass.
-	if p, r := judge(f, d, mk("198.51.100.7", 0, true), t0); r.Action != Pass || p.Frag != FirstFragment || p.DPort != 53 {
+	if p, r := judge(f, d, mk("198.51.100.7", 0, true), t0); r.Action != Pass || p.L[0].Frag != packet.FirstFragment || p.L[0].DPort != 53 {
 		t.Fatalf("first fragment: %+v %+v", p, r)
 	}
-	if p, r := judge(f, d, mk("198.51.100.7", 9, false), t0+1); r.Action != Pass || p.Frag != LaterFragment {
+	if p, r := judge(f, d, mk("198.51.100.7", 9, false), t0+1); r.Action != Pass || p.L[0].Frag != packet.LaterFragment {
 		t.Fatalf("later fragment of approved flow: %+v %+v", p, r)
 	}
 	// A later fragment whose first was never seen: unknown, denied.
-	if _, r := judge(f, d, mk("198.51.100.8", 9, false), t0+2); r.Action != Drop || r.Reason != match.ReasonUnclassified {
+	if _, r := judge(f, d, mk("198.51.100.8", 9, false), t0+2); r.Action != Drop || r.Reason != match.ReasonFragment {
 		t.Fatalf("orphan fragment: %+v", r)
 	}
 	// Denied datagram: later fragment follows the denial.
@@ -117,7 +58,7 @@ func TestFragments(t *testing.T) {
 func TestJudgeFailOpen(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec, FailOpen: true})
-	d := NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(layers.LinkTypeEthernet)
 	fr := tcp4(t, "10.1.0.5", "8.8.8.8", 40000, 443, true, false, nil)
 	if _, r := judge(f, d, fr, t0); r.Action != Pass || r.Verdict != match.Monitored || r.Reason != match.ReasonNoPolicy {
 		t.Fatalf("no policy, fail open: %+v", r)
@@ -137,7 +78,7 @@ func TestJudgeFailOpen(t *testing.T) {
 func TestJudge(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec})
-	d := NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(layers.LinkTypeEthernet)
 	// No policy: fail closed for IP, link control passes.
 	if _, r := judge(f, d, tcp4(t, "10.1.0.5", "10.1.0.6", 1, 2, true, false, nil), t0); r.Action != Drop || r.Reason != match.ReasonNoPolicy {
 		t.Fatalf("no policy: %+v", r)
@@ -189,7 +130,7 @@ func TestRevocationReDecidesLiveFlow(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(layers.LinkTypeEthernet)
 	seg := tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 22, false, true, []byte("data"))
 	if _, r := judge(f, d, seg, t0); r.Action != Pass {
 		t.Fatal(r)
@@ -238,7 +179,7 @@ approvals:
     remote: [198.51.100.0/24]
     valid_until: 2026-06-01T12:00:01Z
 `))
-	d := NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(layers.LinkTypeEthernet)
 	seg := tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 22, false, true, nil)
 	if _, r := judge(f, d, seg, t0); r.Action != Pass {
 		t.Fatal(r)
@@ -251,14 +192,14 @@ approvals:
 func TestFlowTableBounded(t *testing.T) {
 	f := New(Options{Site: "s1", MaxFlows: 256})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(layers.LinkTypeEthernet)
 	fr := tcp4(t, "10.1.0.5", "8.8.8.8", 1, 443, true, false, nil)
-	var p Packet
+	var p packet.Packet
 	d.Decode(fr, false, &p)
 	for i := range 10000 {
-		p.SPort = uint16(i)
-		p.Dst = netip.AddrFrom4([4]byte{8, byte(i), byte(i >> 8), 1})
-		f.Judge(&p, fr, len(fr), t0+int64(i))
+		p.L[0].SPort = uint16(i)
+		p.L[0].Dst = netip.AddrFrom4([4]byte{8, byte(i), byte(i >> 8), 1})
+		f.Judge(&p, SideUnknown, fr, len(fr), t0+int64(i))
 	}
 	for _, sh := range f.shards {
 		if len(sh.ents) > sh.limit {
@@ -298,13 +239,13 @@ func TestEventsRateLimited(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec, EventsPerSecond: 5, EventBurst: 5})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(layers.LinkTypeEthernet)
 	fr := tcp4(t, "10.1.0.5", "8.8.8.8", 1, 443, true, false, nil)
-	var p Packet
+	var p packet.Packet
 	d.Decode(fr, false, &p)
 	for i := range 1000 {
-		p.SPort = uint16(i + 1)
-		f.Judge(&p, fr, len(fr), t0+int64(i)*1e6) // 1000 new denied flows in 1 s
+		p.L[0].SPort = uint16(i + 1)
+		f.Judge(&p, SideUnknown, fr, len(fr), t0+int64(i)*1e6) // 1000 new denied flows in 1 s
 	}
 	n := len(rec.Events())
 	if n < 5 || n > 11 {
@@ -318,19 +259,19 @@ func TestEventsRateLimited(t *testing.T) {
 func TestNoAllocs(t *testing.T) {
 	f := New(Options{Site: "s1"})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(layers.LinkTypeEthernet)
 	frames := [][]byte{
 		tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 443, false, true, nil),
 		udp6(t, "fd00:1::5", "2001:db8:aa::1", 5000, 53),
 		tcp4(t, "10.1.0.5", "10.1.0.6", 40000, 443, false, true, nil),
 	}
-	var p Packet
+	var p packet.Packet
 	now := t0
 	for _, fr := range frames {
 		allocs := testing.AllocsPerRun(1000, func() {
 			d.Decode(fr, false, &p)
 			now++
-			f.Judge(&p, fr, len(fr), now)
+			f.Judge(&p, SideUnknown, fr, len(fr), now)
 		})
 		if allocs != 0 {
 			t.Errorf("%d allocs per frame (%+v)", int(allocs), p)
@@ -340,9 +281,9 @@ func TestNoAllocs(t *testing.T) {
 	fr := frames[0]
 	d.Decode(fr, false, &p)
 	allocs := testing.AllocsPerRun(1000, func() {
-		p.SPort++
+		p.L[0].SPort++
 		now++
-		f.Judge(&p, fr, len(fr), now)
+		f.Judge(&p, SideUnknown, fr, len(fr), now)
 	})
 	// A new flow asks the matcher, whose LPM lookups allocate a small
 	// address slice on 32-bit targets (see policy/match); per-packet work on
@@ -365,8 +306,8 @@ func TestBuildRST(t *testing.T) {
 		} else {
 			fr = tcp4(t, "10.1.0.5", "8.8.8.8", 40000, 443, false, true, []byte("abcd"))
 		}
-		d := NewDecoder(layers.LinkTypeEthernet)
-		var p Packet
+		d := packet.NewDecoder(layers.LinkTypeEthernet, packet.Options{})
+		var p packet.Packet
 		d.Decode(fr, false, &p)
 		var buf [rstMax]byte
 		for _, toSender := range []bool{true, false} {
@@ -391,10 +332,10 @@ func TestBuildRST(t *testing.T) {
 			}
 			e := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
 			if toSender {
-				if e.DstMAC.String() != macA.String() || tcp.DstPort != 40000 || tcp.Seq != p.Ack || tcp.Ack != p.Seq+4 {
+				if e.DstMAC.String() != macA.String() || tcp.DstPort != 40000 || tcp.Seq != p.L[0].Ack || tcp.Ack != p.L[0].Seq+4 {
 					t.Fatalf("to sender: %v", pkt)
 				}
-			} else if e.DstMAC.String() != macB.String() || tcp.DstPort != 443 || tcp.Seq != p.Seq+4 {
+			} else if e.DstMAC.String() != macB.String() || tcp.DstPort != 443 || tcp.Seq != p.L[0].Seq+4 {
 				t.Fatalf("to receiver: %v", pkt)
 			}
 			if !v6 {
@@ -407,24 +348,3 @@ func TestBuildRST(t *testing.T) {
 	}
 }
 
-func TestInitiatorFromFirstFrameSeen(t *testing.T) {
-	f := New(Options{Site: "s1"})
-	f.SetMatcher(testMatcher(t, testPolicy))
-	d := NewDecoder(layers.LinkTypeEthernet)
-	// The SYN-ACK of a connection 10.1.0.5 opened to 192.0.2.9:443 is seen
-	// first: the flow is still judged as opened to port 443 (approved).
-	if _, r := judge(f, d, tcp4(t, "192.0.2.9", "10.1.0.5", 443, 40000, true, true, nil), t0); r.Verdict != match.Approved {
-		t.Fatalf("syn-ack first: %+v", r)
-	}
-	// Mid-stream UDP reply from a low port to an ephemeral one.
-	if _, r := judge(f, d, frame(t, eth(layers.EthernetTypeIPv4), ip4("192.0.2.9", "10.1.0.6", layers.IPProtocolUDP),
-		&layers.UDP{SrcPort: 443, DstPort: 50000}), t0); r.Verdict != match.Denied || r.Reason != match.ReasonService {
-		t.Fatalf("udp: %+v", r)
-	}
-	fl := f.Flows()
-	for _, fi := range fl {
-		if fi.Src != addr("10.1.0.5") && fi.Src != addr("10.1.0.6") {
-			t.Errorf("initiator %v", fi)
-		}
-	}
-}

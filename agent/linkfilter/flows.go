@@ -6,26 +6,31 @@ import (
 	"sync"
 	"time"
 
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/policy/match"
 )
 
-// flowKey is a 5-tuple in canonical order: both directions of a flow give
-// the same key (side a is the lower address/port pair).
+// flowKey is a 5-tuple in canonical order, and the depth of the header
+// pair it was read from: both directions of a flow give the same key
+// (side a is the lower address/port pair), and a flow inside a tunnel is
+// a flow of its own.
 type flowKey struct {
 	a, b   [16]byte
 	pa, pb uint16
 	proto  uint8
+	layer  uint8
 }
 
-// keyOf returns p's canonical key and whether p travels from side a to b.
-func keyOf(p *Packet) (flowKey, bool) {
-	s, d := p.Src.As16(), p.Dst.As16()
-	k := flowKey{proto: p.Proto}
-	fwd := less(&s, p.SPort, &d, p.DPort)
+// keyOf returns the canonical key of header pair l at depth layer, and
+// whether l travels from side a to b.
+func keyOf(l *packet.Layer, layer int) (flowKey, bool) {
+	s, d := l.Src.As16(), l.Dst.As16()
+	k := flowKey{proto: l.Proto, layer: uint8(layer)}
+	fwd := less(&s, l.SPort, &d, l.DPort)
 	if fwd {
-		k.a, k.b, k.pa, k.pb = s, d, p.SPort, p.DPort
+		k.a, k.b, k.pa, k.pb = s, d, l.SPort, l.DPort
 	} else {
-		k.a, k.b, k.pa, k.pb = d, s, p.DPort, p.SPort
+		k.a, k.b, k.pa, k.pb = d, s, l.DPort, l.SPort
 	}
 	return k, fwd
 }
@@ -42,7 +47,7 @@ func less(x *[16]byte, px uint16, y *[16]byte, py uint16) bool {
 // hash mixes the key with a per-table random seed, so nobody outside can
 // aim a flood of tuples at one probe run.
 func (k *flowKey) hash(seed uint64) uint64 {
-	h := seed ^ (uint64(k.proto) | uint64(k.pa)<<8 | uint64(k.pb)<<24)
+	h := seed ^ (uint64(k.proto) | uint64(k.pa)<<8 | uint64(k.pb)<<24 | uint64(k.layer)<<40)
 	h = mix64(h ^ binary.LittleEndian.Uint64(k.a[:8]))
 	h = mix64(h ^ binary.LittleEndian.Uint64(k.a[8:]))
 	h = mix64(h ^ binary.LittleEndian.Uint64(k.b[:8]))
@@ -70,6 +75,9 @@ const (
 type flow struct {
 	key      flowKey
 	initA    bool // side a opened the flow
+	nosyn    bool // TCP picked up without its SYN: judged both ways
+	via      packet.Encap
+	layer    uint8
 	seenBack bool // a packet went the other way
 	tcp      uint8
 	verdict  match.Verdict
@@ -121,7 +129,7 @@ func (t *Timeouts) defaults() {
 
 func (t *Timeouts) of(f *flow) int64 {
 	switch f.key.proto {
-	case 6:
+	case packet.ProtoTCP:
 		switch f.tcp {
 		case tcpEstablished:
 			return int64(t.TCPEstablished)
@@ -129,9 +137,9 @@ func (t *Timeouts) of(f *flow) int64 {
 			return int64(t.TCPClosing)
 		}
 		return int64(t.TCPOpening)
-	case 17:
+	case packet.ProtoUDP:
 		return int64(t.UDP)
-	case 1, 58:
+	case packet.ProtoICMP, packet.ProtoICMPv6:
 		return int64(t.ICMP)
 	}
 	return int64(t.Other)
@@ -276,16 +284,22 @@ type FlowInfo struct {
 	Src, Dst     netip.Addr // Src opened the flow
 	Proto        uint8
 	SPort, DPort uint16
-	Decision     match.Decision
-	Packets      uint64
-	Bytes        uint64
-	Denied       uint64
-	First, Last  time.Time
+	// Layer is the depth of the header pair (0: outermost) and Via how it
+	// was carried.
+	Layer       int
+	Via         packet.Encap
+	PickedUp    bool // TCP seen without its SYN, judged both ways
+	Decision    match.Decision
+	Packets     uint64
+	Bytes       uint64
+	Denied      uint64
+	First, Last time.Time
 }
 
 func (f *flow) info() FlowInfo {
 	a, b := netip.AddrFrom16(f.key.a).Unmap(), netip.AddrFrom16(f.key.b).Unmap()
 	fi := FlowInfo{Src: a, Dst: b, SPort: f.key.pa, DPort: f.key.pb, Proto: f.key.proto,
+		Layer: int(f.layer), Via: f.via, PickedUp: f.nosyn,
 		Decision: f.decision(), Packets: f.pkts, Bytes: f.bytes, Denied: f.denied,
 		First: time.Unix(0, f.first), Last: time.Unix(0, f.last)}
 	if !f.initA {

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
+
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
 )
 
 // FuzzJudge feeds arbitrary frames of every supported link type through
@@ -20,10 +22,10 @@ func FuzzJudge(f *testing.F) {
 	f.Fuzz(func(t *testing.T, link uint8, frame []byte) {
 		flt := New(Options{Site: "s1", MaxFlows: 64, Mode: ModeMonitor, Reset: true})
 		flt.SetMatcher(m)
-		d := NewDecoder(links[int(link)%len(links)])
-		var p Packet
+		d := flt.NewDecoder(links[int(link)%len(links)])
+		var p packet.Packet
 		d.Decode(frame, false, &p)
-		r := flt.Judge(&p, frame, len(frame), t0)
+		r := flt.Judge(&p, Side(link%3), frame, len(frame), t0)
 		if r.Action == 0 {
 			t.Fatalf("no action for %+v", p)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/policy"
 	"linkguard.dev/linkguard/policy/match"
 )
@@ -104,10 +105,15 @@ func udp6(tb testing.TB, src, dst string, sport, dport uint16) []byte {
 		&layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}, gopacket.Payload("hello"))
 }
 
-func judge(f *Filter, d *Decoder, fr []byte, now int64) (Packet, Result) {
-	var p Packet
+func judge(f *Filter, d *packet.Decoder, fr []byte, now int64) (packet.Packet, Result) {
+	return judgeOn(f, d, SideUnknown, fr, now)
+}
+
+// judgeOn judges fr as arriving on side.
+func judgeOn(f *Filter, d *packet.Decoder, side Side, fr []byte, now int64) (packet.Packet, Result) {
+	var p packet.Packet
 	d.Decode(fr, false, &p)
-	return p, f.Judge(&p, fr, len(fr), now)
+	return p, f.Judge(&p, side, fr, len(fr), now)
 }
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -115,3 +121,10 @@ func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 func timeAt(ns int64) time.Time { return time.Unix(0, ns) }
 
 func compileSynthetic(p *policy.Policy) *match.Matcher { return match.Compile(p) }
+
+// arpRequest is a well-formed ARP request, padded as on the wire.
+func arpRequest(tb testing.TB) []byte {
+	return frame(tb, &layers.Ethernet{SrcMAC: macA, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
+		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+			Operation: 1, SourceHwAddress: macA, SourceProtAddress: []byte{10, 1, 0, 1}, DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 1, 0, 2}})
+}

@@ -1,6 +1,10 @@
 package linkfilter
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"linkguard.dev/linkguard/agent/linkfilter/packet"
+)
 
 // rstMax bounds an RST frame: link header with two tags, IPv6, TCP.
 const rstMax = 14 + 8 + 40 + 20
@@ -10,9 +14,10 @@ const rstMax = 14 + 8 + 40 + 20
 // goes back to p's sender, as if from its peer (MACs swapped); otherwise it
 // goes on to p's receiver, as if from the sender (MACs kept). Sequence
 // numbers are the ones the receiving stack expects, so it accepts the RST.
-func BuildRST(dst []byte, frame []byte, p *Packet, toSender bool) int {
-	if p.Kind != KindIP || p.Proto != 6 || p.L3Off < 0 || p.Frag != NotFragment || p.L3Off > 22 {
-		return 0
+func BuildRST(dst []byte, frame []byte, pk *packet.Packet, toSender bool) int {
+	p := pk.Outer()
+	if pk.N != 1 || !p.L4 || p.Proto != packet.ProtoTCP || p.Frag != packet.NotFragment || p.L3Off > 22 || p.L3Off < 14 {
+		return 0 // only a plain TCP segment on Ethernet can be answered
 	}
 	l2 := p.L3Off
 	ipLen := 20
@@ -31,10 +36,10 @@ func BuildRST(dst []byte, frame []byte, p *Packet, toSender bool) int {
 	src, dstA := p.Src, p.Dst
 	sport, dport := p.SPort, p.DPort
 	seqLen := uint32(p.Payload)
-	if p.TCPFlags&TCPSyn != 0 {
+	if p.TCPFlags&packet.TCPSyn != 0 {
 		seqLen++
 	}
-	if p.TCPFlags&TCPFin != 0 {
+	if p.TCPFlags&packet.TCPFin != 0 {
 		seqLen++
 	}
 	var seq, ack uint32
@@ -43,12 +48,12 @@ func BuildRST(dst []byte, frame []byte, p *Packet, toSender bool) int {
 		src, dstA, sport, dport = dstA, src, dport, sport
 		ack = p.Seq + seqLen
 		flags |= 0x10 // ACK: makes the RST acceptable whatever our seq
-		if p.TCPFlags&TCPAck != 0 {
+		if p.TCPFlags&packet.TCPAck != 0 {
 			seq = p.Ack
 		}
 	} else {
 		seq = p.Seq + seqLen
-		if p.TCPFlags&TCPAck != 0 {
+		if p.TCPFlags&packet.TCPAck != 0 {
 			ack = p.Ack
 			flags |= 0x10
 		}

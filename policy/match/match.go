@@ -47,6 +47,12 @@ const (
 	ReasonLapsed                         // the covering approval's window has closed
 	ReasonNoPolicy                       // no policy loaded
 	ReasonUnclassified                   // the packet could not be classified (set by callers)
+	// Reasons the packet filter sets for what it refuses before any
+	// approval is looked up.
+	ReasonSpoofed         // the source does not belong on the side it arrived from
+	ReasonNoSYN           // TCP of a connection whose opening SYN was not seen
+	ReasonFragment        // a fragment whose datagram was not seen, or overlapped
+	ReasonLinkControlRate // more link-control frames than the protocol ever sends
 )
 
 var reasonNames = [...]string{
@@ -60,6 +66,10 @@ var reasonNames = [...]string{
 	"the approval covering the remote address has lapsed",
 	"no policy is loaded",
 	"the packet could not be classified",
+	"the source address does not belong on the side it arrived from",
+	"a TCP segment of a connection whose opening was not seen",
+	"a fragment of a datagram that was not seen or overlapped",
+	"more link-control frames than the protocol sends",
 }
 
 func (r Reason) String() string {
@@ -206,14 +216,14 @@ func (m *Matcher) Decide(q *Query) Decision {
 	if srcDom && dstDom {
 		return Decision{Verdict: Domestic, Reason: ReasonDomestic, Approval: -1, RecheckAt: math.MaxInt64}
 	}
-	// The remote end is the international one; transit traffic (neither end
-	// domestic) is judged by its destination first, then its source.
+	// The remote end is the international one. Transit traffic (neither
+	// end domestic) is judged by where it goes: the end the flow was
+	// opened to. Taking either end would let a sender that borrows an
+	// approved address as its source reach anywhere.
 	d := Decision{Approval: -1, RecheckAt: math.MaxInt64}
-	first, second := dst, src
+	first, second := dst, netip.Addr{}
 	if dstDom {
-		first, second = src, netip.Addr{}
-	} else if srcDom {
-		second = netip.Addr{}
+		first = src
 	}
 	now := q.Now.UnixNano()
 	best, bestMisses := ReasonNoApproval, 4

@@ -79,7 +79,8 @@ func TestDecide(t *testing.T) {
 		{"host prefix neighbour", "s", "103.1.2.3", "192.0.2.8", 6, 1, dec10, match.Denied, match.ReasonNoApproval, ""},
 		{"host prefix v6", "s", "2001:db8:beef::1", "103.1.0.1", 6, 1, dec10, match.Approved, match.ReasonApproved, "HOST"},
 		{"mapped v4 address", "s", "::ffff:103.1.2.3", "::ffff:192.0.2.7", 6, 1, dec10, match.Approved, match.ReasonApproved, "HOST"},
-		{"transit judged by either end", "s", "192.0.2.7", "8.8.8.8", 6, 1, dec10, match.Approved, match.ReasonApproved, "HOST"},
+		{"transit judged by its destination, not a borrowed source", "s", "192.0.2.7", "8.8.8.8", 6, 1, dec10, match.Denied, match.ReasonNoApproval, ""},
+		{"transit to an approved destination", "s", "8.8.8.8", "192.0.2.7", 6, 1, dec10, match.Approved, match.ReasonApproved, "HOST"},
 		{"transit, neither approved", "s", "8.8.4.4", "8.8.8.8", 6, 1, dec10, match.Denied, match.ReasonNoApproval, ""},
 		{"edge of domestic range", "s", "103.1.255.255", "103.2.0.0", 6, 1, dec10, match.Denied, match.ReasonNoApproval, ""},
 	}

@@ -37,8 +37,19 @@ var (
 )
 
 // Frame builds one Ethernet frame of f with a payload of n bytes, source
-// port sport.
-func (f Flow) Frame(sport uint16, n int) ([]byte, error) {
+// port sport (for TCP, a segment of an open connection).
+func (f Flow) Frame(sport uint16, n int) ([]byte, error) { return f.frame(sport, n, false) }
+
+// Open builds the frame that opens f: a TCP SYN (the filter opens TCP
+// flows only on one), nil for other protocols.
+func (f Flow) Open(sport uint16) ([]byte, error) {
+	if f.Proto != "tcp" {
+		return nil, nil
+	}
+	return f.frame(sport, 0, true)
+}
+
+func (f Flow) frame(sport uint16, n int, syn bool) ([]byte, error) {
 	src, err := netip.ParseAddr(f.Src)
 	if err != nil {
 		return nil, fmt.Errorf("sim: flow %q: %w", f.What, err)
@@ -75,7 +86,10 @@ func (f Flow) Frame(sport uint16, n int) ([]byte, error) {
 	}
 	switch f.Proto {
 	case "tcp":
-		t := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(f.DPort), ACK: true, PSH: true, Seq: 1000, Ack: 1, Window: 65535}
+		t := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(f.DPort), ACK: !syn, PSH: !syn, SYN: syn, Seq: 1000, Ack: 1, Window: 65535}
+		if syn {
+			t.Seq, t.Ack = 999, 0
+		}
 		if err := t.SetNetworkLayerForChecksum(net); err != nil {
 			return nil, err
 		}

@@ -27,6 +27,7 @@ type routerPart struct {
 	site             string
 	inside, outside  *wire
 	frames           [][]byte
+	opens            [][]byte // SYNs of the TCP flows, sent before each round
 	mu               sync.Mutex
 	filter           *linkfilter.Filter // of the current run
 	injected, rounds atomic.Uint64
@@ -41,6 +42,13 @@ func NewRouter(opt AgentOptions) (*Router, error) {
 			return nil, err
 		}
 		p.frames = append(p.frames, fr)
+		syn, err := f.Open(uint16(40000 + i))
+		if err != nil {
+			return nil, err
+		}
+		if syn != nil {
+			p.opens = append(p.opens, syn)
+		}
 	}
 	a, err := newAgent(opt, p)
 	if err != nil {
@@ -81,8 +89,13 @@ func (r *runPort) ReadFrame(buf []byte) (capture.Info, error) { return r.w.ReadF
 func (r *runPort) WriteFrame(b []byte) error                  { return r.w.WriteFrame(b) }
 func (r *runPort) Close() error                               { return nil }
 
-// Send injects each demo flow n times on the inside wire.
+// Send injects each demo flow n times on the inside wire, after the SYNs
+// that open its TCP flows (a restarted agent sees them open again).
 func (r *Router) Send(n int) {
+	for _, fr := range r.r.opens {
+		r.r.inside.inject(fr)
+	}
+	r.r.injected.Add(uint64(len(r.r.opens)))
 	for range n {
 		for _, fr := range r.r.frames {
 			r.r.inside.inject(fr)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/spf13/cobra"
 
@@ -62,6 +63,12 @@ func printReplay(w io.Writer, name string, r *linkfilter.ReplayResult) {
 		if why == "" {
 			why = fl.Reason
 		}
+		if fl.Technique != "" {
+			why += " [" + fl.Technique + "]"
+		}
+		if fl.Via != "" {
+			why += " via " + fl.Via
+		}
 		fmt.Fprintf(w, "%-9s %-5s %-41s %-41s %7d %9d %7d  %s\n", fl.Verdict, fl.Proto,
 			endpoint(fl.Src.String(), fl.SPort), endpoint(fl.Dst.String(), fl.DPort), fl.Packets, fl.Bytes, fl.Dropped, why)
 	}
@@ -74,6 +81,18 @@ func printReplay(w io.Writer, name string, r *linkfilter.ReplayResult) {
 	c := r.Counters
 	fmt.Fprintf(w, "  not in a flow: %d link control, %d other non-IP, %d malformed, %d unknown fragments\n",
 		c.LinkControl, c.Other, c.Malformed, c.FragmentsUnknown)
+	if len(r.Techniques) > 0 {
+		names := make([]string, 0, len(r.Techniques))
+		for k := range r.Techniques {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(w, "  evasions:")
+		for _, k := range names {
+			fmt.Fprintf(w, " %s %d", k, r.Techniques[k])
+		}
+		fmt.Fprintln(w)
+	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "  stopped early: %s\n", r.Error)
 	}
