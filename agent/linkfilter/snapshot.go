@@ -27,7 +27,8 @@ type Snapshot struct {
 	FragmentsUnknown uint64 `json:"fragments_unknown"`
 	// Tunnelled frames carried more than one header pair (each judged);
 	// Fragments are later fragments judged by their datagram;
-	// FragmentOverlaps dropped their datagram.
+	// FragmentOverlaps are fragments dropped because their datagram
+	// overlapped (the overlapping one and every one after it).
 	Tunnelled        uint64 `json:"tunnelled"`
 	Fragments        uint64 `json:"fragments"`
 	FragmentOverlaps uint64 `json:"fragment_overlaps"`

@@ -374,17 +374,17 @@ func (w *walk) mpls(off, end int) (uint8, int, int) {
 		return w.short(end), off, end
 	}
 	// The payload's type is bound to the label, which only the control
-	// plane knows; it is guessed from its first nibble (RFC 4928). An IP
-	// guess that also reads as an Ethernet pseudowire without a control
+	// plane knows; it is guessed from its first nibble (RFC 4928). A
+	// payload that also reads as an Ethernet pseudowire without a control
 	// word carrying IP is ambiguous: it is judged by the default.
+	if end-off >= 15 {
+		et := be16(w.b, off+12)
+		if v := w.b[off+14] >> 4; et == EtherIPv4 && v == 4 || et == EtherIPv6 && v == 6 || et == EtherVLAN || et == EtherQinQ {
+			return w.fail(ProblemOpaque), off, end
+		}
+	}
 	switch w.b[off] >> 4 {
 	case 4, 6:
-		if end-off >= 15 {
-			et := be16(w.b, off+12)
-			if v := w.b[off+14] >> 4; et == EtherIPv4 && v == 4 || et == EtherIPv6 && v == 6 || et == EtherVLAN || et == EtherQinQ {
-				return w.fail(ProblemOpaque), off, end
-			}
-		}
 		if w.b[off]>>4 == 4 {
 			return stIPv4, off, end
 		}
@@ -682,13 +682,10 @@ func (w *walk) upper(l *Layer, proto uint8, off, end int) (uint8, int, int) {
 		if l.LinkControl {
 			return stDone, off, end
 		}
-		if st, ok := w.udpTunnel(l, l.DPort, true, off+8, end); ok {
+		if st, ok := w.udpTunnel(l, l.DPort, off+8, end); ok {
 			return st, w.nextOff, w.nextEnd
 		}
-		// A tunnel to a source port: kernels only listen on the
-		// destination, but a receiver of the adversary's may not. Seen
-		// into when the payload parses as that tunnel.
-		if st, ok := w.udpTunnel(l, l.SPort, false, off+8, end); ok {
+		if st, ok := w.udpTunnel(l, l.SPort, off+8, end); ok {
 			return st, w.nextOff, w.nextEnd
 		}
 		return stDone, off, end
@@ -780,30 +777,21 @@ func (w *walk) upper(l *Layer, proto uint8, off, end int) (uint8, int, int) {
 	return stDone, off, end
 }
 
-// udpTunnel dispatches a UDP payload on port to the tunnel it names. For a
-// source port (strict false) it is a tunnel only if its header parses.
-func (w *walk) udpTunnel(l *Layer, port uint16, strict bool, off, end int) (uint8, bool) {
+// udpTunnel dispatches a UDP payload to the tunnel port names. Both ports
+// are tried, destination first, as gopacket does: a kernel only listens on
+// the destination, but the adversary's own receiver may read either, so
+// a tunnel to a source port is seen into too (and a non-tunnel payload
+// from one of these ports is judged by the default).
+func (w *walk) udpTunnel(l *Layer, port uint16, off, end int) (uint8, bool) {
 	var st uint8
 	switch port {
 	case PortVXLAN, PortVXLANLinux:
-		if !strict && (end-off < 8 || w.b[off]&0x08 == 0) {
-			return 0, false
-		}
 		st, w.nextOff, w.nextEnd = w.vxlan(l, off, end)
 	case PortVXLANGPE:
-		if !strict && end-off < 8 {
-			return 0, false
-		}
 		st, w.nextOff, w.nextEnd = w.vxlanGPE(l, off, end)
 	case PortGeneve:
-		if !strict && (end-off < 8 || w.b[off]>>6 != 0) {
-			return 0, false
-		}
 		st, w.nextOff, w.nextEnd = w.geneve(l, off, end)
 	case PortGTPU:
-		if !strict && (end-off < 8 || w.b[off]>>5 != 1 || w.b[off]&0x10 == 0) {
-			return 0, false
-		}
 		st, w.nextOff, w.nextEnd = w.gtpu(l, off, end)
 	default:
 		return 0, false
