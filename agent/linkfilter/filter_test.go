@@ -347,4 +347,3 @@ func TestBuildRST(t *testing.T) {
 		}
 	}
 }
-
