@@ -56,6 +56,33 @@ func BenchmarkDecide(b *testing.B) {
 			f.Judge(&p, SideInside, fr, len(fr), now)
 		}
 	})
+	// The same flow inside a VXLAN tunnel between domestic hosts: two header
+	// pairs decoded, two flows judged.
+	vx := func(syn bool) []byte {
+		return frame(b, eth(layers.EthernetTypeIPv4), ip4("103.1.0.5", "103.1.0.6", layers.IPProtocolUDP),
+			&layers.UDP{SrcPort: 50000, DstPort: 4789}, &layers.VXLAN{ValidIDFlag: true, VNI: 7},
+			eth(layers.EthernetTypeIPv4), ip4("103.1.0.5", remote.String(), layers.IPProtocolTCP),
+			&layers.TCP{SrcPort: 40000, DstPort: 443, SYN: syn, ACK: !syn, Seq: 1, Window: 100})
+	}
+	b.Run("cached-flow-vxlan", func(b *testing.B) {
+		f := New(Options{Site: "s1"})
+		f.SetMatcher(m)
+		d := f.NewDecoder(layers.LinkTypeEthernet)
+		var p packet.Packet
+		now := t0
+		open, seg := vx(true), vx(false)
+		d.Decode(open, false, &p)
+		if r := f.Judge(&p, SideInside, open, len(open), now); r.Verdict != match.Approved || p.N != 2 {
+			b.Fatalf("%d layers, %+v", p.N, r)
+		}
+		b.ReportAllocs()
+		b.SetBytes(int64(len(seg)))
+		for b.Loop() {
+			now++
+			d.Decode(seg, false, &p)
+			f.Judge(&p, SideInside, seg, len(seg), now)
+		}
+	})
 	b.Run("new-flow", func(b *testing.B) {
 		fr := syn
 		f := New(Options{Site: "s1"})

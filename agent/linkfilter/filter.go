@@ -388,8 +388,10 @@ func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, n
 	best := Result{Approval: -1}
 	var approved [packet.MaxLayers]int32
 	nApproved := 0
-	var evs [packet.MaxLayers]deniedEvent
-	var evOK [packet.MaxLayers]bool
+	// One event at most per frame: the best layer's. scratch takes each
+	// layer's, and is kept when that layer becomes the best.
+	var scratch, bestEv deniedEvent
+	haveEv := false
 	fragAt := -1
 	for i := 0; i < p.N; i++ {
 		l := &p.L[i]
@@ -397,10 +399,11 @@ func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, n
 			continue // a routing protocol inside a tunnel: the tunnel is judged
 		}
 		var r Result
+		tell := false
 		if l.Frag == packet.LaterFragment {
 			r = f.laterFragment(st, p, i, now)
 		} else {
-			r, evOK[i] = f.judgeLayer(st, p, i, now, wireLen, &evs[i])
+			r, tell = f.judgeLayer(st, p, i, now, wireLen, &scratch)
 			if l.Frag == packet.FirstFragment && fragAt < 0 {
 				fragAt = i
 			}
@@ -411,6 +414,10 @@ func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, n
 		}
 		if best.Verdict == 0 || rank(r.Verdict) > rank(best.Verdict) {
 			best = r
+			haveEv = tell
+			if tell {
+				bestEv = scratch
+			}
 		}
 		if l.Frag == packet.LaterFragment || f.o.Mode == ModeInline && !best.Verdict.Allowed() {
 			break // nothing further can be seen, or can change a drop
@@ -438,8 +445,8 @@ func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, n
 		}
 	}
 	var ev *deniedEvent
-	if evOK[best.Layer] {
-		ev = &evs[best.Layer]
+	if haveEv {
+		ev = &bestEv
 	}
 	if !best.keep {
 		frame = nil
@@ -570,7 +577,7 @@ func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, now int64, wi
 		// over would set the flow right.
 		if !fl.reported && !(fl.nosyn && f.o.Mode == ModeMonitor && fl.pkts < 4) {
 			fl.reported = true
-			*ev = deniedEvent{info: fl.info(), revoked: prevAllowed && !d.Verdict.Allowed(), layer: i}
+			*ev = fl.event(prevAllowed && !d.Verdict.Allowed())
 			tell = true
 		}
 		if int(fl.evidence) < f.o.EvidencePerFlow && f.o.Evidence != nil {
@@ -731,10 +738,14 @@ func (f *Filter) finish(st *polState, r Result, p *packet.Packet, frame []byte, 
 	return r
 }
 
+// deniedEvent is what a denied-flow event needs of its flow, copied out
+// under the shard's lock; small, since every frame keeps two on its stack.
 type deniedEvent struct {
-	info    FlowInfo
-	revoked bool
-	layer   int
+	src, dst     netip.Addr // src opened the flow
+	sport, dport uint16
+	proto        uint8
+	revoked      bool
+	layer        uint8
 }
 
 func (f *Filter) emitDenied(st *polState, p *packet.Packet, ev *deniedEvent, r Result, now int64) {
@@ -743,13 +754,12 @@ func (f *Filter) emitDenied(st *polState, p *packet.Packet, ev *deniedEvent, r R
 		return
 	}
 	f.c.eventsSent.Add(1)
-	fi := ev.info
 	fields := f.eventFields(st, r, now)
-	fields["src"], fields["dst"], fields["proto"] = fi.Src.String(), fi.Dst.String(), policy.ProtoName(fi.Proto)
-	fields["sport"], fields["dport"] = fi.SPort, fi.DPort
+	fields["src"], fields["dst"], fields["proto"] = ev.src.String(), ev.dst.String(), policy.ProtoName(ev.proto)
+	fields["sport"], fields["dport"] = ev.sport, ev.dport
 	if ev.layer > 0 {
-		fields["layer"] = ev.layer
-		fields["via"] = p.Via(ev.layer)
+		fields["layer"] = int(ev.layer)
+		fields["via"] = p.Via(int(ev.layer))
 	}
 	if ev.revoked {
 		fields["revoked"] = true
@@ -764,7 +774,7 @@ func (f *Filter) emitDenied(st *polState, p *packet.Packet, ev *deniedEvent, r R
 	}
 	f.o.Events.Emit(report.LinkDenied, sev, fields)
 	f.log.Info("denied flow", "action", fields["action"], "reason", r.Reason.String(), "technique", r.Technique.String(),
-		"src", fi.Src, "dst", fi.Dst, "proto", fi.Proto, "dport", fi.DPort, "layer", ev.layer)
+		"src", ev.src, "dst", ev.dst, "proto", ev.proto, "dport", ev.dport, "layer", ev.layer)
 }
 
 // eventFields are the fields every link.denied event carries.

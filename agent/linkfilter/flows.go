@@ -296,6 +296,16 @@ type FlowInfo struct {
 	First, Last time.Time
 }
 
+// event copies what a denied-flow event says of f.
+func (f *flow) event(revoked bool) deniedEvent {
+	e := deniedEvent{src: netip.AddrFrom16(f.key.a).Unmap(), dst: netip.AddrFrom16(f.key.b).Unmap(),
+		sport: f.key.pa, dport: f.key.pb, proto: f.key.proto, revoked: revoked, layer: f.layer}
+	if !f.initA {
+		e.src, e.dst, e.sport, e.dport = e.dst, e.src, e.dport, e.sport
+	}
+	return e
+}
+
 func (f *flow) info() FlowInfo {
 	a, b := netip.AddrFrom16(f.key.a).Unmap(), netip.AddrFrom16(f.key.b).Unmap()
 	fi := FlowInfo{Src: a, Dst: b, SPort: f.key.pa, DPort: f.key.pb, Proto: f.key.proto,
