@@ -70,9 +70,10 @@
 //   - Link control: passes only as the decoder validated it (ARP, ND,
 //     LLDP, STP, LACP, link-scoped protocols in links.link_local, DHCP,
 //     ND and IGMP/MLD from an unspecified source), and at most at its
-//     protocol's rate (ARP/ND 100/s, LLDP/STP/LACP 20/s, routing 500/s,
-//     bursts of twice that): past it the rest is dropped and counted
-//     (link_control_limited).
+//     protocol's rate (ARP/ND 100/s with bursts of 200, LLDP/STP/LACP
+//     10/s with bursts of 20, link-scoped routing protocols and DHCP 20/s
+//     with bursts of 200 for a flood after a topology change): past it the
+//     rest is dropped and counted (link_control_limited).
 //   - Malformed and unknown frames, encapsulations too deep
 //     (links.max_encap, default 4) or that cannot be seen into, are judged
 //     by the policy default (deny: dropped), whatever their addresses.

@@ -65,12 +65,17 @@ func techOf(p packet.Problem) Technique {
 }
 
 // Link-control rates: what a border link's control protocols need with a
-// wide margin, per class. A sender past them is not running the protocol
-// but using it to carry data; the rest is dropped and counted.
+// wide margin, per class, with a burst for a routing protocol's flood
+// after a topology change. A sender past them is not running the protocol
+// but using it to carry data; the rest is dropped and counted. They bound
+// the covert capacity of well-formed link control (SECURITY.md).
 const (
-	ctlARPRate     = 100 // ARP, RARP and neighbour discovery: frames per second
-	ctlIEEERate    = 20  // LLDP, STP, LACP
-	ctlRoutingRate = 500 // link-scoped routing and redundancy protocols, DHCP
+	ctlARPRate      = 100 // ARP, RARP and neighbour discovery: frames per second
+	ctlARPBurst     = 2 * ctlARPRate
+	ctlIEEERate     = 10 // LLDP, STP, LACP
+	ctlIEEEBurst    = 2 * ctlIEEERate
+	ctlRoutingRate  = 20 // link-scoped routing and redundancy protocols, DHCP
+	ctlRoutingBurst = 200
 )
 
 // linkLimits are the token buckets of link-control frames, per class.
@@ -79,10 +84,10 @@ type linkLimits struct {
 }
 
 func (l *linkLimits) init() {
-	set := func(b *limiter, rate float64) { *b = limiter{rate: rate, burst: 2 * rate, tokens: 2 * rate} }
-	set(&l.arp, ctlARPRate)
-	set(&l.ieee, ctlIEEERate)
-	set(&l.routing, ctlRoutingRate)
+	set := func(b *limiter, rate, burst float64) { *b = limiter{rate: rate, burst: burst, tokens: burst} }
+	set(&l.arp, ctlARPRate, ctlARPBurst)
+	set(&l.ieee, ctlIEEERate, ctlIEEEBurst)
+	set(&l.routing, ctlRoutingRate, ctlRoutingBurst)
 }
 
 func (l *linkLimits) allow(lp packet.LinkProto, now int64) bool {

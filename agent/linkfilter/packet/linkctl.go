@@ -345,8 +345,10 @@ func (w *walk) groupIs(last ...byte) bool {
 	return w.reservedGroup() && slices.Contains(last, w.ethDst[5])
 }
 
-// maxLLDP is the largest LLDPDU 802.1AB allows.
-const maxLLDP = 1500
+// maxLLDP bounds an LLDPDU: 802.1AB allows 1500 bytes, but what a border
+// router announces (chassis, port, names, capabilities, addresses, a few
+// organisational TLVs) fits in a fraction; the rest would be a payload.
+const maxLLDP = 1024
 
 // lldp checks an LLDPDU: to an LLDP group address; chassis ID, port ID
 // and TTL first; only defined TLV types; an End TLV; padding only after.
