@@ -1,9 +1,11 @@
 // Package packet decodes every header a frame carries into a Packet the
 // caller owns: each IP header pair, outermost first, through IPv4/IPv6 in
 // IPv4/IPv6, GRE (checksum, key, sequence; IPv4, IPv6, transparent
-// Ethernet bridging and MPLS payloads), VXLAN, VXLAN-GPE, Geneve, MPLS
-// and PPPoE sessions, over 802.1Q/802.1ad tag stacks, LLC/SNAP and the
-// capture-file link types. Link control (ARP, neighbour discovery, LLDP,
+// Ethernet bridging and MPLS payloads), VXLAN, VXLAN-GPE, Geneve, GTP-U,
+// EtherIP, IPsec AH (skipped, since it hides nothing), MPLS and PPPoE
+// sessions, over 802.1Q/802.1ad tag stacks, LLC/SNAP and the capture-file
+// link types. A UDP tunnel is seen into on its destination port and on
+// its source port (the adversary's receiver may read either). Link control (ARP, neighbour discovery, LLDP,
 // STP, LACP, link-scoped routing protocols) is validated by its
 // structure, not by its EtherType or address. It allocates nothing.
 //
