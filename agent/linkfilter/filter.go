@@ -685,6 +685,9 @@ func (f *Filter) problem(st *polState, p *packet.Packet, tech Technique, reason 
 	r.Technique = tech
 	if p.N > 0 && p.Problem != packet.ProblemNone {
 		r.Layer = p.N - 1
+		if l := &p.L[r.Layer]; l.Frag != packet.NotFragment && (p.Problem == packet.ProblemFragTiny || p.Problem == packet.ProblemFragOverlap) {
+			f.frags.poison(l, r.Layer, st.gen, now)
+		}
 	}
 	if f.o.Mode == ModeMonitor && f.o.Reset && r.Verdict == match.Denied && p.N == 1 && p.L[0].Proto == packet.ProtoTCP &&
 		p.L[0].L4 && p.L[0].Frag == packet.NotFragment && p.L[0].TCPFlags&packet.TCPRst == 0 {

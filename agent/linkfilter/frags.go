@@ -72,6 +72,19 @@ func (t *fragTable) first(l *packet.Layer, layer int, r Result, gen uint64, now 
 	return false
 }
 
+// poison marks a datagram dropped: a fragment of it broke a rule the
+// decoder enforces (a tiny first fragment, a later one reaching into the
+// transport header), so no later fragment of it may pass.
+func (t *fragTable) poison(l *packet.Layer, layer int, gen uint64, now int64) {
+	e, s, d := t.slot(l, layer)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !e.is(&s, &d, l, layer, now) || e.gen != gen {
+		*e = fragEntry{src: s, dst: d, id: l.FragID, proto: l.Proto, layer: uint8(layer), at: now, gen: gen}
+	}
+	e.dropped = true
+}
+
 type fragState uint8
 
 const (
