@@ -2,6 +2,9 @@ package linkfilter
 
 import (
 	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
@@ -85,4 +88,23 @@ func describe(p *packet.Packet, r Result) string {
 		s += " (approved)"
 	}
 	return s
+}
+
+// TestRedTeamNotShipped: the corpus is test support; no package imports it
+// outside its tests (go list reports non-test imports).
+func TestRedTeamNotShipped(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "linkguard.dev/linkguard/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	const rt = "linkguard.dev/linkguard/agent/linkfilter/redteam"
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) < 20 {
+		t.Fatalf("go list listed %d packages", len(lines))
+	}
+	for _, line := range lines {
+		if f := strings.Fields(line); len(f) > 1 && slices.Contains(f[1:], rt) {
+			t.Errorf("%s imports the red-team corpus", f[0])
+		}
+	}
 }
