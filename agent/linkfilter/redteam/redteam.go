@@ -92,8 +92,11 @@ type Frame struct {
 
 // Case is one evasion (or one legitimate look-alike) in one variant.
 type Case struct {
-	Name      string // unique, kebab-case
-	Technique string // one of Techniques
+	Name string // unique, kebab-case
+	// Technique is one of Techniques: the evasion the case tries. What a
+	// filter reports for one of its frames may differ (a tunnel's reply
+	// whose outer source is also spoofed is a spoof first).
+	Technique string
 	// Frames are judged in order, by one filter, through one decoder, at
 	// increasing timestamps (with TCP pickup grace disabled).
 	Frames []Frame
@@ -172,14 +175,16 @@ var epoch = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 // 02:00:00:00:01:02, outside frames by 02:00:00:00:02:07).
 func WritePcaps(dir string) error {
 	for _, c := range Cases() {
-		if err := writePcap(filepath.Join(dir, c.Name+".pcap"), c.Frames); err != nil {
+		if err := WritePcap(filepath.Join(dir, c.Name+".pcap"), c.Frames); err != nil {
 			return fmt.Errorf("redteam: %s: %w", c.Name, err)
 		}
 	}
 	return nil
 }
 
-func writePcap(path string, frames []Frame) error {
+// WritePcap writes frames as one capture file (Ethernet link type), one
+// millisecond apart.
+func WritePcap(path string, frames []Frame) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
