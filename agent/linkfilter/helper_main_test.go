@@ -3,6 +3,7 @@ package linkfilter_test
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +47,7 @@ func helperMain(mode string, args []string) error {
 	case "inject":
 		return helperInject(args[0], args[1], args[2])
 	case "count":
-		return helperCount(args[0], args[1])
+		return helperCount(args[0], args[1], args[2:]...)
 	case "udpstream":
 		return helperUDPStream(args[0], args[1])
 	case "bulk":
@@ -209,9 +211,11 @@ func helperStream(addr string) error {
 }
 
 // helperInject writes frames straight onto iface through a raw packet
-// socket: "garbage N" random junk (some with plausible headers), or
+// socket: "garbage N" random junk (some with plausible headers),
 // "synflood DURATION" TCP SYNs each opening a new flow to an unapproved
-// address.
+// address, or "pcap FILE" the frames of a capture file in order (FILE "-":
+// capture files named one a line on stdin, each answered "sent N" once
+// its frames are written).
 func helperInject(iface, kind, arg string) error {
 	fd, err := rawSocket(iface)
 	if err != nil {
@@ -264,11 +268,57 @@ func helperInject(iface, kind, arg string) error {
 			binary.BigEndian.PutUint16(f[34:], uint16(1024+i%60000))
 			send(f)
 		}
+	case "pcap":
+		sendFile := func(path string) error {
+			frames, err := readPcap(path)
+			for _, f := range frames {
+				send(f)
+			}
+			return err
+		}
+		if arg != "-" {
+			if err := sendFile(arg); err != nil {
+				return err
+			}
+			break
+		}
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			before := sent + failed
+			if err := sendFile(sc.Text()); err != nil {
+				return err
+			}
+			fmt.Printf("sent %d\n", sent+failed-before)
+		}
 	default:
 		return fmt.Errorf("unknown injection %q", kind)
 	}
 	fmt.Printf("sent %d frames (%d refused by the socket)\n", sent, failed)
 	return nil
+}
+
+// readPcap is every frame of a capture file.
+func readPcap(path string) ([][]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		return nil, err
+	}
+	var frames [][]byte
+	for {
+		data, _, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			return frames, nil
+		}
+		if err != nil {
+			return frames, err
+		}
+		frames = append(frames, data)
+	}
 }
 
 // synTemplate is a 64-byte Ethernet/IPv4/TCP SYN from 10.1.0.2 to port 443.
@@ -307,13 +357,35 @@ func rawSocket(iface string) (int, error) {
 	return fd, nil
 }
 
-// helperCount counts, for a while, IPv4 frames arriving on iface whose
-// destination is in 8.0.0.0/8 (where the SYN flood goes), and prints the
-// count: frames of a denied flow that leaked through the bridge.
-func helperCount(iface, dur string) error {
-	d, err := time.ParseDuration(dur)
-	if err != nil {
-		return err
+// helperCount counts frames arriving on iface (not those it sends) for
+// dur, or until stdin closes if dur is "-". With no file it counts IPv4
+// frames whose destination is in 8.0.0.0/8 (where the SYN flood goes)
+// and prints "leaked N": frames of a denied flow that got through the
+// bridge. With a capture file it counts arrivals of each of its frames,
+// byte for byte, printing "got I" as frame I arrives and "matched N" at
+// the end.
+func helperCount(iface, dur string, file ...string) error {
+	var end time.Time
+	done := make(chan struct{})
+	if dur == "-" {
+		go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(done) }()
+	} else {
+		d, err := time.ParseDuration(dur)
+		if err != nil {
+			return err
+		}
+		end = time.Now().Add(d)
+	}
+	var want map[string][]int
+	if len(file) > 0 {
+		frames, err := readPcap(file[0])
+		if err != nil {
+			return err
+		}
+		want = map[string][]int{}
+		for i, f := range frames {
+			want[string(f)] = append(want[string(f)], i)
+		}
 	}
 	fd, err := rawSocket(iface)
 	if err != nil {
@@ -325,18 +397,42 @@ func helperCount(iface, dur string) error {
 		return err
 	}
 	fmt.Println("ready")
-	buf := make([]byte, 2048)
+	buf := make([]byte, 65536)
 	n := 0
-	for end := time.Now().Add(d); time.Now().Before(end); {
-		l, _, err := unix.Recvfrom(fd, buf, 0)
+	for {
+		select {
+		case <-done:
+			return countDone(want, n)
+		default:
+		}
+		if !end.IsZero() && time.Now().After(end) {
+			return countDone(want, n)
+		}
+		l, from, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
 			continue
 		}
-		if l >= 34 && binary.BigEndian.Uint16(buf[12:]) == 0x0800 && buf[30] == 8 {
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		switch {
+		case want != nil:
+			for _, i := range want[string(buf[:l])] {
+				fmt.Printf("got %d\n", i)
+				n++
+			}
+		case l >= 34 && binary.BigEndian.Uint16(buf[12:]) == 0x0800 && buf[30] == 8:
 			n++
 		}
 	}
-	fmt.Printf("leaked %d\n", n)
+}
+
+func countDone(want map[string][]int, n int) error {
+	if want != nil {
+		fmt.Printf("matched %d\n", n)
+	} else {
+		fmt.Printf("leaked %d\n", n)
+	}
 	return nil
 }
 
