@@ -509,7 +509,6 @@ func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, now int64, wi
 		// both ways.
 		if f.o.Mode == ModeInline && !f.inGrace(now) {
 			s.mu.Unlock()
-			f.c.noSYN.Add(1)
 			r := Result{Verdict: match.Denied, Reason: match.ReasonNoSYN, Approval: -1, Technique: TechTCPNoSYN, Layer: i}
 			if st.m == nil {
 				r.Reason = match.ReasonNoPolicy
@@ -719,6 +718,9 @@ func (f *Filter) finish(st *polState, r Result, p *packet.Packet, frame []byte, 
 	}
 	if r.Technique != TechNone && (!allowed || r.Verdict == match.Monitored) {
 		f.c.techniques[r.Technique].Add(1)
+		if r.Technique == TechTCPNoSYN {
+			f.c.noSYN.Add(1)
+		}
 	}
 	if allowed {
 		f.c.passed.Add(p.SegmentCount())
