@@ -598,7 +598,7 @@ func TestNetnsMonitorReset(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Errorf("no reset event: %+v", rec.Events())
+		t.Errorf("no reset event: %+v; counters %+v; flows %+v", rec.Events(), s, f.Flows())
 	}
 }
 
