@@ -25,7 +25,7 @@ import (
 // and what to release when the agent stops.
 func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, release func(), err error) {
 	log := a.Logger.With("part", "links")
-	mode, err := linkfilter.ParseMode(l.Mode)
+	mode, err := linkfilter.ParseMode(l.Mode.String())
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: %w", err)
 	}
@@ -46,7 +46,7 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		}
 		closers = append(closers, ev.Close)
 	}
-	ingress, err := linkfilter.ParseIngress(l.Ingress)
+	ingress, err := linkfilter.ParseIngress(l.Ingress.String())
 	if err != nil {
 		return fail(err)
 	}

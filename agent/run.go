@@ -183,7 +183,7 @@ func (a *Agent) startLink(m *config.MQTT, lv *slog.LevelVar) error {
 		return fmt.Errorf("agent: mqtt operators: %w", err)
 	}
 	link, err := mqttlink.New(mqttlink.Options{
-		Device: cfg.Device.ID, Site: cfg.Device.Site, Kind: cfg.Device.Kind, Version: version.Version,
+		Device: cfg.Device.ID, Site: cfg.Device.Site, Kind: cfg.Device.Kind.String(), Version: version.Version,
 		URL: m.URL, CA: m.CA, Cert: m.Cert, Key: m.Key,
 		Keepalive: m.Keepalive, TelemetryEvery: m.TelemetryEvery,
 		StateDir: cfg.StateDir, QueueMaxBytes: int64(m.Queue.MaxMB) << 20,

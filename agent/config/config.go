@@ -24,19 +24,22 @@ type Config struct {
 	Feeds    []Feed    `yaml:"feeds,omitempty"`
 	Update   *Update   `yaml:"update,omitempty"`
 	Watchdog *Watchdog `yaml:"watchdog,omitempty"`
+
+	src source // where it was read from, for Check's messages
 }
 
-// Device kinds.
-const (
-	KindRouter = "router"
-	KindRelay  = "relay"
-)
+// source is the file a Config was parsed from.
+type source struct {
+	name string       // as given to Parse: the path, or a label
+	path string       // the file Load read; "" when parsed from memory
+	doc  *yamlpos.Doc // locates keys for messages
+}
 
 // Device is the device's identity.
 type Device struct {
 	ID   string `yaml:"id"`
 	Site string `yaml:"site"`
-	Kind string `yaml:"kind"` // router | relay
+	Kind Kind   `yaml:"kind"`
 }
 
 // Policy says where the signed policy comes from and who may sign it.
@@ -48,13 +51,13 @@ type Policy struct {
 
 // Log configures log/slog.
 type Log struct {
-	Level  string `yaml:"level"`  // debug | info | warn | error
-	Format string `yaml:"format"` // json | text
+	Level  Level  `yaml:"level"`
+	Format Format `yaml:"format"`
 }
 
 // Links configures the packet filter on a router.
 type Links struct {
-	Mode     string   `yaml:"mode"` // inline | monitor
+	Mode     LinkMode `yaml:"mode"`
 	Inside   string   `yaml:"inside"`
 	Outside  string   `yaml:"outside"`
 	Reset    bool     `yaml:"reset"` // monitor mode: RST denied TCP flows both ways
@@ -71,11 +74,11 @@ type Links struct {
 	// "closed" (default) cuts it; "open" keeps a kernel bridge between the
 	// ports that the agent holds shut while it runs and the kernel opens
 	// when it exits, and passes traffic (reported) until a first policy.
-	Fail string `yaml:"fail"`
+	Fail FailMode `yaml:"fail"`
 	// Ingress binds source addresses to the side they arrive on:
 	// "strict" (default) drops a domestic source from the outside and a
 	// foreign one from the inside as spoofed; "loose" does not check.
-	Ingress string `yaml:"ingress"`
+	Ingress Ingress `yaml:"ingress"`
 	// LinkLocal lists the link-scoped protocols that pass as link control
 	// (ospf, vrrp, igmp, mld, pim, rip, ripng, hsrp, mdns, dhcp, dhcpv6,
 	// ldp); absent: ospf, vrrp, igmp, mld, pim; [] passes none.
@@ -93,7 +96,7 @@ type Links struct {
 // Evidence is the pcap ring of denied traffic.
 type Evidence struct {
 	Dir   string `yaml:"dir"`
-	MaxMB int    `yaml:"max_mb"`
+	MaxMB MB     `yaml:"max_mb"`
 }
 
 // MQTT configures reporting and commands.
@@ -110,14 +113,14 @@ type MQTT struct {
 
 // Queue bounds the store-and-forward queue.
 type Queue struct {
-	MaxMB int `yaml:"max_mb"`
+	MaxMB MB `yaml:"max_mb"`
 }
 
 // Bus is one RS-485 serial line.
 type Bus struct {
 	Port     string        `yaml:"port"`
 	Baud     int           `yaml:"baud"`
-	Parity   string        `yaml:"parity"` // none | even | odd
+	Parity   Parity        `yaml:"parity"`
 	StopBits int           `yaml:"stop_bits"`
 	Timeout  time.Duration `yaml:"timeout"`
 	Retries  *int          `yaml:"retries"` // absent: 2; 0 is allowed
@@ -132,22 +135,27 @@ type Feed struct {
 	MinOff        time.Duration `yaml:"min_off"`
 	MaxOpsPerHour int           `yaml:"max_ops_per_hour"`
 	StaleAfter    time.Duration `yaml:"stale_after"`
-	SafeState     string        `yaml:"safe_state"` // restore | hold
-	Hysteresis    float64       `yaml:"hysteresis_kw"`
-	Confirm       time.Duration `yaml:"confirm"`       // power must stay over the cap this long before shedding
-	Period        time.Duration `yaml:"period"`        // control period
-	Override      string        `yaml:"override_file"` // local technician override
-	StartJitter   time.Duration `yaml:"start_jitter"`  // caps start at a random offset in [0, start_jitter)
-	Readback      time.Duration `yaml:"readback"`      // how often relays are read back for drift
+	SafeState     SafeState     `yaml:"safe_state"`
+	// Hysteresis is how far under the cap power must fall before a shed
+	// circuit is restored ("500W", "1kW").
+	Hysteresis Power `yaml:"hysteresis,omitempty"`
+	// HysteresisKW is the older spelling, a number of kilowatts; defaults
+	// fold it into Hysteresis.
+	HysteresisKW *float64      `yaml:"hysteresis_kw,omitempty"`
+	Confirm      time.Duration `yaml:"confirm"`       // power must stay over the cap this long before shedding
+	Period       time.Duration `yaml:"period"`        // control period
+	Override     string        `yaml:"override_file"` // local technician override
+	StartJitter  time.Duration `yaml:"start_jitter"`  // caps start at a random offset in [0, start_jitter)
+	Readback     time.Duration `yaml:"readback"`      // how often relays are read back for drift
 }
 
 // Meter is a Modbus meter on a bus.
 type Meter struct {
 	Bus       string         `yaml:"bus"`
-	Model     string         `yaml:"model"` // sdm120 | sdm630 | generic
+	Model     MeterModel     `yaml:"model"`
 	Slave     int            `yaml:"slave"`
-	WordOrder string         `yaml:"word_order,omitempty"` // big (default) | little: some meters swap the two registers
-	Registers map[string]int `yaml:"registers,omitempty"`  // generic model: quantity -> input register
+	WordOrder WordOrder      `yaml:"word_order,omitempty"`
+	Registers map[string]int `yaml:"registers,omitempty"` // generic model: quantity -> input register
 }
 
 // Circuit is one switched (or protected) circuit of a feed.
@@ -171,7 +179,7 @@ type Relay struct {
 type Update struct {
 	Root       string   `yaml:"root"`  // holds the slots and their state file
 	Trust      []string `yaml:"trust"` // release keys
-	MaxFetchMB int      `yaml:"max_fetch_mb"`
+	MaxFetchMB MB       `yaml:"max_fetch_mb"`
 	Hardware   int      `yaml:"hardware"` // this device's hardware revision, checked against a bundle's min_hardware
 }
 
@@ -200,13 +208,20 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() []error { return e.Errs }
 
-// Load reads, decodes, defaults and validates a configuration file.
+// Load reads, decodes, defaults and validates a configuration file. It
+// does not look at the files and interfaces the configuration names:
+// LoadChecked does.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(path, data)
+	c, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	c.src.path = path
+	return c, nil
 }
 
 // Parse decodes, defaults and validates configuration data; name is used in
@@ -219,14 +234,20 @@ func Parse(name string, data []byte) (*Config, error) {
 	if doc.Root() == nil {
 		return nil, &Error{File: name, Errs: []error{errors.New("the file is empty")}}
 	}
+	if errs := shapeErrors(doc.Root()); len(errs) > 0 {
+		return nil, &Error{File: name, Errs: errs}
+	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
+		// shapeErrors saw nothing wrong: a case it does not know.
 		return nil, &Error{File: name, Errs: []error{yamlpos.Clean(err)}}
 	}
+	c.src = source{name: name, doc: doc}
+	errs := c.upgrade(doc)
 	c.defaults()
-	if errs := c.validate(doc); len(errs) > 0 {
+	if errs = append(errs, c.validate(doc)...); len(errs) > 0 {
 		return nil, &Error{File: name, Errs: errs}
 	}
 	return &c, nil

@@ -1,10 +1,14 @@
 package config
 
 import (
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"periph.io/x/conn/v3/physic"
 )
 
 func TestLoadExamples(t *testing.T) {
@@ -44,10 +48,29 @@ func TestErrors(t *testing.T) {
 		want []string
 	}{
 		{"empty", "", []string{"x.yaml: the file is empty"}},
-		{"unknown key", string(base) + "extra: 1\n", []string{"x.yaml: line 21: field extra not found"}},
-		{"unknown nested key", strings.Replace(string(base), "mode: inline", "mode: inline\n  modes: x", 1), []string{"line 10: field modes not found"}},
-		{"wrong type", strings.Replace(string(base), "threshold: 1", "threshold: two", 1), []string{"line 6:", "cannot unmarshal"}},
-		{"bad duration", strings.Replace(string(base), "telemetry_every: 10s", "telemetry_every: often", 1), []string{"line 18"}},
+		{"unknown key", string(base) + "extra: 1\n", []string{"x.yaml: line 21: extra: unknown key (known here: buses, device, feeds, links, log, mqtt, policy, state_dir, update, watchdog)"}},
+		{"unknown nested key", strings.Replace(string(base), "mode: inline", "mode: inline\n  modes: x", 1), []string{"line 10: links.modes: unknown key; did you mean mode?"}},
+		{"near-miss key", strings.Replace(string(base), "telemetry_every", "telemetry_evry", 1), []string{"line 18: mqtt.telemetry_evry: unknown key; did you mean telemetry_every?"}},
+		{"key twice", strings.Replace(string(base), "mode: inline", "mode: inline\n  mode: monitor", 1), []string{"line 10: links.mode: given twice (first at line 9)"}},
+		{"wrong type", strings.Replace(string(base), "threshold: 1", "threshold: two", 1), []string{`line 6: policy.threshold: "two" is not a whole number`}},
+		{"size in words", strings.Replace(string(base), "queue: {max_mb: 32}", "queue: {max_mb: two}", 1), []string{`line 19: mqtt.queue.max_mb: "two" is not a whole number`}},
+		{"bad duration", strings.Replace(string(base), "telemetry_every: 10s", "telemetry_every: often", 1), []string{`line 18: mqtt.telemetry_every: "often" is not a duration`}},
+		{"bad bool", strings.Replace(string(base), "mode: inline", "mode: inline\n  offloads: maybe", 1), []string{`line 10: links.offloads: "maybe" is not true or false`}},
+		{"map for a list", strings.Replace(string(base), "operators: [/etc/linkguard/keys/ops-1.pub, /etc/linkguard/keys/ops-2.pub]", "operators: {a: b}", 1), []string{"line 20: mqtt.operators: must be a list"}},
+		{"list for a value", strings.Replace(string(base), "url: mqtts://broker.example:8883", "url: [a, b]", 1), []string{"line 14: mqtt.url: must be a single value, not a list"}},
+		{"every problem at once", strings.Replace(strings.Replace(string(base), "mode: inline", "mode: inlin", 1), "level: info", "level: loud", 1), []string{
+			`line 7: log.level: "loud" is not one of debug, info, warn, error`, `line 9: links.mode: "inlin" is not one of inline, monitor`}},
+		{"bad mode", strings.Replace(string(base), "mode: inline", "mode: bridge", 1), []string{`line 9: links.mode: "bridge" is not one of inline, monitor`}},
+		{"bad ingress", strings.Replace(string(base), "mode: inline", "mode: inline\n  ingress: lax", 1), []string{`links.ingress: "lax" is not one of strict, loose`}},
+		{"bad format", strings.Replace(string(base), "format: json", "format: xml", 1), []string{`line 7: log.format: "xml" is not one of json, text`}},
+		{"bad parity", strings.Replace(string(relay), "parity: none", "parity: mark", 1), []string{`line 6: buses[0].parity: "mark" is not one of none, even, odd`}},
+		{"bad safe state", strings.Replace(string(relay), "safe_state: restore", "safe_state: off", 1), []string{`line 18: feeds[0].safe_state: "off" is not one of restore, hold`}},
+		{"bad model", strings.Replace(string(relay), "model: sdm630", "model: sdm72", 1), []string{`line 9: feeds[0].meter.model: "sdm72" is not one of sdm120, sdm630, generic`}},
+		{"bad word order", strings.Replace(string(relay), "model: sdm630,", "model: sdm630, word_order: middle,", 1), []string{`feeds[0].meter.word_order: "middle" is not one of big, little`}},
+		{"power without unit", string(relay) + "    hysteresis: 2\n", []string{`line 19: feeds[0].hysteresis: "2" is not a power like 500W or 2kW`}},
+		{"power and older spelling", string(relay) + "    hysteresis: 2kW\n    hysteresis_kw: 2\n", []string{"line 20: feeds[0].hysteresis_kw: give hysteresis or hysteresis_kw"}},
+		{"negative power", string(relay) + "    hysteresis: -1kW\n", []string{"feeds[0].hysteresis: must not be negative"}},
+		{"missing kind", strings.Replace(string(base), ", kind: router", "", 1), []string{"line 1: device.kind: is required (router, relay)"}},
 		{"missing id", strings.Replace(string(base), "id: vte-border-01, ", "", 1), []string{"line 1: device.id: is required"}},
 		{"bad kind", strings.Replace(string(base), "kind: router", "kind: toaster", 1), []string{"device.kind: \"toaster\" is not one of router, relay"}},
 		{"threshold above keys", strings.Replace(string(base), "threshold: 1", "threshold: 3", 1), []string{"line 6: policy.threshold"}},
@@ -84,6 +107,68 @@ func TestErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPower(t *testing.T) {
+	relay, _ := os.ReadFile("testdata/relay.yaml")
+	for _, tt := range []struct {
+		line string
+		want physic.Power
+	}{
+		{"    hysteresis: 2kW\n", 2 * physic.KiloWatt},
+		{"    hysteresis: 500W\n", 500 * physic.Watt},
+		{"    hysteresis_kw: 1.5\n", 1500 * physic.Watt}, // the older spelling
+	} {
+		c, err := Parse("x.yaml", append(slices.Clone(relay), tt.line...))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.line, err)
+		}
+		f := c.Feeds[0]
+		if f.Hysteresis.Power() != tt.want || f.HysteresisKW != nil {
+			t.Errorf("%q: hysteresis %v (kw %v), want %v", tt.line, f.Hysteresis, f.HysteresisKW, tt.want)
+		}
+		if !strings.Contains(string(c.YAML()), "hysteresis: "+tt.want.String()) {
+			t.Errorf("%q: effective config says\n%s", tt.line, c.YAML())
+		}
+	}
+}
+
+// TestEnums: every closed set refuses a word outside it, naming the set.
+func TestEnums(t *testing.T) {
+	for _, tt := range []struct {
+		u    interface{ UnmarshalText([]byte) error }
+		good string
+		want string
+	}{
+		{new(Kind), "relay", "router, relay"},
+		{new(LinkMode), "monitor", "inline, monitor"},
+		{new(FailMode), "open", "closed, open"},
+		{new(Ingress), "loose", "strict, loose"},
+		{new(Level), "warn", "debug, info, warn, error"},
+		{new(Format), "text", "json, text"},
+		{new(Parity), "odd", "none, even, odd"},
+		{new(SafeState), "hold", "restore, hold"},
+		{new(MeterModel), "generic", "sdm120, sdm630, generic"},
+		{new(WordOrder), "little", "big, little"},
+	} {
+		if err := tt.u.UnmarshalText([]byte(tt.good)); err != nil || fmt.Sprint(tt.u) == "" {
+			t.Errorf("%T %q: %v", tt.u, tt.good, err)
+		}
+		if err := tt.u.UnmarshalText([]byte("Nope")); err == nil || err.Error() != `"Nope" is not one of `+tt.want {
+			t.Errorf("%T: %v", tt.u, err)
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		d    int
+	}{{"", "", 0}, {"a", "", 1}, {"telemetry_evry", "telemetry_every", 1}, {"kitten", "sitting", 3}, {"mode", "modes", 1}} {
+		if d := editDistance(tt.a, tt.b); d != tt.d {
+			t.Errorf("%q %q: %d, want %d", tt.a, tt.b, d, tt.d)
+		}
 	}
 }
 

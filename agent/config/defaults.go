@@ -3,137 +3,138 @@ package config
 import (
 	"time"
 
+	"periph.io/x/conn/v3/physic"
+
+	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
+	"linkguard.dev/linkguard/firmware/provision/layout"
+	"linkguard.dev/linkguard/firmware/update"
+	"linkguard.dev/linkguard/policy/yamlpos"
 )
 
-// Defaults a device gets for what its file leaves out.
+// Defaults a device gets for what its file leaves out, each in one place.
+// Where the component that uses a value has its own exported default, the
+// configuration's is that constant, so the two cannot drift.
 const (
-	DefaultStateDir       = "/var/lib/linkguard"
-	DefaultTelemetryEvery = 10 * time.Second
-	DefaultQueueMB        = 32
-	DefaultEvidenceMB     = 64
-	DefaultMaxFlows       = 65536 // ~7.5 MB of flow table: RSS 31 MB with a 100k-prefix policy, 39 MB with both bridge ports open (BenchmarkMemory100k, BenchmarkMemory100kPorts)
-	DefaultBaud           = 9600
-	DefaultBusTimeout     = 500 * time.Millisecond
-	DefaultBusRetries     = 2
-	DefaultPickupGrace    = 10 * time.Second // the filter's own default (linkfilter.DefaultPickupGrace)
+	DefaultStateDir  = layout.StateDir
+	DefaultThreshold = 1
+	DefaultLogLevel  = LevelInfo
+	DefaultLogFormat = FormatJSON
+
+	DefaultEvidenceMB     MB = 64
+	DefaultMaxFlows          = 65536 // ~7.5 MB of flow table: RSS 31 MB with a 100k-prefix policy, 39 MB with both bridge ports open (BenchmarkMemory100k, BenchmarkMemory100kPorts)
+	DefaultFail              = FailClosed
+	DefaultIngress           = IngressStrict
+	DefaultPickupGrace       = linkfilter.DefaultPickupGrace
+	DefaultMaxEncap          = packet.DefaultMaxEncap
+	DefaultTelemetryEvery    = 10 * time.Second
+	DefaultKeepalive         = 30 * time.Second
+	DefaultQueueMB        MB = 32
+
+	DefaultBaud       = 9600
+	DefaultParity     = ParityNone
+	DefaultStopBits   = 1
+	DefaultBusTimeout = 500 * time.Millisecond
+	DefaultBusRetries = 2
+
+	DefaultMinOn         = 60 * time.Second
+	DefaultMinOff        = 120 * time.Second
+	DefaultMaxOpsPerHour = 12
+	DefaultStaleAfter    = 10 * time.Second
+	DefaultSafeState     = SafeRestore
+	DefaultConfirm       = 5 * time.Second
+	DefaultPeriod        = time.Second
+	DefaultStartJitter   = 30 * time.Second
+	DefaultReadback      = 30 * time.Second
+	DefaultWordOrder     = WordBig
+
+	DefaultMaxFetchMB     MB = update.DefaultMaxFetch >> 20
+	DefaultWatchdogDevice    = "/dev/watchdog"
+	DefaultWatchdogEvery     = 5 * time.Second
 )
+
+// upgrade turns older spellings into the current ones, refusing a file that
+// gives both.
+func (c *Config) upgrade(doc *yamlpos.Doc) []error {
+	var errs []error
+	for i := range c.Feeds {
+		f := &c.Feeds[i]
+		if f.HysteresisKW == nil {
+			continue
+		}
+		if f.Hysteresis != 0 {
+			errs = append(errs, doc.Errorf([]any{"feeds", i, "hysteresis_kw"}, "give hysteresis or hysteresis_kw (its older spelling), not both"))
+		}
+		f.Hysteresis = Power(*f.HysteresisKW * float64(physic.KiloWatt))
+		f.HysteresisKW = nil
+	}
+	return errs
+}
+
+func set[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
 
 func (c *Config) defaults() {
-	if c.StateDir == "" {
-		c.StateDir = DefaultStateDir
-	}
-	if c.Policy.Threshold == 0 {
-		c.Policy.Threshold = 1
-	}
-	if c.Log.Level == "" {
-		c.Log.Level = "info"
-	}
-	if c.Log.Format == "" {
-		c.Log.Format = "json"
-	}
+	set(&c.StateDir, DefaultStateDir)
+	set(&c.Policy.Threshold, DefaultThreshold)
+	set(&c.Log.Level, DefaultLogLevel)
+	set(&c.Log.Format, DefaultLogFormat)
 	if l := c.Links; l != nil {
-		if l.Evidence.MaxMB == 0 {
-			l.Evidence.MaxMB = DefaultEvidenceMB
-		}
-		if l.Evidence.Dir == "" {
-			l.Evidence.Dir = c.StateDir + "/evidence"
-		}
-		if l.MaxFlows == 0 {
-			l.MaxFlows = DefaultMaxFlows
-		}
-		if l.Fail == "" {
-			l.Fail = "closed"
-		}
-		if l.Ingress == "" {
-			l.Ingress = "strict"
-		}
+		set(&l.Evidence.MaxMB, DefaultEvidenceMB)
+		set(&l.Evidence.Dir, c.StateDir+"/evidence")
+		set(&l.MaxFlows, DefaultMaxFlows)
+		set(&l.Fail, DefaultFail)
+		set(&l.Ingress, DefaultIngress)
 		if l.LinkLocal == nil {
 			ll := packet.DefaultLinkLocal.Names()
 			l.LinkLocal = &ll
 		}
 		if l.PickupGrace == nil {
-			g := DefaultPickupGrace
-			l.PickupGrace = &g
+			l.PickupGrace = new(time.Duration(DefaultPickupGrace))
 		}
-		if l.MaxEncap == 0 {
-			l.MaxEncap = packet.DefaultMaxEncap
-		}
+		set(&l.MaxEncap, DefaultMaxEncap)
 	}
 	if m := c.MQTT; m != nil {
-		if m.TelemetryEvery == 0 {
-			m.TelemetryEvery = DefaultTelemetryEvery
-		}
-		if m.Queue.MaxMB == 0 {
-			m.Queue.MaxMB = DefaultQueueMB
-		}
-		if m.Keepalive == 0 {
-			m.Keepalive = 30 * time.Second
-		}
+		set(&m.TelemetryEvery, DefaultTelemetryEvery)
+		set(&m.Queue.MaxMB, DefaultQueueMB)
+		set(&m.Keepalive, DefaultKeepalive)
 	}
 	for i := range c.Buses {
-		b := &c.Buses[i]
-		if b.Baud == 0 {
-			b.Baud = DefaultBaud
-		}
-		if b.Parity == "" {
-			b.Parity = "none"
-		}
-		if b.StopBits == 0 {
-			b.StopBits = 1
-		}
-		if b.Timeout == 0 {
-			b.Timeout = DefaultBusTimeout
-		}
-		if b.Retries == nil {
-			b.Retries = new(int(DefaultBusRetries))
-		}
+		c.Buses[i].defaults()
 	}
 	for i := range c.Feeds {
 		f := &c.Feeds[i]
-		if f.MinOn == 0 {
-			f.MinOn = 60 * time.Second
-		}
-		if f.MinOff == 0 {
-			f.MinOff = 120 * time.Second
-		}
-		if f.MaxOpsPerHour == 0 {
-			f.MaxOpsPerHour = 12
-		}
-		if f.StaleAfter == 0 {
-			f.StaleAfter = 10 * time.Second
-		}
-		if f.SafeState == "" {
-			f.SafeState = "restore"
-		}
-		if f.Confirm == 0 {
-			f.Confirm = 5 * time.Second
-		}
-		if f.Period == 0 {
-			f.Period = time.Second
-		}
-		if f.StartJitter == 0 {
-			f.StartJitter = 30 * time.Second
-		}
-		if f.Readback == 0 {
-			f.Readback = 30 * time.Second
-		}
-		if f.Meter.WordOrder == "" {
-			f.Meter.WordOrder = "big"
-		}
+		set(&f.MinOn, DefaultMinOn)
+		set(&f.MinOff, DefaultMinOff)
+		set(&f.MaxOpsPerHour, DefaultMaxOpsPerHour)
+		set(&f.StaleAfter, DefaultStaleAfter)
+		set(&f.SafeState, DefaultSafeState)
+		set(&f.Confirm, DefaultConfirm)
+		set(&f.Period, DefaultPeriod)
+		set(&f.StartJitter, DefaultStartJitter)
+		set(&f.Readback, DefaultReadback)
+		set(&f.Meter.WordOrder, DefaultWordOrder)
 	}
 	if u := c.Update; u != nil {
-		if u.MaxFetchMB == 0 {
-			u.MaxFetchMB = 64
-		}
+		set(&u.MaxFetchMB, DefaultMaxFetchMB)
 	}
 	if w := c.Watchdog; w != nil {
-		if w.Device == "" {
-			w.Device = "/dev/watchdog"
-		}
-		if w.Every == 0 {
-			w.Every = 5 * time.Second
-		}
+		set(&w.Device, DefaultWatchdogDevice)
+		set(&w.Every, DefaultWatchdogEvery)
+	}
+}
+
+func (b *Bus) defaults() {
+	set(&b.Baud, DefaultBaud)
+	set(&b.Parity, DefaultParity)
+	set(&b.StopBits, DefaultStopBits)
+	set(&b.Timeout, DefaultBusTimeout)
+	if b.Retries == nil {
+		b.Retries = new(int(DefaultBusRetries))
 	}
 }
 
@@ -145,5 +146,7 @@ func (c *Config) Bus(port string) Bus {
 			return b
 		}
 	}
-	return Bus{Port: port, Baud: DefaultBaud, Parity: "none", StopBits: 1, Timeout: DefaultBusTimeout, Retries: new(int(DefaultBusRetries))}
+	b := Bus{Port: port}
+	b.defaults()
+	return b
 }

@@ -1,8 +1,13 @@
 // Package config is the agent's one typed configuration: strict YAML
-// decoding (unknown keys and wrong types are errors naming file and line),
-// defaults and validation in one place, and a printable effective
-// configuration for `linkguard run --check`.
+// decoding whose errors name the file, the line and the key as written
+// (with a suggestion for a near-miss key), closed sets of words as types
+// that refuse anything else, sizes and powers as typed units, defaults and
+// validation in one place, and a printable effective configuration for
+// `linkguard run --check`.
 //
 // Sections a device does not use are absent: a router has no feeds, a bench
-// unit may have no mqtt. It imports the YAML library and policy/yamlpos only.
+// unit may have no mqtt. It imports the YAML library, policy/yamlpos,
+// periph's physic units, firmware/provision/layout, and the components
+// whose exported defaults it takes (linkfilter, firmware/update); never
+// MQTT or the composition root.
 package config

@@ -23,15 +23,19 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 			bad(path, "is required")
 		}
 	}
-	oneOf := func(v string, allowed []string, path ...any) {
-		if !slices.Contains(allowed, v) {
-			bad(path, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 
 	required(c.Device.ID, "device", "id")
 	required(c.Device.Site, "device", "site")
-	oneOf(c.Device.Kind, []string{KindRouter, KindRelay}, "device", "kind")
+	if c.Device.Kind == "" {
+		bad([]any{"device", "kind"}, "is required (%s)", list(c.Device.Kind.Values()))
+	} else {
+		add(oneOf(doc, c.Device.Kind, "device", "kind"))
+	}
 	if strings.ContainsAny(c.Device.ID, "/+#") {
 		bad([]any{"device", "id"}, "must not contain / + or # (it is an MQTT topic level)")
 	}
@@ -45,26 +49,30 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 	if c.Policy.Threshold < 1 || c.Policy.Threshold > len(c.Policy.Trust) {
 		bad([]any{"policy", "threshold"}, "%d must be between 1 and the number of trusted keys (%d)", c.Policy.Threshold, len(c.Policy.Trust))
 	}
-	oneOf(c.Log.Level, []string{"debug", "info", "warn", "error"}, "log", "level")
-	oneOf(c.Log.Format, []string{"json", "text"}, "log", "format")
+	add(oneOf(doc, c.Log.Level, "log", "level"))
+	add(oneOf(doc, c.Log.Format, "log", "format"))
 
 	if l := c.Links; l != nil {
-		oneOf(l.Mode, []string{"inline", "monitor"}, "links", "mode")
+		if l.Mode == "" {
+			bad([]any{"links", "mode"}, "is required (%s)", list(l.Mode.Values()))
+		} else {
+			add(oneOf(doc, l.Mode, "links", "mode"))
+		}
 		required(l.Outside, "links", "outside")
-		if l.Mode == "inline" {
+		if l.Mode == ModeInline {
 			required(l.Inside, "links", "inside")
 			if l.Inside != "" && l.Inside == l.Outside {
 				bad([]any{"links", "inside"}, "inside and outside are the same interface %q", l.Inside)
 			}
 		}
-		if l.Reset && l.Mode != "monitor" {
+		if l.Reset && l.Mode != ModeMonitor {
 			bad([]any{"links", "reset"}, "only applies in monitor mode (inline mode drops frames instead)")
 		}
-		oneOf(l.Fail, []string{"closed", "open"}, "links", "fail")
-		if l.Fail == "open" && l.Mode != "inline" {
+		add(oneOf(doc, l.Fail, "links", "fail"))
+		if l.Fail == FailOpen && l.Mode != ModeInline {
 			bad([]any{"links", "fail"}, "only applies in inline mode (a monitor never cuts a link)")
 		}
-		if l.Offloads && l.Mode != "inline" {
+		if l.Offloads && l.Mode != ModeInline {
 			bad([]any{"links", "offloads"}, "only applies in inline mode (a monitor forwards nothing)")
 		}
 		if l.Evidence.MaxMB < 0 {
@@ -73,7 +81,7 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		if l.MaxFlows < 1024 {
 			bad([]any{"links", "max_flows"}, "%d is too small (at least 1024)", l.MaxFlows)
 		}
-		oneOf(l.Ingress, []string{"strict", "loose"}, "links", "ingress")
+		add(oneOf(doc, l.Ingress, "links", "ingress"))
 		if l.LinkLocal != nil {
 			for i, n := range *l.LinkLocal {
 				if _, err := packet.ParseLinkLocal([]string{n}); err != nil {
@@ -96,7 +104,9 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		case err != nil:
 			bad([]any{"mqtt", "url"}, "%v", err)
 		default:
-			oneOf(u.Scheme, []string{"tcp", "mqtt", "ssl", "mqtts", "tls", "ws", "wss"}, "mqtt", "url")
+			if schemes := []string{"tcp", "mqtt", "ssl", "mqtts", "tls", "ws", "wss"}; !slices.Contains(schemes, u.Scheme) {
+				bad([]any{"mqtt", "url"}, "scheme %q is not one of %s", u.Scheme, strings.Join(schemes, ", "))
+			}
 			if u.User != nil {
 				bad([]any{"mqtt", "url"}, "must not carry credentials: devices authenticate with their client certificate")
 			}
@@ -129,7 +139,7 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		if !slices.Contains([]int{1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200}, b.Baud) {
 			bad([]any{"buses", i, "baud"}, "%d is not a standard RS-485 rate", b.Baud)
 		}
-		oneOf(b.Parity, []string{"none", "even", "odd"}, "buses", i, "parity")
+		add(oneOf(doc, b.Parity, "buses", i, "parity"))
 		if b.StopBits != 1 && b.StopBits != 2 {
 			bad([]any{"buses", i, "stop_bits"}, "must be 1 or 2")
 		}
@@ -153,15 +163,19 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		}
 		feedIDs[f.ID] = true
 		required(f.Meter.Bus, at("meter", "bus")...)
-		oneOf(f.Meter.Model, []string{"sdm120", "sdm630", "generic"}, at("meter", "model")...)
+		if f.Meter.Model == "" {
+			bad(at("meter", "model"), "is required (%s)", list(f.Meter.Model.Values()))
+		} else {
+			add(oneOf(doc, f.Meter.Model, at("meter", "model")...))
+		}
 		if f.Meter.Slave < 1 || f.Meter.Slave > 247 {
 			bad(at("meter", "slave"), "%d is not a Modbus slave address (1-247)", f.Meter.Slave)
 		}
-		oneOf(f.Meter.WordOrder, []string{"big", "little"}, at("meter", "word_order")...)
-		if f.Meter.Model == "generic" && f.Meter.Registers["power"] == 0 && f.Meter.Registers["total_power"] == 0 {
+		add(oneOf(doc, f.Meter.WordOrder, at("meter", "word_order")...))
+		if f.Meter.Model == MeterGeneric && f.Meter.Registers["power"] == 0 && f.Meter.Registers["total_power"] == 0 {
 			bad(at("meter", "registers"), "a generic meter needs at least the total_power register")
 		}
-		if f.Meter.Model != "generic" && len(f.Meter.Registers) > 0 {
+		if f.Meter.Model != MeterGeneric && len(f.Meter.Registers) > 0 {
 			bad(at("meter", "registers"), "only a generic meter takes a register map")
 		}
 		if len(f.Circuits) == 0 {
@@ -207,9 +221,9 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		if f.MaxOpsPerHour < 1 {
 			bad(at("max_ops_per_hour"), "must be at least 1")
 		}
-		oneOf(f.SafeState, []string{"restore", "hold"}, at("safe_state")...)
+		add(oneOf(doc, f.SafeState, at("safe_state")...))
 		if f.Hysteresis < 0 {
-			bad(at("hysteresis_kw"), "must not be negative")
+			bad(at("hysteresis"), "must not be negative")
 		}
 	}
 	if u := c.Update; u != nil {
@@ -227,4 +241,13 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		}
 	}
 	return errs
+}
+
+// oneOf refuses a value outside its set: decoding already did for a file,
+// but a Config built in code is checked here too.
+func oneOf[T enum[T]](doc *yamlpos.Doc, v T, path ...any) error {
+	if known(v) {
+		return nil
+	}
+	return doc.Errorf(path, "%q is not one of %s", v, list(v.Values()))
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"periph.io/x/conn/v3/gpio/gpioreg"
-	"periph.io/x/conn/v3/physic"
 	host "periph.io/x/host/v3"
 
 	"linkguard.dev/linkguard/agent/config"
@@ -47,7 +46,7 @@ func FromConfig(cfg *config.Config, log *slog.Logger) ([]Spec, *Hardware, error)
 			return b, nil
 		}
 		bc := cfg.Bus(port)
-		line := modbus.Line{Baud: bc.Baud, Parity: bc.Parity, StopBits: bc.StopBits}
+		line := modbus.Line{Baud: bc.Baud, Parity: bc.Parity.String(), StopBits: bc.StopBits}
 		p, err := modbus.OpenSerial(port, line)
 		if err != nil {
 			return nil, err
@@ -66,7 +65,7 @@ func FromConfig(cfg *config.Config, log *slog.Logger) ([]Spec, *Hardware, error)
 	}
 	for _, f := range cfg.Feeds {
 		s := Spec{ID: f.ID, MinOn: f.MinOn, MinOff: f.MinOff, MaxOpsPerHour: f.MaxOpsPerHour,
-			StaleAfter: f.StaleAfter, Hysteresis: physic.Power(f.Hysteresis * float64(physic.KiloWatt)),
+			StaleAfter: f.StaleAfter, Hysteresis: f.Hysteresis.Power(),
 			Confirm: f.Confirm, Period: f.Period, StartJitter: f.StartJitter, ReadbackEvery: f.Readback,
 			OverrideFile: f.Override}
 		if f.SafeState == "hold" {
@@ -80,7 +79,7 @@ func FromConfig(cfg *config.Config, log *slog.Logger) ([]Spec, *Hardware, error)
 			m = meter.SDM630
 		default:
 			var err error
-			if m, err = meter.Generic(f.Meter.Registers, f.Meter.WordOrder); err != nil {
+			if m, err = meter.Generic(f.Meter.Registers, f.Meter.WordOrder.String()); err != nil {
 				return fail(fmt.Errorf("feeds: %s: %w", f.ID, err))
 			}
 		}
