@@ -14,8 +14,8 @@ import (
 	"linkguard.dev/linkguard/agent"
 	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/config"
-	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/policytest"
@@ -108,14 +108,14 @@ mqtt:
 	})
 	now := time.Now()
 	env, _ := command.Sign(command.Payload{ID: "run-ping", Target: "vte-border-01", Issued: now, Expires: now.Add(time.Minute), Type: command.Ping}, opsKey)
-	if err := in.Publish(mqttlink.CmdTopicFor("vte-border-01"), env, false); err != nil {
+	if err := in.Publish(contract.CmdTopicFor("vte-border-01"), env, false); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("ping result", func(s string) bool {
 		if !strings.HasPrefix(s, "linkguard/v1/vte-border-01/cmd/result ") {
 			return false
 		}
-		var r mqttlink.Result
+		var r contract.Result
 		json.Unmarshal([]byte(strings.SplitN(s, " ", 2)[1]), &r)
 		return r.CmdID == "run-ping" && r.OK
 	})

@@ -13,7 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"linkguard.dev/linkguard/agent/command"
-	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy"
 	"linkguard.dev/linkguard/policy/dsse"
 )
@@ -268,7 +268,7 @@ func (c *Console) editPolicy(kind, id string, edit func(approvals *yaml.Node) er
 	a := &Action{ID: fmt.Sprintf("policy-%d", serial), Kind: kind, Target: "all", Detail: id, At: now, Serial: serial}
 	c.actions = append(c.actions, a)
 	c.mu.Unlock()
-	tok := c.client.Publish(mqttlink.PolicyTopic, 1, true, env)
+	tok := c.client.Publish(contract.PolicyTopic, 1, true, env)
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		return a, fmt.Errorf("console: publish policy: %v", tok.Error())
 	}
@@ -308,7 +308,7 @@ func (c *Console) Command(target, typ string, args any) (*Action, error) {
 	c.actions = append(c.actions, a)
 	c.byCmd[p.ID] = a
 	c.mu.Unlock()
-	tok := c.client.Publish(mqttlink.CmdTopicFor(target), 1, false, env)
+	tok := c.client.Publish(contract.CmdTopicFor(target), 1, false, env)
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		return a, fmt.Errorf("console: publish command: %v", tok.Error())
 	}

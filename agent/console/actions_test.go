@@ -18,8 +18,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"linkguard.dev/linkguard/agent/command"
-	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy/dsse"
 )
 
@@ -45,7 +45,7 @@ func TestActionSignedKeyNeverServed(t *testing.T) {
 
 	// A device-side listener on r1's command topic.
 	got := make(chan []byte, 4)
-	o, err := mqttlink.BrokerOptions(br.URL(), pki.CA, "", "")
+	o, err := contract.BrokerOptions(br.URL(), pki.CA, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestActionSignedKeyNeverServed(t *testing.T) {
 		t.Fatalf("listener connect: %v", tok.Error())
 	}
 	defer dev.Disconnect(100)
-	if tok := dev.Subscribe(mqttlink.CmdTopicFor("r1"), 1, func(_ paho.Client, m paho.Message) { got <- m.Payload() }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	if tok := dev.Subscribe(contract.CmdTopicFor("r1"), 1, func(_ paho.Client, m paho.Message) { got <- m.Payload() }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 

@@ -17,7 +17,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy/dsse"
 )
 
@@ -119,7 +119,7 @@ func (c *Console) topic(t string) string {
 
 // Run connects to the broker and follows the fleet until ctx ends.
 func (c *Console) Run(ctx context.Context) error {
-	o, err := mqttlink.BrokerOptions(c.opt.Broker, c.opt.TLS.CA, c.opt.TLS.Cert, c.opt.TLS.Key)
+	o, err := contract.BrokerOptions(c.opt.Broker, c.opt.TLS.CA, c.opt.TLS.Cert, c.opt.TLS.Key)
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
@@ -131,11 +131,11 @@ func (c *Console) Run(ctx context.Context) error {
 		SetOrderMatters(true)
 	o.SetOnConnectHandler(func(cl paho.Client) {
 		subs := map[string]byte{
-			mqttlink.Prefix + "+/state":               1,
-			mqttlink.PolicyTopic:                      1,
-			c.topic(mqttlink.Prefix + "+/telemetry"):  0,
-			c.topic(mqttlink.Prefix + "+/events"):     1,
-			c.topic(mqttlink.Prefix + "+/cmd/result"): 1,
+			contract.Prefix + "+/state":               1,
+			contract.PolicyTopic:                      1,
+			c.topic(contract.Prefix + "+/telemetry"):  0,
+			c.topic(contract.Prefix + "+/events"):     1,
+			c.topic(contract.Prefix + "+/cmd/result"): 1,
 		}
 		tok := cl.SubscribeMultiple(subs, c.onMessage)
 		go func() {
@@ -188,12 +188,12 @@ func (c *Console) onMessage(_ paho.Client, m paho.Message) {
 // ingest takes one message of the contract; exported behaviour for tests
 // lives in Ingest.
 func (c *Console) ingest(topic string, payload []byte) {
-	if topic == mqttlink.PolicyTopic {
+	if topic == contract.PolicyTopic {
 		c.setPolicy(payload)
 		c.notify()
 		return
 	}
-	rest, ok := strings.CutPrefix(topic, mqttlink.Prefix)
+	rest, ok := strings.CutPrefix(topic, contract.Prefix)
 	if !ok {
 		return
 	}
@@ -204,7 +204,7 @@ func (c *Console) ingest(topic string, payload []byte) {
 	c.mu.Lock()
 	switch kind {
 	case "state":
-		var s mqttlink.State
+		var s contract.State
 		if len(payload) == 0 { // retained state cleared
 			delete(c.devices, dev)
 			break
@@ -214,12 +214,12 @@ func (c *Console) ingest(topic string, payload []byte) {
 			c.markApplied(dev)
 		}
 	case "telemetry":
-		var t mqttlink.Telemetry
+		var t contract.Telemetry
 		if json.Unmarshal(payload, &t) == nil {
 			c.device(dev).applyTelemetry(&t)
 		}
 	case "events":
-		var e mqttlink.Event
+		var e contract.Event
 		if json.Unmarshal(payload, &e) == nil && e.ID != "" {
 			c.evN++
 			c.events = append(c.events, EventRecord{N: c.evN, Event: e})
@@ -228,7 +228,7 @@ func (c *Console) ingest(topic string, payload []byte) {
 			}
 		}
 	case "cmd/result":
-		var r mqttlink.Result
+		var r contract.Result
 		if json.Unmarshal(payload, &r) == nil {
 			if a := c.byCmd[r.CmdID]; a != nil {
 				a.Results = append(a.Results, r)
@@ -330,7 +330,7 @@ func (c *Console) Actions() []Action {
 	out := make([]Action, 0, len(c.actions))
 	for i := len(c.actions) - 1; i >= 0; i-- {
 		a := *c.actions[i]
-		a.Results = append([]mqttlink.Result(nil), a.Results...)
+		a.Results = append([]contract.Result(nil), a.Results...)
 		a.Applied = append([]string(nil), a.Applied...)
 		out = append(out, a)
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 )
 
 // Device is one device as the console sees it.
@@ -111,7 +111,7 @@ func feedStatus(meterLost bool, unmet string, power, capKW *float64, pending, te
 	}
 }
 
-func (d *Device) applyState(s *mqttlink.State) {
+func (d *Device) applyState(s *contract.State) {
 	// Brokers may deliver a device's state messages out of order (a
 	// retained copy sent on subscribe racing a live one; mochi reorders QoS 1
 	// deliveries): within one boot, an online state older than the one shown
@@ -135,7 +135,7 @@ func (d *Device) applyState(s *mqttlink.State) {
 	}
 }
 
-func (d *Device) applyTelemetry(t *mqttlink.Telemetry) {
+func (d *Device) applyTelemetry(t *contract.Telemetry) {
 	d.TelemetryAt = t.TS
 	d.QueueDepth = t.Agent.Queue.Depth
 	if raw, ok := t.Sections["linkfilter"]; ok {
@@ -194,7 +194,7 @@ func (d *Device) clone() Device {
 // EventRecord is one event the console received.
 type EventRecord struct {
 	N int64 `json:"n"` // the console's own arrival number
-	mqttlink.Event
+	contract.Event
 }
 
 // EventFilter selects events.
@@ -232,6 +232,6 @@ type Action struct {
 	Detail  string            `json:"detail"`
 	At      time.Time         `json:"at"`
 	Serial  uint64            `json:"serial,omitempty"`  // policy actions: the new serial
-	Results []mqttlink.Result `json:"results,omitempty"` // commands: each device's answer
+	Results []contract.Result `json:"results,omitempty"` // commands: each device's answer
 	Applied []string          `json:"applied,omitempty"` // policy actions: devices now enforcing Serial
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 )
 
 func mustJSON(t *testing.T, v any) []byte {
@@ -33,15 +33,15 @@ func newTestConsole(t *testing.T) *Console {
 func TestFleetFromStateAndWill(t *testing.T) {
 	c := newTestConsole(t)
 	exp := time.Date(2026, 12, 31, 0, 0, 0, 0, time.UTC)
-	online := mqttlink.State{Online: true, Device: "r1", Site: "vte", Kind: "router", Version: "1.0", BootID: "b1",
-		Policy: &mqttlink.PolicyState{Serial: 4, Expires: &exp}, Capabilities: []string{"rebirth"}, TS: time.Now()}
+	online := contract.State{Online: true, Device: "r1", Site: "vte", Kind: "router", Version: "1.0", BootID: "b1",
+		Policy: &contract.PolicyState{Serial: 4, Expires: &exp}, Capabilities: []string{"rebirth"}, TS: time.Now()}
 	c.Ingest("linkguard/v1/r1/state", mustJSON(t, online))
 	d, ok := c.Device("r1")
 	if !ok || !d.Online || d.PolicySerial != 4 || d.Site != "vte" || d.Kind != "router" || d.PolicyExpires == nil || !d.PolicyExpires.Equal(exp) {
 		t.Fatalf("after online state: %+v", d)
 	}
 	// The will carries only online=false, device and boot id.
-	c.Ingest("linkguard/v1/r1/state", mustJSON(t, mqttlink.State{Online: false, Device: "r1", BootID: "b1"}))
+	c.Ingest("linkguard/v1/r1/state", mustJSON(t, contract.State{Online: false, Device: "r1", BootID: "b1"}))
 	d, _ = c.Device("r1")
 	if d.Online || d.PolicySerial != 4 || d.Site != "vte" {
 		t.Fatalf("after will: %+v (want offline, keeping serial and site)", d)
@@ -70,7 +70,7 @@ func TestFleetFromStateAndWill(t *testing.T) {
 func TestFeedTelemetry(t *testing.T) {
 	c := newTestConsole(t)
 	tel := func(sec string) []byte {
-		return mustJSON(t, mqttlink.Telemetry{Device: "f1", TS: time.Now(), Sections: map[string]json.RawMessage{"feeds": json.RawMessage(sec)}})
+		return mustJSON(t, contract.Telemetry{Device: "f1", TS: time.Now(), Sections: map[string]json.RawMessage{"feeds": json.RawMessage(sec)}})
 	}
 	c.Ingest("linkguard/v1/f1/telemetry", tel(`[{"feed":"feed-1","power_kw":33.1,"cap_kw":null,"circuits":[{"id":"hospital","on":true,"protected":true,"mode":"auto"}]}]`))
 	c.Ingest("linkguard/v1/f1/telemetry", tel(`[{"feed":"feed-1","power_kw":21,"cap_kw":20,"order":{"feed":"feed-1","cap_kw":20},"circuits":[{"id":"hospital","on":true,"protected":true,"mode":"auto"},{"id":"industrial","on":false,"priority":1,"mode":"auto"}]}]`))
@@ -100,7 +100,7 @@ func TestEventFilter(t *testing.T) {
 		{"r1", "agent.started", "info"}, {"f1", "relay.operated", "notice"}, {"r1", "agent.error", "error"},
 	}
 	for i, e := range ev {
-		c.Ingest("linkguard/v1/"+e.dev+"/events", mustJSON(t, mqttlink.Event{ID: fmt.Sprint("e", i), Device: e.dev, Type: e.typ, Severity: e.sev}))
+		c.Ingest("linkguard/v1/"+e.dev+"/events", mustJSON(t, contract.Event{ID: fmt.Sprint("e", i), Device: e.dev, Type: e.typ, Severity: e.sev}))
 	}
 	c.Ingest("linkguard/v1/r1/events", []byte(`{"type":"no id"}`)) // not an event of the contract
 	ids := func(f EventFilter) string {
@@ -135,7 +135,7 @@ func TestStaleStateReordered(t *testing.T) {
 	c := newTestConsole(t)
 	t0 := time.Now()
 	st := func(serial uint64, boot string, ts time.Time) []byte {
-		return mustJSON(t, mqttlink.State{Online: true, Device: "r1", BootID: boot, Policy: &mqttlink.PolicyState{Serial: serial}, TS: ts})
+		return mustJSON(t, contract.State{Online: true, Device: "r1", BootID: boot, Policy: &contract.PolicyState{Serial: serial}, TS: ts})
 	}
 	c.Ingest("linkguard/v1/r1/state", st(1, "b1", t0.Add(time.Millisecond)))
 	c.Ingest("linkguard/v1/r1/state", st(0, "b1", t0)) // built first, delivered last

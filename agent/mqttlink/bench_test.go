@@ -17,6 +17,7 @@ import (
 
 	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/queue"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/policy/dsse"
@@ -65,12 +66,12 @@ func BenchmarkPublish(b *testing.B) {
 	pki, broker := benchBroker(b)
 	payload := bytes.Repeat([]byte("x"), benchPayload)
 	b.Run("raw-paho", func(b *testing.B) {
-		o, err := BrokerOptions(broker.URL(), pki.CA, "", "")
+		o, err := contract.BrokerOptions(broker.URL(), pki.CA, "", "")
 		if err != nil {
 			b.Fatal(err)
 		}
 		cert, key := pki.Client(b, "bench-raw")
-		o, _ = BrokerOptions(broker.URL(), pki.CA, cert, key)
+		o, _ = contract.BrokerOptions(broker.URL(), pki.CA, cert, key)
 		o.SetClientID("bench-raw").SetCleanSession(true).SetOrderMatters(true)
 		c := paho.NewClient(o)
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -149,7 +150,7 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 	l, stop := benchLink(b, pki, broker.URL(), "bench-cmd", dsse.NewKeyring(pub))
 	defer stop()
 	cert, key := pki.Client(b, "bench-operator")
-	o, _ := BrokerOptions(broker.URL(), pki.CA, cert, key)
+	o, _ := contract.BrokerOptions(broker.URL(), pki.CA, cert, key)
 	o.SetClientID("bench-operator").SetCleanSession(true)
 	c := paho.NewClient(o)
 	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -158,7 +159,7 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 	defer c.Disconnect(100)
 	results := make(chan string, 16)
 	if tok := c.Subscribe(l.topics.Result, 1, func(_ paho.Client, m paho.Message) {
-		var r Result
+		var r contract.Result
 		if json.Unmarshal(m.Payload(), &r) == nil && r.OK {
 			results <- r.CmdID
 		}

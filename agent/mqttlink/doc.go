@@ -3,12 +3,10 @@
 // through the durable queue (agent/queue), takes signed commands and hands
 // them to the registered handlers, and applies the fleet's retained policy.
 //
-// The topic contract it speaks is documented, with a JSON Schema per
-// message, in contract/. Components never import this package: they report
-// through agent/report's Events and Telemetry and take commands through
-// agent/command's Registrar, which Link implements; the composition root
-// (agent.Run) wires them together.
-//
-// It must not be imported by hal, policy, firmware or testbench-free
-// production code other than the agent's composition root and commands.
+// It speaks the topic contract of package contract, whose types it
+// publishes and whose schemas its tests hold it to. Components never import
+// this package: they report through agent/report's Events and Telemetry and
+// take commands through agent/command's Registrar, which Link implements;
+// the composition root (agent.Run) wires them together. The operator side
+// (console, lgctl) imports contract, never this package.
 package mqttlink

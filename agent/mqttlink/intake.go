@@ -17,6 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"linkguard.dev/linkguard/agent/command"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/queue"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/atomicfile"
@@ -40,7 +41,7 @@ type inbound struct {
 // onMessage runs on paho's goroutine: hand off and return at once. Sizes are
 // checked here, before anything parses or keeps a payload.
 func (l *Link) onMessage(_ paho.Client, m paho.Message) {
-	if m.Topic() == PolicyTopic {
+	if m.Topic() == contract.PolicyTopic {
 		if err := (dsse.Limits{}).CheckSize(len(m.Payload())); err != nil {
 			l.log.Warn("fleet policy message over the size limit ignored", "bytes", len(m.Payload()), "err", err)
 			return
@@ -99,7 +100,7 @@ func (l *Link) handleCommand(ctx context.Context, in inbound) {
 		result, err = l.cmds.Dispatch(hctx, c)
 		cancel()
 	}
-	res := Result{CmdID: id, OK: err == nil, Device: l.opt.Device, Result: result, TS: l.opt.Now().UTC()}
+	res := contract.Result{CmdID: id, OK: err == nil, Device: l.opt.Device, Result: result, TS: l.opt.Now().UTC()}
 	fields := report.Fields{"cmd_id": id, "topic": topic}
 	if c != nil {
 		res.Type = c.Type
@@ -221,13 +222,13 @@ func (l *Link) telemetryLoop(ctx context.Context) error {
 func (l *Link) publishTelemetry() {
 	l.telSeq++
 	qs := l.q.Stats()
-	tel := Telemetry{
+	tel := contract.Telemetry{
 		Device: l.opt.Device, BootID: l.bootID, Seq: l.telSeq, TS: l.opt.Now().UTC(),
-		Agent: AgentHealth{
+		Agent: contract.AgentHealth{
 			RSSBytes: report.RSS(), Goroutines: runtime.NumGoroutine(),
 			Uptime: l.opt.Now().Sub(l.start).Seconds(),
-			Queue: QueueStats{Depth: qs.Depth, Bytes: qs.Bytes,
-				Dropped: DroppedStats{Telemetry: qs.Dropped[queue.Telemetry], Events: qs.Dropped[queue.Event]}},
+			Queue: contract.QueueStats{Depth: qs.Depth, Bytes: qs.Bytes,
+				Dropped: contract.DroppedStats{Telemetry: qs.Dropped[queue.Telemetry], Events: qs.Dropped[queue.Event]}},
 		},
 	}
 	l.secMu.Lock()
@@ -275,10 +276,10 @@ func (l *Link) registerBuiltins() {
 	})
 	must(command.PolicyFetch, func(ctx context.Context, _ *command.Command) (any, error) {
 		// Subscribing again makes the broker send the retained policy.
-		if err := waitToken(ctx, l.client.Unsubscribe(PolicyTopic), 10*time.Second); err != nil {
+		if err := waitToken(ctx, l.client.Unsubscribe(contract.PolicyTopic), 10*time.Second); err != nil {
 			return nil, fmt.Errorf("unsubscribe: %w", err)
 		}
-		if err := waitToken(ctx, l.client.Subscribe(PolicyTopic, 1, l.onMessage), 10*time.Second); err != nil {
+		if err := waitToken(ctx, l.client.Subscribe(contract.PolicyTopic, 1, l.onMessage), 10*time.Second); err != nil {
 			return nil, fmt.Errorf("subscribe: %w", err)
 		}
 		var serial uint64

@@ -9,6 +9,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"linkguard.dev/linkguard/agent/command"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy/dsse"
 )
 
@@ -35,13 +36,13 @@ func (m message) Ack()              {}
 // event stay what they were.
 func TestIntakeSizeChecks(t *testing.T) {
 	l := &Link{log: slog.New(slog.DiscardHandler), inbox: make(chan inbound, 1), policyIn: make(chan []byte, 1)}
-	cmdTopic := CmdTopicFor("dev-1")
+	cmdTopic := contract.CmdTopicFor("dev-1")
 
-	l.onMessage(nil, message{topic: PolicyTopic, payload: make([]byte, dsse.MaxEnvelopeSize+1), retained: true})
+	l.onMessage(nil, message{topic: contract.PolicyTopic, payload: make([]byte, dsse.MaxEnvelopeSize+1), retained: true})
 	if len(l.policyIn) != 0 {
 		t.Fatal("a fleet policy over the cap was queued")
 	}
-	l.onMessage(nil, message{topic: PolicyTopic, payload: make([]byte, dsse.MaxEnvelopeSize), retained: true})
+	l.onMessage(nil, message{topic: contract.PolicyTopic, payload: make([]byte, dsse.MaxEnvelopeSize), retained: true})
 	if len(l.policyIn) != 1 {
 		t.Fatal("a fleet policy at the cap was not queued")
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,6 +19,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"linkguard.dev/linkguard/agent/command"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/queue"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/policy/dsse"
@@ -56,7 +55,7 @@ type Options struct {
 type Link struct {
 	opt    Options
 	log    *slog.Logger
-	topics Topics
+	topics contract.Topics
 	bootID string
 	start  time.Time
 	q      *queue.Queue
@@ -143,7 +142,7 @@ func New(opt Options) (*Link, error) {
 	l := &Link{
 		opt:       opt,
 		log:       opt.Logger,
-		topics:    TopicsFor(opt.Device, opt.Site),
+		topics:    contract.TopicsFor(opt.Device, opt.Site),
 		bootID:    newID(),
 		start:     opt.Now(),
 		q:         q,
@@ -177,7 +176,7 @@ func New(opt Options) (*Link, error) {
 func (l *Link) BootID() string { return l.bootID }
 
 // Topics returns the device's topics.
-func (l *Link) Topics() Topics { return l.topics }
+func (l *Link) Topics() contract.Topics { return l.topics }
 
 // Register adds a command handler (command.Registrar).
 func (l *Link) Register(typ string, h command.Handler) error { return l.cmds.Register(typ, h) }
@@ -240,48 +239,8 @@ func (l *Link) Run(ctx context.Context) error {
 	}
 }
 
-// BrokerOptions returns paho options for a broker URL (tcp:// mqtt://
-// ssl:// mqtts:// ws:// wss://; the port defaults by scheme) with TLS from
-// PEM files: ca verifies the server, cert+key are the client's identity
-// (mutual TLS). URLs with credentials are refused: identities are
-// certificates, and URLs end up in logs.
-func BrokerOptions(rawURL, ca, cert, key string) (*paho.ClientOptions, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("mqttlink: url: %w", err)
-	}
-	if u.User != nil {
-		return nil, errors.New("mqttlink: url must not carry credentials")
-	}
-	secure := false
-	switch u.Scheme {
-	case "tcp", "mqtt":
-		u.Scheme = "tcp"
-	case "ssl", "mqtts", "tls":
-		u.Scheme, secure = "ssl", true
-	case "ws":
-	case "wss":
-		secure = true
-	default:
-		return nil, fmt.Errorf("mqttlink: url scheme %q is not one of tcp mqtt ssl mqtts ws wss", u.Scheme)
-	}
-	if u.Port() == "" {
-		port := map[string]string{"tcp": "1883", "ssl": "8883", "ws": "80", "wss": "443"}[u.Scheme]
-		u.Host += ":" + port
-	}
-	o := paho.NewClientOptions().AddBroker(u.String())
-	if secure || ca != "" || cert != "" {
-		tc, err := tlsConfig(u.Hostname(), ca, cert, key)
-		if err != nil {
-			return nil, err
-		}
-		o.SetTLSConfig(tc)
-	}
-	return o, nil
-}
-
 func (l *Link) newClient() (paho.Client, error) {
-	o, err := BrokerOptions(l.opt.URL, l.opt.CA, l.opt.Cert, l.opt.Key)
+	o, err := contract.BrokerOptions(l.opt.URL, l.opt.CA, l.opt.Cert, l.opt.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -304,36 +263,6 @@ func (l *Link) newClient() (paho.Client, error) {
 	}
 	o.SetBinaryWill(l.topics.State, will, 1, true)
 	return paho.NewClient(o), nil
-}
-
-func tlsConfig(host, ca, cert, key string) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-	if ca != "" {
-		pem, err := os.ReadFile(ca)
-		if err != nil {
-			return nil, fmt.Errorf("mqttlink: ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqttlink: ca %s: no certificates", ca)
-		}
-		tc.RootCAs = pool
-	}
-	if cert != "" {
-		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
-			return nil, fmt.Errorf("mqttlink: client certificate: %w", err)
-		}
-		// Loaded at each handshake, so a renewed certificate is picked up
-		// on the next reconnect without a restart.
-		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			c, err := tls.LoadX509KeyPair(cert, key)
-			if err != nil {
-				return nil, fmt.Errorf("mqttlink: client certificate: %w", err)
-			}
-			return &c, nil
-		}
-	}
-	return tc, nil
 }
 
 // brokerName is the broker address for logs: never credentials or a query.
@@ -390,7 +319,7 @@ func (l *Link) connect(ctx context.Context) error {
 	if err := waitToken(ctx, tok, 30*time.Second); err != nil {
 		return err
 	}
-	subs := map[string]byte{l.topics.Cmd: 1, AllCmdTopic: 1, PolicyTopic: 1}
+	subs := map[string]byte{l.topics.Cmd: 1, contract.AllCmdTopic: 1, contract.PolicyTopic: 1}
 	if l.opt.Site != "" {
 		subs[l.topics.SiteCmd] = 1
 	}
@@ -446,8 +375,8 @@ func waitToken(ctx context.Context, tok paho.Token, limit time.Duration) error {
 	}
 }
 
-func (l *Link) state(online bool) State {
-	s := State{Online: online, Device: l.opt.Device, BootID: l.bootID, TS: l.opt.Now().UTC()}
+func (l *Link) state(online bool) contract.State {
+	s := contract.State{Online: online, Device: l.opt.Device, BootID: l.bootID, TS: l.opt.Now().UTC()}
 	if !online {
 		return s
 	}
@@ -456,9 +385,9 @@ func (l *Link) state(online bool) State {
 	if l.opt.Policy != nil {
 		if c := l.opt.Policy.Current(); c != nil {
 			exp := c.Matcher.Policy().Expires.UTC()
-			s.Policy = &PolicyState{Serial: c.Serial(), Expires: &exp}
+			s.Policy = &contract.PolicyState{Serial: c.Serial(), Expires: &exp}
 		} else {
-			s.Policy = &PolicyState{}
+			s.Policy = &contract.PolicyState{}
 		}
 	}
 	return s
@@ -612,7 +541,7 @@ type chainHead struct {
 // event still in the queue if that is later (the file is written after the
 // queue, so a crash between the two leaves the queue ahead).
 func (l *Link) loadChain() error {
-	l.chainSeq, l.chainHash = 0, Genesis
+	l.chainSeq, l.chainHash = 0, contract.Genesis
 	if b, err := os.ReadFile(l.chainPath); err == nil {
 		var h chainHead
 		if err := json.Unmarshal(b, &h); err != nil || len(h.Hash) != 64 {
@@ -632,7 +561,7 @@ func (l *Link) loadChain() error {
 	}
 	if ok {
 		_, payload, _ := decodeRecord(last)
-		var ev Event
+		var ev contract.Event
 		if json.Unmarshal(payload, &ev) == nil && ev.Seq > l.chainSeq {
 			sum := sha256.Sum256(payload)
 			l.chainSeq, l.chainHash = ev.Seq, hex.EncodeToString(sum[:])
@@ -646,7 +575,7 @@ func (l *Link) loadChain() error {
 func (l *Link) Emit(typ string, sev report.Severity, f report.Fields) {
 	l.chainMu.Lock()
 	defer l.chainMu.Unlock()
-	ev := Event{
+	ev := contract.Event{
 		ID: newID(), TS: l.opt.Now().UTC(), Seq: l.chainSeq + 1,
 		Device: l.opt.Device, BootID: l.bootID,
 		Severity: sev.String(), Type: typ, Prev: l.chainHash, Fields: f,

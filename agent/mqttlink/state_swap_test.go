@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy/policytest"
 	"linkguard.dev/linkguard/policy/store"
 )
@@ -27,7 +27,7 @@ func TestStateFollowsPolicyFromFile(t *testing.T) {
 	opt.Policy = st
 	runLink(t, opt, nil)
 	lastSerial := func(ms []msg) (uint64, bool) {
-		var s mqttlink.State
+		var s contract.State
 		if len(ms) == 0 || json.Unmarshal(ms[len(ms)-1].Payload, &s) != nil || !s.Online || s.Policy == nil {
 			return 0, false
 		}

@@ -12,6 +12,7 @@ import (
 
 	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/policy"
 	"linkguard.dev/linkguard/policy/policytest"
@@ -25,7 +26,7 @@ func (e *env) send(t *testing.T, obs *observer, p command.Payload, retained bool
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.publish(t, obs, mqttlink.CmdTopicFor(p.Target), env, retained)
+	e.publish(t, obs, contract.CmdTopicFor(p.Target), env, retained)
 }
 
 func (e *env) publish(t *testing.T, obs *observer, topic string, b []byte, retained bool) {
@@ -35,11 +36,11 @@ func (e *env) publish(t *testing.T, obs *observer, topic string, b []byte, retai
 	}
 }
 
-func results(ms []msg) map[string][]mqttlink.Result {
-	out := map[string][]mqttlink.Result{}
+func results(ms []msg) map[string][]contract.Result {
+	out := map[string][]contract.Result{}
 	for _, m := range ms {
 		if strings.HasSuffix(m.Topic, "/cmd/result") {
-			var r mqttlink.Result
+			var r contract.Result
 			if json.Unmarshal(m.Payload, &r) == nil {
 				out[r.CmdID] = append(out[r.CmdID], r)
 			}
@@ -63,7 +64,7 @@ func testCommands(t *testing.T, e *env) {
 	// Published retained before the device subscribes: the broker replays
 	// it at subscribe time, and it must never be acted on.
 	e.send(t, obs, payload("retained-1", dev, command.LogLevel, now, now.Add(time.Hour), `{"level":"debug"}`), true)
-	t.Cleanup(func() { e.publish(t, obs, mqttlink.CmdTopicFor(dev), nil, true) })
+	t.Cleanup(func() { e.publish(t, obs, contract.CmdTopicFor(dev), nil, true) })
 
 	lv := new(slogLevelVar)
 	opt := e.options(t, dev, t.TempDir())
@@ -112,20 +113,20 @@ func testCommands(t *testing.T, e *env) {
 		{"all-1", payload("all-1", "all", command.Ping, now, now.Add(time.Minute), ""), true, ""},
 		{"level-1", payload("level-1", dev, command.LogLevel, now, now.Add(time.Minute), `{"level":"debug"}`), true, ""},
 		{"rebirth-1", payload("rebirth-1", dev, command.Rebirth, now, now.Add(time.Minute), ""), true, ""},
-		{"replayed", raw{mqttlink.CmdTopicFor(dev), replayed}, true, ""},
-		{"replayed", raw{mqttlink.CmdTopicFor(dev), replayed}, false, command.ReasonReplay},
-		{"tampered", raw{mqttlink.CmdTopicFor(dev), tampered()}, false, command.ReasonBadSignature},
-		{"stranger", raw{mqttlink.CmdTopicFor(dev), signedBy(payload("stranger", dev, command.Ping, now, now.Add(time.Minute), ""))}, false, command.ReasonUntrusted},
-		{"wrong-target", raw{mqttlink.CmdTopicFor(dev), mustSign(t, e, payload("wrong-target", "dev-other", command.Ping, now, now.Add(time.Minute), ""))}, false, command.ReasonWrongTarget},
-		{"wrong-site", raw{mqttlink.AllCmdTopic, mustSign(t, e, payload("wrong-site", "site:mae-sai", command.Ping, now, now.Add(time.Minute), ""))}, false, command.ReasonWrongTarget},
+		{"replayed", raw{contract.CmdTopicFor(dev), replayed}, true, ""},
+		{"replayed", raw{contract.CmdTopicFor(dev), replayed}, false, command.ReasonReplay},
+		{"tampered", raw{contract.CmdTopicFor(dev), tampered()}, false, command.ReasonBadSignature},
+		{"stranger", raw{contract.CmdTopicFor(dev), signedBy(payload("stranger", dev, command.Ping, now, now.Add(time.Minute), ""))}, false, command.ReasonUntrusted},
+		{"wrong-target", raw{contract.CmdTopicFor(dev), mustSign(t, e, payload("wrong-target", "dev-other", command.Ping, now, now.Add(time.Minute), ""))}, false, command.ReasonWrongTarget},
+		{"wrong-site", raw{contract.AllCmdTopic, mustSign(t, e, payload("wrong-site", "site:mae-sai", command.Ping, now, now.Add(time.Minute), ""))}, false, command.ReasonWrongTarget},
 		{"expired", payload("expired", dev, command.Ping, now.Add(-time.Hour), now.Add(-time.Minute), ""), false, command.ReasonExpired},
 		{"future", payload("future", dev, command.Ping, now.Add(time.Hour), now.Add(2*time.Hour), ""), false, command.ReasonFuture},
 		{"unknown", payload("unknown", dev, "frobnicate", now, now.Add(time.Minute), ""), false, command.ReasonUnknownType},
 		{"bad-args", payload("bad-args", dev, command.LogLevel, now, now.Add(time.Minute), `{"level":"loud"}`), false, command.ReasonFailed},
-		{"", raw{mqttlink.CmdTopicFor(dev), deep}, false, command.ReasonMalformed},
-		{"", raw{mqttlink.CmdTopicFor(dev), binary}, false, command.ReasonMalformed},
-		{"", raw{mqttlink.CmdTopicFor(dev), huge}, false, command.ReasonTooLarge},
-		{"", raw{mqttlink.CmdTopicFor(dev), []byte(`{"id":"x","type":"relay.set","target":"dev-cmd"}`)}, false, command.ReasonMalformed},
+		{"", raw{contract.CmdTopicFor(dev), deep}, false, command.ReasonMalformed},
+		{"", raw{contract.CmdTopicFor(dev), binary}, false, command.ReasonMalformed},
+		{"", raw{contract.CmdTopicFor(dev), huge}, false, command.ReasonTooLarge},
+		{"", raw{contract.CmdTopicFor(dev), []byte(`{"id":"x","type":"relay.set","target":"dev-cmd"}`)}, false, command.ReasonMalformed},
 	}
 	for _, c := range cases {
 		switch m := c.msg.(type) {
@@ -145,10 +146,10 @@ func testCommands(t *testing.T, e *env) {
 		}
 		return n >= len(cases)+1
 	})
-	var got []mqttlink.Result
+	var got []contract.Result
 	for _, m := range ms {
 		if strings.HasSuffix(m.Topic, "/cmd/result") {
-			got = append(got, decode[mqttlink.Result](t, m.Payload))
+			got = append(got, decode[contract.Result](t, m.Payload))
 		}
 	}
 	got = got[1:] // the retained one
@@ -207,8 +208,8 @@ func testFleetPolicy(t *testing.T, e *env) {
 	pol := policytest.Synthetic(50, 1)
 	pol.Serial, pol.Issued, pol.Expires = 7, time.Now().Add(-time.Hour).UTC().Truncate(time.Second), time.Now().AddDate(0, 1, 0).UTC().Truncate(time.Second)
 	good := policytest.Sign(t, policytest.YAML(pol), committee)
-	e.publish(t, obs, mqttlink.PolicyTopic, good, true)
-	t.Cleanup(func() { e.publish(t, obs, mqttlink.PolicyTopic, nil, true) })
+	e.publish(t, obs, contract.PolicyTopic, good, true)
+	t.Cleanup(func() { e.publish(t, obs, contract.PolicyTopic, nil, true) })
 
 	opt := e.options(t, dev, t.TempDir())
 	opt.Policy = st
@@ -219,7 +220,7 @@ func testFleetPolicy(t *testing.T, e *env) {
 		for _, ev := range events(ms, dev) {
 			applied = applied || (ev.Type == report.PolicyApplied && ev.Fields["source"] == "mqtt")
 		}
-		last := mqttlink.State{}
+		last := contract.State{}
 		for _, m := range ms {
 			if m.Topic == link.Topics().State {
 				json.Unmarshal(m.Payload, &last)
@@ -233,7 +234,7 @@ func testFleetPolicy(t *testing.T, e *env) {
 	}
 	// A policy signed by someone else is refused, reported, and changes nothing.
 	pol.Serial = 8
-	e.publish(t, obs, mqttlink.PolicyTopic, policytest.Sign(t, policytest.YAML(pol), policytest.Key(t)), true)
+	e.publish(t, obs, contract.PolicyTopic, policytest.Sign(t, policytest.YAML(pol), policytest.Key(t)), true)
 	obs.waitFor(t, "policy rejected event", 15*time.Second, func(ms []msg) bool {
 		for _, ev := range events(ms, dev) {
 			if ev.Type == report.PolicyRejected && ev.Fields["source"] == "mqtt" {
@@ -303,7 +304,7 @@ func testOutage(t *testing.T, e *env, d time.Duration) {
 		// a console would by (boot_id, seq).
 		if m.Topic == link.Topics().Telemetry && !seen[string(m.Payload)] {
 			seen[string(m.Payload)] = true
-			seqs = append(seqs, decode[mqttlink.Telemetry](t, m.Payload).Seq)
+			seqs = append(seqs, decode[contract.Telemetry](t, m.Payload).Seq)
 		}
 	}
 	if len(seqs) < int(d/time.Second) {
@@ -329,7 +330,7 @@ func checkEvents(t *testing.T, ms []msg, dev string) {
 		if !strings.HasSuffix(m.Topic, "/events") {
 			continue
 		}
-		ev := decode[mqttlink.Event](t, m.Payload)
+		ev := decode[contract.Event](t, m.Payload)
 		if b, ok := first[ev.ID]; ok {
 			dups++
 			if !bytes.Equal(b, m.Payload) {
@@ -347,7 +348,7 @@ func checkEvents(t *testing.T, ms []msg, dev string) {
 			t.Fatalf("event seq %d arrived after %d; arrival order: %v", order[i], order[i-1], order)
 		}
 	}
-	reps, err := mqttlink.Audit(&stream)
+	reps, err := contract.Audit(&stream)
 	if err != nil || len(reps) != 1 || !reps[0].OK() {
 		t.Fatalf("audit: %v %+v", err, reps)
 	}

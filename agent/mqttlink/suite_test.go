@@ -173,7 +173,7 @@ func (o *observer) record(topic string, payload []byte, retained bool) {
 	o.mu.Lock()
 	p := append([]byte(nil), payload...)
 	o.msgs = append(o.msgs, msg{topic, p, retained})
-	if contract.SchemaFor(topic) != "" && !strings.HasSuffix(topic, "/cmd") && topic != mqttlink.PolicyTopic {
+	if contract.SchemaFor(topic) != "" && !strings.HasSuffix(topic, "/cmd") && topic != contract.PolicyTopic {
 		if err := contract.ValidateTopic(topic, p); err != nil {
 			o.bad = append(o.bad, fmt.Sprintf("%v\n%s", err, contract.Pretty(p)))
 		}
@@ -228,11 +228,11 @@ func decode[T any](t testing.TB, b []byte) T {
 }
 
 // events returns the decoded events of device, in arrival order.
-func events(ms []msg, device string) []mqttlink.Event {
-	var out []mqttlink.Event
+func events(ms []msg, device string) []contract.Event {
+	var out []contract.Event
 	for _, m := range ms {
-		if m.Topic == mqttlink.TopicsFor(device, "").Events {
-			var ev mqttlink.Event
+		if m.Topic == contract.TopicsFor(device, "").Events {
+			var ev contract.Event
 			if json.Unmarshal(m.Payload, &ev) == nil {
 				out = append(out, ev)
 			}
@@ -382,19 +382,19 @@ func testStateAndWill(t *testing.T, e *env) {
 	obs := e.observe(t, "console-state", "linkguard/v1/dev-will/state")
 	h := startHelper(t, e, e.options(t, "dev-will", t.TempDir()), 0, 0)
 	ms := obs.waitFor(t, "online state", 15*time.Second, func(ms []msg) bool { return len(ms) > 0 })
-	st := decode[mqttlink.State](t, ms[len(ms)-1].Payload)
+	st := decode[contract.State](t, ms[len(ms)-1].Payload)
 	if !st.Online || st.BootID == "" || st.Site != "tachileik" || len(st.Capabilities) == 0 {
 		t.Fatalf("state %+v", st)
 	}
 	h.kill()
 	obs.waitFor(t, "the will after kill -9", 15*time.Second, func(ms []msg) bool {
-		w := decode[mqttlink.State](t, ms[len(ms)-1].Payload)
+		w := decode[contract.State](t, ms[len(ms)-1].Payload)
 		return !w.Online && w.BootID == st.BootID
 	})
 	// The will is retained: a console connecting later sees the device offline.
 	late := e.observe(t, "console-late", "linkguard/v1/dev-will/state")
 	ms = late.waitFor(t, "retained will", 10*time.Second, func(ms []msg) bool { return len(ms) > 0 })
-	w := decode[mqttlink.State](t, ms[0].Payload)
+	w := decode[contract.State](t, ms[0].Payload)
 	if !ms[0].Retained || w.Online || w.BootID != st.BootID {
 		t.Fatalf("late console got retained=%v %+v", ms[0].Retained, w)
 	}

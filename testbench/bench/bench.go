@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"linkguard.dev/linkguard/agent/console"
-	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/testbench/broker"
 	"linkguard.dev/linkguard/testbench/sim"
 )
@@ -179,7 +179,7 @@ func (b *Bench) Agents() []*sim.Agent {
 // PublishPolicy publishes a signed fleet policy, retained, through the
 // broker's inline client.
 func (b *Bench) PublishPolicy(env []byte) error {
-	if err := b.Broker.Server().Publish(mqttlink.PolicyTopic, env, true, 1); err != nil {
+	if err := b.Broker.Server().Publish(contract.PolicyTopic, env, true, 1); err != nil {
 		return fmt.Errorf("bench: publish policy: %w", err)
 	}
 	return nil

@@ -27,6 +27,7 @@ import (
 
 	"linkguard.dev/linkguard/agent/console"
 	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy/store"
 	"linkguard.dev/linkguard/testbench/sim"
 )
@@ -118,7 +119,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		return res, fmt.Errorf("fleet: console did not connect: %w", err)
 	}
 	// Clear what an earlier run left retained.
-	if _, err := con.PublishRetained(mqttlink.PolicyTopic, nil); err != nil {
+	if _, err := con.PublishRetained(contract.PolicyTopic, nil); err != nil {
 		return res, err
 	}
 
@@ -162,7 +163,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		return res, err
 	}
 	t1 := time.Now()
-	if _, err := con.PublishRetained(mqttlink.PolicyTopic, env); err != nil {
+	if _, err := con.PublishRetained(contract.PolicyTopic, env); err != nil {
 		return res, err
 	}
 	if err := waitFor(ctx, opt.Timeout, func() bool { return online(1) >= opt.Agents }); err != nil {
@@ -198,7 +199,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	res.StayedOnline = online(1)
 	res.RSSMB = float64(report.RSS()) / (1 << 20)
 	res.Goroutines = runtime.NumGoroutine()
-	if _, err := con.PublishRetained(mqttlink.PolicyTopic, nil); err != nil {
+	if _, err := con.PublishRetained(contract.PolicyTopic, nil); err != nil {
 		return res, err
 	}
 	return res, nil

@@ -19,7 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"linkguard.dev/linkguard/agent/command"
-	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy/dsse"
 )
 
@@ -37,7 +37,7 @@ func (b *brokerFlags) add(cmd *cobra.Command) {
 }
 
 func (b *brokerFlags) connect(ctx context.Context, name string) (paho.Client, error) {
-	o, err := mqttlink.BrokerOptions(b.url, b.ca, b.cert, b.key)
+	o, err := contract.BrokerOptions(b.url, b.ca, b.cert, b.key)
 	if err != nil {
 		return nil, err
 	}
@@ -137,9 +137,9 @@ func newCmdCmd() *cobra.Command {
 				return err
 			}
 			defer c.Disconnect(100)
-			results := make(chan mqttlink.Result, 256)
-			err = subscribe(ctx, c, mqttlink.Prefix+"+/cmd/result", func(_ paho.Client, m paho.Message) {
-				var r mqttlink.Result
+			results := make(chan contract.Result, 256)
+			err = subscribe(ctx, c, contract.Prefix+"+/cmd/result", func(_ paho.Client, m paho.Message) {
+				var r contract.Result
 				if json.Unmarshal(m.Payload(), &r) == nil && r.CmdID == p.ID {
 					results <- r
 				}
@@ -147,7 +147,7 @@ func newCmdCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("subscribe to results: %w", err)
 			}
-			tok := c.Publish(mqttlink.CmdTopicFor(target), 1, false, env)
+			tok := c.Publish(contract.CmdTopicFor(target), 1, false, env)
 			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 				return fmt.Errorf("publish command: %v", tok.Error())
 			}
@@ -232,13 +232,13 @@ func newWatchCmd() *cobra.Command {
 				defer mu.Unlock()
 				if asJSON {
 					if json.Valid(m.Payload()) {
-						enc.Encode(mqttlink.WatchRecord{Topic: m.Topic(), Retain: m.Retained(), Payload: m.Payload()})
+						enc.Encode(contract.WatchRecord{Topic: m.Topic(), Retain: m.Retained(), Payload: m.Payload()})
 					}
 					return
 				}
 				fmt.Fprintln(out, humanLine(m.Topic(), m.Payload()))
 			}
-			if err := subscribe(ctx, c, mqttlink.Prefix+"#", handler); err != nil {
+			if err := subscribe(ctx, c, contract.Prefix+"#", handler); err != nil {
 				return fmt.Errorf("subscribe: %w", err)
 			}
 			if !asJSON {
@@ -255,12 +255,12 @@ func newWatchCmd() *cobra.Command {
 }
 
 func humanLine(topic string, payload []byte) string {
-	parts := strings.Split(strings.TrimPrefix(topic, mqttlink.Prefix), "/")
+	parts := strings.Split(strings.TrimPrefix(topic, contract.Prefix), "/")
 	dev := parts[0]
 	kind := strings.Join(parts[1:], "/")
 	switch kind {
 	case "state":
-		var s mqttlink.State
+		var s contract.State
 		if json.Unmarshal(payload, &s) == nil {
 			online := "OFFLINE"
 			if s.Online {
@@ -273,19 +273,19 @@ func humanLine(topic string, payload []byte) string {
 			return fmt.Sprintf("%-8s %-20s %s site=%s kind=%s version=%s policy=%s boot=%.8s", "STATE", dev, online, s.Site, s.Kind, s.Version, serial, s.BootID)
 		}
 	case "events":
-		var e mqttlink.Event
+		var e contract.Event
 		if json.Unmarshal(payload, &e) == nil {
 			f, _ := json.Marshal(e.Fields)
 			return fmt.Sprintf("%-8s %-20s #%d %-8s %-18s %s", "EVENT", dev, e.Seq, e.Severity, e.Type, f)
 		}
 	case "telemetry":
-		var t mqttlink.Telemetry
+		var t contract.Telemetry
 		if json.Unmarshal(payload, &t) == nil {
 			return fmt.Sprintf("%-8s %-20s #%d queue=%d dropped=%d/%d rss=%dk sections=%d", "TELEM", dev, t.Seq,
 				t.Agent.Queue.Depth, t.Agent.Queue.Dropped.Telemetry, t.Agent.Queue.Dropped.Events, t.Agent.RSSBytes>>10, len(t.Sections))
 		}
 	case "cmd/result":
-		var r mqttlink.Result
+		var r contract.Result
 		if json.Unmarshal(payload, &r) == nil {
 			if r.OK {
 				return fmt.Sprintf("%-8s %-20s %s %s ok", "RESULT", dev, r.CmdID, r.Type)
@@ -315,7 +315,7 @@ func newAuditCmd() *cobra.Command {
 				defer f.Close()
 				r = bufio.NewReader(f)
 			}
-			reps, err := mqttlink.Audit(r)
+			reps, err := contract.Audit(r)
 			if err != nil {
 				return err
 			}

@@ -1,9 +1,14 @@
-// Package contract holds the MQTT topic contract v1 as JSON Schemas (one per
-// message, see README.md) and validates messages against them. The schemas
-// are the console's reference; the link's tests validate every message the
-// agent really publishes against them.
+// Package contract is the MQTT topic contract v1 (README.md), the one
+// package the device side and the operator side share: the topics, the
+// message types and the telemetry sections with their names, the broker
+// URL and TLS rules both ends connect by, the event-chain audit, and a JSON
+// Schema per message that Validate judges messages by. Producers fill these
+// types and consumers decode them, so a renamed field or section fails to
+// compile or fails a schema test instead of a console.
 //
-// It imports only the JSON Schema library; no MQTT.
+// It imports paho's client options and the JSON Schema library; never the
+// agent's parts (mqttlink, queue, linkfilter, feeds, policy/store), which
+// convert their own state into these types.
 package contract
 
 import (
@@ -22,13 +27,13 @@ var files embed.FS
 
 // Schema names, one per message kind.
 const (
-	State     = "state"
-	Telemetry = "telemetry"
-	Event     = "event"
-	Result    = "result"
-	Command   = "command"
-	Envelope  = "envelope"
-	Evidence  = "evidence"
+	SchemaState     = "state"
+	SchemaTelemetry = "telemetry"
+	SchemaEvent     = "event"
+	SchemaResult    = "result"
+	SchemaCommand   = "command"
+	SchemaEnvelope  = "envelope"
+	SchemaEvidence  = "evidence"
 )
 
 var (
@@ -41,7 +46,7 @@ func load() {
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
 	c.AssertContent()
-	names := []string{State, Telemetry, Event, Result, Command, Envelope, Evidence}
+	names := []string{SchemaState, SchemaTelemetry, SchemaEvent, SchemaResult, SchemaCommand, SchemaEnvelope, SchemaEvidence}
 	for _, n := range names {
 		b, err := files.ReadFile(n + ".schema.json")
 		if err != nil {
@@ -93,20 +98,20 @@ func Validate(schema string, msg []byte) error {
 // topic outside the contract.
 func SchemaFor(topic string) string {
 	switch {
-	case topic == "linkguard/v1/policy":
-		return Envelope
+	case topic == PolicyTopic:
+		return SchemaEnvelope
 	case strings.HasSuffix(topic, "/cmd/result"):
-		return Result
+		return SchemaResult
 	case strings.HasSuffix(topic, "/cmd"):
-		return Envelope
+		return SchemaEnvelope
 	case strings.HasSuffix(topic, "/state"):
-		return State
+		return SchemaState
 	case strings.HasSuffix(topic, "/telemetry"):
-		return Telemetry
+		return SchemaTelemetry
 	case strings.HasSuffix(topic, "/events"):
-		return Event
+		return SchemaEvent
 	case strings.HasSuffix(topic, "/evidence"):
-		return Evidence
+		return SchemaEvidence
 	}
 	return ""
 }

@@ -1,6 +1,6 @@
-package mqttlink
+package contract
 
-// Topic contract version 1. See contract/README.md.
+// Topic contract version 1 (README.md).
 const (
 	Prefix      = "linkguard/v1/"
 	PolicyTopic = Prefix + "policy"

@@ -1,4 +1,4 @@
-package mqttlink
+package contract
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package mqttlink
+package contract
 
 import (
 	"bufio"
@@ -84,7 +84,7 @@ func Audit(r io.Reader) ([]*ChainReport, error) {
 		byDev[ev.Device][ev.Seq] = entry{raw, ev}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("mqttlink: audit: line %d: %w", line+1, err)
+		return nil, fmt.Errorf("contract: audit: line %d: %w", line+1, err)
 	}
 	var out []*ChainReport
 	for dev, m := range byDev {
