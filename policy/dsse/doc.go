@@ -6,7 +6,9 @@
 // The envelope type and its pre-authentication encoding come from
 // go-securesystemslib's dsse package; verification is done here, one
 // signature at a time, so that every problem (unknown key, bad signature,
-// duplicate key, threshold not met) can be named on its own line.
+// duplicate key, threshold not met) can be named on its own line. Signers
+// who sign apart add their signatures to one envelope (Cosign), over its
+// exact payload, and Inspect says whose signatures verified.
 //
 // Envelopes arrive from anyone who can write to a broker topic or a file, so
 // what one may cost is bounded before its signatures mean anything:

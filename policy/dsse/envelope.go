@@ -30,6 +30,7 @@ var (
 	ErrEmptyKeyring      = errors.New("no trusted keys")
 	ErrBadThreshold      = errors.New("threshold must be at least 1")
 	ErrKeyringTooFew     = errors.New("threshold exceeds the number of trusted keys")
+	ErrAlreadySigned     = errors.New("already signed by this key")
 )
 
 // Sign wraps payload in an envelope signed by every key, and returns the
@@ -58,6 +59,47 @@ func Sign(payloadType string, payload []byte, keys ...ed25519.PrivateKey) ([]byt
 		return nil, fmt.Errorf("dsse: sign: %w", err)
 	}
 	return append(out, '\n'), nil
+}
+
+// Cosign adds key's signature to an existing envelope, over its exact
+// payload type and payload (never another copy of the document: that is what
+// makes signatures gathered one by one count together), and returns the
+// envelope as indented JSON with the signatures it had, in their order, and
+// the new one last. It refuses an envelope over lim, one key has signed
+// already (ErrAlreadySigned) and one that would go over lim's signature cap
+// (ErrTooManySignatures). It checks no other signature: that takes the
+// trusted keys (Keyring.Inspect).
+func Cosign(envelope []byte, key ed25519.PrivateKey, lim Limits) ([]byte, error) {
+	env, err := ParseLimited(envelope, lim)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := env.DecodeB64Payload()
+	if err != nil {
+		return nil, fmt.Errorf("dsse: %w: payload is not base64", ErrMalformed)
+	}
+	id := KeyID(key.Public().(ed25519.PublicKey))
+	for i, s := range env.Signatures {
+		if s.KeyID == id {
+			return nil, fmt.Errorf("dsse: cosign: %w: signatures[%d] is key %s's", ErrAlreadySigned, i, short(id))
+		}
+	}
+	if n := lim.maxSignatures(); len(env.Signatures) >= n {
+		return nil, fmt.Errorf("dsse: cosign: %w: the envelope has %d, the cap", ErrTooManySignatures, n)
+	}
+	env.Signatures = append(env.Signatures, ssldsse.Signature{
+		KeyID: id,
+		Sig:   base64.StdEncoding.EncodeToString(ed25519.Sign(key, ssldsse.PAE(env.PayloadType, payload))),
+	})
+	out, err := json.MarshalIndent(env, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("dsse: cosign: %w", err)
+	}
+	out = append(out, '\n')
+	if err := lim.CheckSize(len(out)); err != nil {
+		return nil, fmt.Errorf("dsse: cosign: %w", err)
+	}
+	return out, nil
 }
 
 // Parse decodes an envelope strictly, within the default Limits: unknown

@@ -104,6 +104,55 @@ func (k *Keyring) VerifyLimited(data []byte, payloadType string, threshold int, 
 	if threshold > len(k.keys) {
 		return nil, fmt.Errorf("dsse: %w (%d > %d)", ErrKeyringTooFew, threshold, len(k.keys))
 	}
+	in, err := k.Inspect(data, payloadType, lim)
+	if err != nil {
+		return nil, err
+	}
+	if len(in.Signers) >= threshold {
+		return &Verified{Payload: in.Payload, Signers: in.Signers}, nil
+	}
+	probs := in.Problems()
+	probs = append(probs, fmt.Errorf("dsse: %w: %d of %d distinct trusted keys signed", ErrThreshold, len(in.Signers), threshold))
+	return nil, probs
+}
+
+// Inspection is what became of each signature of an envelope, for tools
+// that show who signed and who has not (lgctl policy status) rather than
+// accept or refuse.
+type Inspection struct {
+	PayloadType string
+	Payload     []byte
+	Signatures  []SignatureCheck // one per signature, in envelope order
+	Signers     []string         // distinct trusted key ids whose signature verified, in order
+}
+
+// SignatureCheck is the outcome of one signature.
+type SignatureCheck struct {
+	Index int
+	KeyID string
+	Sig   []byte // decoded; nil when not base64
+	// Err is nil when a trusted key's signature verified; otherwise it
+	// wraps ErrNoKeyID, ErrUnknownKey, ErrDuplicateKey, ErrMalformed or
+	// ErrBadSignature.
+	Err error
+}
+
+// Problems lists the signatures that did not verify.
+func (in *Inspection) Problems() Problems {
+	var probs Problems
+	for _, s := range in.Signatures {
+		if s.Err != nil {
+			probs = append(probs, s.Err)
+		}
+	}
+	return probs
+}
+
+// Inspect checks every signature of an envelope within lim, with no
+// threshold: an envelope that parses, has the payload type and at least one
+// signature yields an Inspection, however many of its signatures verified.
+// It costs what VerifyLimited costs: at most Len() ed25519 verifications.
+func (k *Keyring) Inspect(data []byte, payloadType string, lim Limits) (*Inspection, error) {
 	env, err := ParseLimited(data, lim)
 	if err != nil {
 		return nil, err
@@ -118,46 +167,60 @@ func (k *Keyring) VerifyLimited(data []byte, payloadType string, threshold int, 
 	if len(env.Signatures) == 0 {
 		return nil, fmt.Errorf("dsse: %w", ErrNoSignatures)
 	}
+	in := &Inspection{PayloadType: env.PayloadType, Payload: payload, Signatures: make([]SignatureCheck, len(env.Signatures))}
 	pae := ssldsse.PAE(env.PayloadType, payload)
-	var probs Problems
 	tried := map[string]bool{} // trusted key id -> whether its one try verified
-	var signers []string
 	for i, s := range env.Signatures {
+		c := &in.Signatures[i]
+		c.Index, c.KeyID = i, s.KeyID
+		if sig, err := decodeSig(s.Sig); err == nil {
+			c.Sig = sig
+		}
 		id := s.KeyID
 		pub, trusted := k.keys[id]
 		good, dup := tried[id]
 		switch {
 		case id == "":
-			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w", i, ErrNoKeyID))
+			c.Err = fmt.Errorf("dsse: signatures[%d]: %w", i, ErrNoKeyID)
 			continue
 		case !trusted:
-			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w (keyid %s)", i, ErrUnknownKey, short(id)))
+			c.Err = fmt.Errorf("dsse: signatures[%d]: %w (keyid %s)", i, ErrUnknownKey, short(id))
 			continue
 		case dup && good:
-			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w %s (counted once)", i, ErrDuplicateKey, k.Name(id)))
+			c.Err = fmt.Errorf("dsse: signatures[%d]: %w %s (counted once)", i, ErrDuplicateKey, k.Name(id))
 			continue
 		case dup:
-			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w %s (its first signature failed; not tried again)", i, ErrDuplicateKey, k.Name(id)))
+			c.Err = fmt.Errorf("dsse: signatures[%d]: %w %s (its first signature failed; not tried again)", i, ErrDuplicateKey, k.Name(id))
 			continue
 		}
 		tried[id] = false
-		sig, err := base64.StdEncoding.DecodeString(s.Sig)
-		if err != nil {
-			if sig, err = base64.URLEncoding.DecodeString(s.Sig); err != nil {
-				probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w: not base64", i, ErrMalformed))
-				continue
-			}
+		if c.Sig == nil {
+			c.Err = fmt.Errorf("dsse: signatures[%d]: %w: not base64", i, ErrMalformed)
+			continue
 		}
-		if !k.verify(pub, pae, sig) {
-			probs = append(probs, fmt.Errorf("dsse: signatures[%d]: %w from %s", i, ErrBadSignature, k.Name(id)))
+		if !k.verify(pub, pae, c.Sig) {
+			c.Err = fmt.Errorf("dsse: signatures[%d]: %w from %s", i, ErrBadSignature, k.Name(id))
 			continue
 		}
 		tried[id] = true
-		signers = append(signers, id)
+		in.Signers = append(in.Signers, id)
 	}
-	if len(signers) >= threshold {
-		return &Verified{Payload: payload, Signers: signers}, nil
+	return in, nil
+}
+
+// decodeSig decodes a signature in standard or URL base64, as DSSE allows.
+func decodeSig(s string) ([]byte, error) {
+	sig, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return base64.URLEncoding.DecodeString(s)
 	}
-	probs = append(probs, fmt.Errorf("dsse: %w: %d of %d distinct trusted keys signed", ErrThreshold, len(signers), threshold))
-	return nil, probs
+	return sig, nil
+}
+
+// SignedOver reports whether sig, by the trusted key id, signs payload
+// under payloadType. Tools use it to explain a bad signature (was it made
+// over another copy of the document?); it costs one ed25519 verification.
+func (k *Keyring) SignedOver(id, payloadType string, payload, sig []byte) bool {
+	pub, ok := k.keys[id]
+	return ok && k.verify(pub, ssldsse.PAE(payloadType, payload), sig)
 }
