@@ -377,13 +377,12 @@ func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, n
 	if p.N > 1 {
 		f.c.tunnelled.Add(1)
 	}
-	if side != SideUnknown && f.o.Ingress == IngressStrict && st.m != nil && spoofed(st.m, side, p.Outer()) {
-		f.c.spoofed.Add(1)
-		tech := TechSpoofed
-		if p.Outer().Src.IsUnspecified() {
-			tech = TechUnspecifiedSource
-		}
-		return f.problem(st, p, tech, match.ReasonSpoofed, frame, wireLen, now)
+	// Sources are checked against their side on the outermost header, in
+	// the flow lookup (a known flow remembers which of its ends are
+	// domestic).
+	check := SideUnknown
+	if f.o.Ingress == IngressStrict && st.m != nil {
+		check = side
 	}
 	best := Result{Approval: -1}
 	var approved [packet.MaxLayers]int32
@@ -403,7 +402,11 @@ func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, n
 		if l.Frag == packet.LaterFragment {
 			r = f.laterFragment(st, p, i, now)
 		} else {
-			r, tell = f.judgeLayer(st, p, i, now, wireLen, &scratch)
+			var spoof bool
+			r, tell, spoof = f.judgeLayer(st, p, i, check, now, wireLen, &scratch)
+			if spoof {
+				return f.spoofed(st, p, frame, wireLen, now)
+			}
 			if l.Frag == packet.FirstFragment && fragAt < 0 {
 				fragAt = i
 			}
@@ -473,28 +476,61 @@ func (f *Filter) technique(st *polState, p *packet.Packet, r Result) Technique {
 	return TechNone
 }
 
-// spoofed reports a source that does not belong on the side it arrived
+// isSpoof reports a source that does not belong on the side it arrived
 // from: a domestic address from abroad, or a foreign one from inside.
 // Link-local unicast sources are neither (never domestic, always judged
 // as foreign), so they pass this check.
-func spoofed(m *match.Matcher, side Side, l *packet.Layer) bool {
-	if l.Src.IsLinkLocalUnicast() {
-		return false
+func isSpoof(side Side, src netip.Addr, srcDomestic bool) bool {
+	switch side {
+	case SideOutside:
+		return srcDomestic
+	case SideInside:
+		return !srcDomestic && !src.IsLinkLocalUnicast()
 	}
-	dom := m.IsDomestic(l.Src)
-	return side == SideOutside && dom || side == SideInside && !dom
+	return false
 }
 
-// judgeLayer judges header pair i of p as a flow of its own.
-func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, now int64, wireLen int, ev *deniedEvent) (Result, bool) {
+// spoofed judges a frame whose source does not belong on its side.
+func (f *Filter) spoofed(st *polState, p *packet.Packet, frame []byte, wireLen int, now int64) Result {
+	f.c.spoofed.Add(1)
+	tech := TechSpoofed
+	if p.Outer().Src.IsUnspecified() {
+		tech = TechUnspecifiedSource
+	}
+	return f.problem(st, p, tech, match.ReasonSpoofed, frame, wireLen, now)
+}
+
+// judgeLayer judges header pair i of p as a flow of its own. For the
+// outermost pair, check is the side its source must belong to
+// (SideUnknown: not checked); spoof reports a source that does not.
+func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, check Side, now int64, wireLen int, ev *deniedEvent) (r Result, tell, spoof bool) {
 	l := &p.L[i]
 	k, fwd := keyOf(l, i)
 	h := k.hash(f.seed)
 	s := f.shards[h>>60]
 	tcp := l.Proto == packet.ProtoTCP && l.L4
 	syn := tcp && l.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn
+	if i > 0 {
+		check = SideUnknown // a tunnel's inner addresses are what it carries
+	}
 	s.mu.Lock()
 	idx := s.find(&k, h)
+	if check != SideUnknown {
+		var srcDom bool
+		if idx >= 0 && s.ents[idx].domGen == uint32(st.gen) {
+			fl := &s.ents[idx]
+			srcDom = fl.aDom
+			if !fwd {
+				srcDom = fl.bDom
+			}
+		} else {
+			srcDom = st.m.IsDomestic(l.Src)
+		}
+		if isSpoof(check, l.Src, srcDom) {
+			s.mu.Unlock()
+			return Result{}, false, true
+		}
+	}
 	isNew := idx < 0
 	if !isNew && now-s.ents[idx].last > f.o.Timeouts.of(&s.ents[idx]) {
 		s.ents[idx] = flow{key: k} // idle-expired: a new flow on the same tuple
@@ -516,7 +552,7 @@ func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, now int64, wi
 					r.Verdict = match.Monitored
 				}
 			}
-			return r, false
+			return r, false, false
 		}
 		nosyn = true
 	}
@@ -543,8 +579,12 @@ func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, now int64, wi
 		dnow = f.o.DecideAt
 	}
 	if isNew || fl.gen != uint32(st.gen) || dnow >= fl.recheck {
-		fl.setDecision(f.decide(st, fl, dnow))
+		d, aDom, bDom := f.decide(st, fl, dnow)
+		fl.setDecision(d)
 		fl.gen = uint32(st.gen)
+		if st.m != nil {
+			fl.aDom, fl.bDom, fl.domGen = aDom, bDom, fl.gen
+		}
 		if !fl.verdict.Allowed() || fl.verdict == match.Monitored {
 			fl.reported = false
 		}
@@ -564,11 +604,11 @@ func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, now int64, wi
 		}
 	}
 	d := fl.decision()
-	r := Result{Verdict: d.Verdict, Reason: d.Reason, Approval: d.Approval, NewFlow: isNew, Flow: FlowRef{k}, Layer: i}
+	r = Result{Verdict: d.Verdict, Reason: d.Reason, Approval: d.Approval, NewFlow: isNew, Flow: FlowRef{k}, Layer: i}
 	if fl.nosyn && !d.Verdict.Allowed() {
 		r.Technique = TechTCPNoSYN
 	}
-	tell := false
+	tell = false
 	if !d.Verdict.Allowed() || d.Verdict == match.Monitored {
 		fl.denied++
 		// A monitor that picked a flow up mid-stream waits a few packets
@@ -592,7 +632,7 @@ func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, now int64, wi
 	if tell {
 		f.c.deniedFlows.Add(1)
 	}
-	return r, tell
+	return r, tell, false
 }
 
 // inGrace reports whether now is within the pickup grace after start.
@@ -623,15 +663,19 @@ func (f *Filter) laterFragment(st *polState, p *packet.Packet, i int, now int64)
 // decide asks the matcher about a flow, as its initiator opened it; a flow
 // picked up without its SYN is judged both ways, the stricter answer
 // winning, so no packet can choose which end is the server.
-func (f *Filter) decide(st *polState, fl *flow, now int64) match.Decision {
+func (f *Filter) decide(st *polState, fl *flow, now int64) (d match.Decision, aDom, bDom bool) {
 	if st.m == nil {
 		v := match.Denied
 		if f.o.FailOpen {
 			v = match.Monitored
 		}
-		return match.Decision{Verdict: v, Reason: match.ReasonNoPolicy, Approval: -1, RecheckAt: math.MaxInt64}
+		return match.Decision{Verdict: v, Reason: match.ReasonNoPolicy, Approval: -1, RecheckAt: math.MaxInt64}, false, false
 	}
-	d := f.decideAs(st, fl, fl.initA, now)
+	d = f.decideAs(st, fl, fl.initA, now)
+	aDom, bDom = d.SrcDomestic, d.DstDomestic
+	if !fl.initA {
+		aDom, bDom = bDom, aDom
+	}
 	if fl.nosyn {
 		r := f.decideAs(st, fl, !fl.initA, now)
 		r.RecheckAt = min(r.RecheckAt, d.RecheckAt)
@@ -640,7 +684,7 @@ func (f *Filter) decide(st *polState, fl *flow, now int64) match.Decision {
 		}
 		d.RecheckAt = r.RecheckAt
 	}
-	return d
+	return d, aDom, bDom
 }
 
 func (f *Filter) decideAs(st *polState, fl *flow, initA bool, now int64) match.Decision {

@@ -36,10 +36,11 @@ func keyOf(l *packet.Layer, layer int) (flowKey, bool) {
 }
 
 func less(x *[16]byte, px uint16, y *[16]byte, py uint16) bool {
-	for i := range x {
-		if x[i] != y[i] {
-			return x[i] < y[i]
-		}
+	if a, b := binary.BigEndian.Uint64(x[:8]), binary.BigEndian.Uint64(y[:8]); a != b {
+		return a < b
+	}
+	if a, b := binary.BigEndian.Uint64(x[8:]), binary.BigEndian.Uint64(y[8:]); a != b {
+		return a < b
 	}
 	return px <= py
 }
@@ -78,6 +79,9 @@ type flow struct {
 	nosyn    bool // TCP picked up without its SYN: judged both ways
 	via      packet.Encap
 	layer    uint8
+	aDom     bool   // side a's address is domestic (under policy generation domGen)
+	bDom     bool
+	domGen   uint32
 	seenBack bool // a packet went the other way
 	tcp      uint8
 	verdict  match.Verdict

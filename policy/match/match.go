@@ -100,6 +100,9 @@ type Decision struct {
 	// closes, in Unix nanoseconds: a cached verdict must be recomputed then.
 	// math.MaxInt64 when nothing can change it short of a new policy.
 	RecheckAt int64
+	// SrcDomestic and DstDomestic say which of the query's ends are in
+	// domestic space (callers keep them instead of looking again).
+	SrcDomestic, DstDomestic bool
 }
 
 // entry is one listed remote prefix: the run of approvals in Matcher.cands
@@ -214,13 +217,13 @@ func (m *Matcher) Decide(q *Query) Decision {
 	src, dst := q.Src.Unmap(), q.Dst.Unmap()
 	srcDom, dstDom := m.domestic.Lookup(src), m.domestic.Lookup(dst)
 	if srcDom && dstDom {
-		return Decision{Verdict: Domestic, Reason: ReasonDomestic, Approval: -1, RecheckAt: math.MaxInt64}
+		return Decision{Verdict: Domestic, Reason: ReasonDomestic, Approval: -1, RecheckAt: math.MaxInt64, SrcDomestic: true, DstDomestic: true}
 	}
 	// The remote end is the international one. Transit traffic (neither
 	// end domestic) is judged by where it goes: the end the flow was
 	// opened to. Taking either end would let a sender that borrows an
 	// approved address as its source reach anywhere.
-	d := Decision{Approval: -1, RecheckAt: math.MaxInt64}
+	d := Decision{Approval: -1, RecheckAt: math.MaxInt64, SrcDomestic: srcDom, DstDomestic: dstDom}
 	first, second := dst, netip.Addr{}
 	if dstDom {
 		first = src

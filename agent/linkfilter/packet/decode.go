@@ -99,6 +99,10 @@ type walk struct {
 	ethStart, ethTags int
 	ethDst            [6]byte
 	nextOff, nextEnd  int // where a UDP tunnel's payload lies
+	// special: the current header's destination is multicast or
+	// broadcast, or its source unspecified (only then is linkScoped's
+	// work needed).
+	special bool
 }
 
 // Decode fills p from frame. truncated says the capture cut the frame, so
@@ -478,6 +482,7 @@ func (w *walk) ipv4(off, end int) (uint8, int, int) {
 	if b[off+12] >= 224 { // a multicast or broadcast source is never real
 		return w.fail(ProblemHeader), off, end
 	}
+	w.special = b[off+16] >= 224 || binary.BigEndian.Uint32(b[off+12:]) == 0
 	ff := be16(b, off+6)
 	more, fo := ff&0x2000 != 0, uint32(ff&0x1fff)*8
 	if more || fo != 0 {
@@ -567,6 +572,7 @@ func (w *walk) ipv6(off, end int) (uint8, int, int) {
 	if b[off+8] == 0xff {
 		return w.fail(ProblemHeader), off, end
 	}
+	w.special = b[off+24] == 0xff || binary.BigEndian.Uint64(b[off+8:]) == 0 && binary.BigEndian.Uint64(b[off+16:]) == 0
 	next := b[off+6]
 	p := off + 40
 	var seen, dstOpts, count int

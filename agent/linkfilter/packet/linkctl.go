@@ -125,6 +125,9 @@ var (
 // like any flow). pl is what follows the IP header (for UDP, what follows
 // the UDP header).
 func (w *walk) linkScoped(l *Layer, pl []byte) {
+	if !w.special && l.Proto != ProtoIGMP {
+		return // the common case, decided from the header's bytes
+	}
 	ll := w.d.ll
 	scoped := isLinkScoped(l.Dst)
 	if !scoped && !l.Src.IsUnspecified() && !(l.Proto == ProtoIGMP && l.Dst.IsMulticast()) {
