@@ -79,7 +79,7 @@ type flow struct {
 	nosyn    bool // TCP picked up without its SYN: judged both ways
 	via      packet.Encap
 	layer    uint8
-	aDom     bool   // side a's address is domestic (under policy generation domGen)
+	aDom     bool // side a's address is domestic (under policy generation domGen)
 	bDom     bool
 	domGen   uint32
 	seenBack bool // a packet went the other way
