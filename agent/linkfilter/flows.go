@@ -71,7 +71,7 @@ const (
 	tcpClosing // FIN or RST seen
 )
 
-// flow is one entry of the table. Kept small (104 bytes): a full default
+// flow is one entry of the table. Kept small (112 bytes): a full default
 // table of 65,536 flows is under 8 MB with its index.
 type flow struct {
 	key      flowKey
