@@ -1,17 +1,17 @@
 package command
 
 import (
-	"crypto/ed25519"
-
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"linkguard.dev/linkguard/policy/dsse"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"linkguard.dev/linkguard/policy/dsse"
 )
 
 // PayloadType is the DSSE payload type of an operator command.
@@ -30,7 +30,15 @@ type Payload struct {
 // Command is a verified command.
 type Command struct {
 	Payload
-	Signers []string // names of the operator keys that signed it
+	// Signers are the distinct operators whose signatures verified: roster
+	// operator ids, or the names of the configured operator keys on a
+	// device without a roster.
+	Signers []string
+	// Roster is the serial of the roster that vouched for the signers; 0
+	// when the configured operator keys did.
+	Roster uint64
+
+	auth *authority // nil for a command that did not come through Verify
 }
 
 // DecodeArgs decodes the command's arguments strictly into v.

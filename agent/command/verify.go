@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 	"unicode/utf8"
 
 	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/roster"
 )
 
 // Reason names why a command was refused, as the result and event say it.
@@ -29,7 +31,21 @@ const (
 	ReasonRetained     Reason = "retained"
 	ReasonUnknownType  Reason = "unknown-type"
 	ReasonFailed       Reason = "failed"
+	// The signers' rights: none of them holds the role the command needs;
+	// too few distinct operators of that role signed; no roster and no
+	// operator keys to judge by; the roster in force has expired.
+	ReasonRole           Reason = "role"
+	ReasonBelowThreshold Reason = "below-threshold"
+	ReasonNoRoster       Reason = "no-roster"
+	ReasonRosterExpired  Reason = "roster-expired"
 )
+
+// Reasons lists every reason a result may carry, for contracts and schemas.
+func Reasons() []Reason {
+	return []Reason{ReasonMalformed, ReasonTooLarge, ReasonBadSignature, ReasonUntrusted, ReasonWrongTarget,
+		ReasonExpired, ReasonFuture, ReasonLifetime, ReasonReplay, ReasonRetained, ReasonUnknownType, ReasonFailed,
+		ReasonRole, ReasonBelowThreshold, ReasonNoRoster, ReasonRosterExpired}
+}
 
 // Refusal is the error Verify returns; errors.Is matches it by reason
 // against the Err* values.
@@ -53,16 +69,20 @@ func (r *Refusal) Is(target error) bool {
 
 // Sentinels for errors.Is.
 var (
-	ErrMalformed    = &Refusal{Reason: ReasonMalformed}
-	ErrTooLarge     = &Refusal{Reason: ReasonTooLarge}
-	ErrBadSignature = &Refusal{Reason: ReasonBadSignature}
-	ErrUntrusted    = &Refusal{Reason: ReasonUntrusted}
-	ErrWrongTarget  = &Refusal{Reason: ReasonWrongTarget}
-	ErrExpired      = &Refusal{Reason: ReasonExpired}
-	ErrFuture       = &Refusal{Reason: ReasonFuture}
-	ErrLifetime     = &Refusal{Reason: ReasonLifetime}
-	ErrReplay       = &Refusal{Reason: ReasonReplay}
-	ErrRetained     = &Refusal{Reason: ReasonRetained}
+	ErrMalformed      = &Refusal{Reason: ReasonMalformed}
+	ErrTooLarge       = &Refusal{Reason: ReasonTooLarge}
+	ErrBadSignature   = &Refusal{Reason: ReasonBadSignature}
+	ErrUntrusted      = &Refusal{Reason: ReasonUntrusted}
+	ErrWrongTarget    = &Refusal{Reason: ReasonWrongTarget}
+	ErrExpired        = &Refusal{Reason: ReasonExpired}
+	ErrFuture         = &Refusal{Reason: ReasonFuture}
+	ErrLifetime       = &Refusal{Reason: ReasonLifetime}
+	ErrReplay         = &Refusal{Reason: ReasonReplay}
+	ErrRetained       = &Refusal{Reason: ReasonRetained}
+	ErrRole           = &Refusal{Reason: ReasonRole}
+	ErrBelowThreshold = &Refusal{Reason: ReasonBelowThreshold}
+	ErrNoRoster       = &Refusal{Reason: ReasonNoRoster}
+	ErrRosterExpired  = &Refusal{Reason: ReasonRosterExpired}
 )
 
 // ReasonOf returns the refusal reason of err, ReasonUnknownType for an
@@ -105,14 +125,79 @@ func CheckSize(n int) error {
 	return nil
 }
 
+// RosterSource gives the roster in force, nil while there is none;
+// *roster.Store is one.
+type RosterSource interface {
+	Current() *roster.Current
+}
+
+var _ RosterSource = (*roster.Store)(nil)
+
 // Verifier checks commands for one device.
+//
+// Who may sign comes from Roster: a command needs the role its type's class
+// names (ClassOf) from at least that class's threshold of distinct
+// operators. Until a first roster is in force, the keys of Keys (the
+// configured mqtt.operators) each stand for an operator holding every role
+// but committee, under the same thresholds; once one is, Keys no longer
+// count. While the roster in force has expired every command is refused:
+// the committee's next roster, which needs no command to arrive, lifts it.
 type Verifier struct {
-	Keys   *dsse.Keyring // mqtt.operators
-	Device string
-	Site   string
-	Skew   time.Duration // tolerated clock difference; DefaultSkew if zero
-	Seen   *Seen         // replay memory; required
-	Now    func() time.Time
+	Keys   *dsse.Keyring // mqtt.operators; used only while Roster has none
+	Roster RosterSource  // nil: Keys alone
+	// Floor bounds every threshold from below (the device configuration);
+	// a roster can raise thresholds, never lower them under it.
+	Floor roster.Thresholds
+	// Authorizer, when set (the Dispatcher), may refuse a verified command
+	// before its id is remembered: the handlers' stricter classes.
+	Authorizer Authorizer
+	Device     string
+	Site       string
+	Skew       time.Duration // tolerated clock difference; DefaultSkew if zero
+	Seen       *Seen         // replay memory; required
+	Now        func() time.Time
+}
+
+// judge is who may sign commands now, and how many of them must.
+type judge struct {
+	ring       *dsse.Keyring
+	operator   func(keyID string) signer
+	thresholds roster.Thresholds
+	serial     uint64 // of the roster; 0 for the configured keys
+}
+
+func (v *Verifier) judge(now time.Time) (*judge, error) {
+	if v.Roster != nil {
+		if cur := v.Roster.Current(); cur != nil {
+			r := cur.Roster
+			if r.Expired(now) {
+				return nil, refuse(ReasonRosterExpired, "roster serial %d expired at %s; waiting for a newer one",
+					r.Serial, r.Expires.UTC().Format(time.RFC3339))
+			}
+			return &judge{ring: cur.Keyring(), thresholds: cur.Thresholds.AtLeast(v.Floor), serial: r.Serial,
+				operator: func(id string) signer {
+					o := r.ByKey(id) // never nil: the ring holds the roster's keys only
+					return signer{id: o.ID, roles: o.Roles}
+				}}, nil
+		}
+	}
+	if v.Keys == nil || v.Keys.Len() == 0 {
+		return nil, refuse(ReasonNoRoster, "no roster in force and no operator keys configured")
+	}
+	return &judge{ring: v.Keys, thresholds: roster.Defaults.AtLeast(v.Floor),
+		operator: func(id string) signer { return signer{id: v.Keys.Name(id), roles: legacyRoles} }}, nil
+}
+
+// authority collects the distinct operators behind the verified key ids.
+func (j *judge) authority(keyIDs []string) *authority {
+	a := &authority{thresholds: j.thresholds}
+	for _, id := range keyIDs {
+		s := j.operator(id)
+		if !slices.ContainsFunc(a.signers, func(x signer) bool { return x.id == s.id }) {
+			a.signers = append(a.signers, s)
+		}
+	}
+	return a
 }
 
 // Verify checks msg and, when it is a valid, fresh command for this device,
@@ -130,7 +215,15 @@ func (v *Verifier) Verify(msg []byte) (id string, c *Command, err error) {
 		return "", nil, refuse(ReasonMalformed, "JSON nested %d deep, limit %d", d, MaxDepth)
 	}
 	id = unverifiedID(msg)
-	ver, err := v.Keys.VerifyLimited(msg, PayloadType, 1, limits)
+	now := time.Now()
+	if v.Now != nil {
+		now = v.Now()
+	}
+	j, err := v.judge(now)
+	if err != nil {
+		return id, nil, err
+	}
+	ver, err := j.ring.VerifyLimited(msg, PayloadType, 1, limits)
 	if err != nil {
 		switch {
 		case errors.Is(err, dsse.ErrTooLarge):
@@ -158,16 +251,12 @@ func (v *Verifier) Verify(msg []byte) (id string, c *Command, err error) {
 	if len(p.ID) > 128 {
 		return "", nil, refuse(ReasonMalformed, "id longer than 128 bytes")
 	}
-	c = &Command{Payload: p}
-	for _, s := range ver.Signers {
-		c.Signers = append(c.Signers, v.Keys.Name(s))
+	c = &Command{Payload: p, Roster: j.serial, auth: j.authority(ver.Signers)}
+	for _, s := range c.auth.signers {
+		c.Signers = append(c.Signers, s.id)
 	}
 	if !v.targets(p.Target) {
 		return p.ID, nil, refuse(ReasonWrongTarget, "for %q, this is %s at site %s", p.Target, v.Device, v.Site)
-	}
-	now := time.Now()
-	if v.Now != nil {
-		now = v.Now()
 	}
 	skew := v.Skew
 	if skew == 0 {
@@ -180,6 +269,20 @@ func (v *Verifier) Verify(msg []byte) (id string, c *Command, err error) {
 		return p.ID, nil, refuse(ReasonFuture, "issued %s, now %s", p.Issued.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	case p.Expires.Sub(p.Issued) > MaxLifetime:
 		return p.ID, nil, refuse(ReasonLifetime, "valid %s, limit %s", p.Expires.Sub(p.Issued), MaxLifetime)
+	}
+	class, known := ClassOf(p.Type)
+	switch {
+	case known:
+		if err := c.Require(class); err != nil {
+			return p.ID, nil, err
+		}
+	case j.serial != 0:
+		return p.ID, nil, refuse(ReasonRole, "no role may sign %q (command.ClassOf knows no class for it)", p.Type)
+	}
+	if v.Authorizer != nil {
+		if err := v.Authorizer.Authorize(c); err != nil {
+			return p.ID, nil, err
+		}
 	}
 	if err := v.Seen.Remember(p.ID, p.Expires, now); err != nil {
 		return p.ID, nil, err

@@ -24,6 +24,7 @@ type Member struct {
 	ID    string
 	Roles []roster.Role
 	Key   ed25519.PrivateKey
+	More  []ed25519.PrivateKey // further keys of the same operator
 }
 
 // NewMember makes an operator with a fresh key.
@@ -70,8 +71,12 @@ func YAML(s Spec) []byte {
 		for i, r := range m.Roles {
 			roles[i] = string(r)
 		}
+		keys := []string{roster.FormatKey(m.Public())}
+		for _, k := range m.More {
+			keys = append(keys, roster.FormatKey(k.Public().(ed25519.PublicKey)))
+		}
 		fmt.Fprintf(&b, "  - id: %s\n    name: %q\n    roles: [%s]\n    keys: [%s]\n",
-			m.ID, "Operator "+m.ID, strings.Join(roles, ", "), roster.FormatKey(m.Public()))
+			m.ID, "Operator "+m.ID, strings.Join(roles, ", "), strings.Join(keys, ", "))
 	}
 	return []byte(b.String())
 }
