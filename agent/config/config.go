@@ -201,6 +201,10 @@ func (e *Error) Error() string {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
+		if e.File == "" { // a Config built in code
+			fmt.Fprintf(&b, "config: %v", err)
+			continue
+		}
 		fmt.Fprintf(&b, "config: %s: %v", e.File, err)
 	}
 	return b.String()

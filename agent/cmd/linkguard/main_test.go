@@ -93,18 +93,6 @@ func TestPolicyVerifyAndExplain(t *testing.T) {
 	}
 }
 
-func TestRunCheck(t *testing.T) {
-	out, _, err := run("run", "--check", "--config", "../../config/testdata/router.yaml")
-	if err != nil || !strings.Contains(out, "valid; effective configuration") || !strings.Contains(out, "max_flows:") {
-		t.Fatalf("run --check: %v\n%s", err, out)
-	}
-	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	os.WriteFile(bad, []byte("device: {id: x, site: y, kind: router}\nbogus: 1\n"), 0o644)
-	if _, _, err := run("run", "--check", "--config", bad); err == nil || !strings.Contains(err.Error(), "line 2: field bogus not found") {
-		t.Fatalf("run --check on a bad config: %v", err)
-	}
-}
-
 func TestVersion(t *testing.T) {
 	out, _, err := run("version")
 	if err != nil || !strings.HasPrefix(out, "linkguard ") || !strings.Contains(out, "linux/") {
