@@ -11,7 +11,10 @@
 // its learned load fits, and holds and reports when the cap cannot be met.
 // Relays are read back and drift is re-asserted within the dwell rules. The
 // state (orders, dwell timers, operation counts) is persisted in state_dir.
-// A local technician override file wins over remote commands.
+// A local technician override file wins over remote commands. A relay.set
+// of a protected circuit needs the roster's protected threshold of grid
+// signatures, or one while the override file allows it (allow_remote):
+// never one remote key alone.
 //
 // Commands arrive as typed method calls (SetThrottle, ClearThrottle,
 // SetRelay) with decoders for their JSON arguments, registered with the

@@ -8,15 +8,23 @@ import (
 
 // Override is the local technician override file of a feed:
 //
-//	{"reason": "line work on c2", "hold": false, "circuits": {"c2": "off"}}
+//	{"reason": "line work on c2", "hold": false, "circuits": {"c2": "off"},
+//	 "allow_remote": ["hospital"]}
 //
 // Listed circuits are driven to the given state (within the relay's dwell
 // rules) and refuse remote commands; hold freezes the automatic control of
 // the whole feed. Deleting the file hands control back.
+//
+// AllowRemote is the local physical act the protected-circuit rule asks
+// for: while the file names a protected circuit there, a relay.set of it
+// needs one grid signature instead of the protected threshold, the
+// technician at the device being the second party. Only root on the device
+// can write the file.
 type Override struct {
-	Reason   string            `json:"reason"`
-	Hold     bool              `json:"hold,omitempty"`
-	Circuits map[string]string `json:"circuits,omitempty"`
+	Reason      string            `json:"reason"`
+	Hold        bool              `json:"hold,omitempty"`
+	Circuits    map[string]string `json:"circuits,omitempty"`
+	AllowRemote []string          `json:"allow_remote,omitempty"`
 }
 
 // ParseOverride decodes and checks an override file against the feed's circuits.
@@ -31,6 +39,14 @@ func ParseOverride(b []byte, circuits func(string) bool) (*Override, error) {
 		}
 		if st != StateOn && st != StateOff {
 			return nil, fmt.Errorf("feeds: override file: circuit %q: state %q must be on or off: %w", id, st, ErrBadOrder)
+		}
+	}
+	for _, id := range o.AllowRemote {
+		if !circuits(id) {
+			return nil, fmt.Errorf("feeds: override file: allow_remote: circuit %q: %w", id, ErrUnknownCircuit)
+		}
+		if _, pinned := o.Circuits[id]; pinned {
+			return nil, fmt.Errorf("feeds: override file: circuit %q is both pinned locally and allowed to remote commands: %w", id, ErrBadOrder)
 		}
 	}
 	return &o, nil
