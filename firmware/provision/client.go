@@ -125,7 +125,8 @@ type Plan struct {
 	SignCSR func(*x509.CertificateRequest) ([]byte, error)
 	CA      []byte            // PEM, the broker's CA
 	Keys    map[string][]byte // "trust/NAME.pub", "release/NAME.pub", "operators/NAME.pub" -> PEM
-	Config  []byte            // config.yaml
+	Config  []byte            // the device's configuration
+	Policy  []byte            // the signed policy; nil: none sent
 	// Progress, if set, is told each step as it starts.
 	Progress func(step string)
 }
@@ -184,12 +185,9 @@ func Provision(ctx context.Context, c *Client, p Plan) ([]string, error) {
 			return nil, err
 		}
 	}
-	files := map[string][]byte{CAFile: p.CA}
+	files := map[string][]byte{CAName: p.CA, ConfigName: p.Config, PolicyName: p.Policy}
 	for k, v := range p.Keys {
 		files[k] = v
-	}
-	if p.Config != nil {
-		files[ConfigFile] = p.Config
 	}
 	names := make([]string, 0, len(files))
 	for n := range files {

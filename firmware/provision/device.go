@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -26,20 +27,50 @@ import (
 	"strings"
 	"time"
 
+	"linkguard.dev/linkguard/firmware/provision/layout"
 	"linkguard.dev/linkguard/firmware/slot"
 	"linkguard.dev/linkguard/firmware/update"
 	"linkguard.dev/linkguard/hal/atomicfile"
+	"linkguard.dev/linkguard/policy/dsse"
 )
 
-// Files the console writes under its directory.
+// Files the console writes under its directory, at their places in the
+// device layout (package layout).
 const (
-	IdentityFile = "identity.json"
-	KeyFile      = "device.key"
-	CertFile     = "device.crt"
-	CAFile       = "ca.crt"
-	ConfigFile   = "config.yaml"
-	DoneFile     = "provisioned.json"
+	IdentityFile = layout.Identity
+	KeyFile      = layout.Key
+	CertFile     = layout.Cert
+	CAFile       = layout.CA
+	ConfigFile   = layout.Config
+	PolicyFile   = layout.Policy
+	DoneFile     = layout.Done
 )
+
+// Names a FILE request gives the files it installs. The protocol keeps
+// them as they were; the console puts each at its place in the layout
+// (installPath).
+const (
+	CAName     = "ca.crt"             // -> CAFile
+	ConfigName = "config.yaml"        // -> ConfigFile
+	PolicyName = "policy.signed.json" // -> PolicyFile
+	// "trust/NAME.pub" -> trust/policy/, "release/NAME.pub" ->
+	// trust/release/, "operators/NAME.pub" -> operators/.
+)
+
+// installPath is where the console keeps a file FILE names (already
+// matched against fileRE), relative to its directory.
+func installPath(name string) string {
+	switch name {
+	case CAName:
+		return CAFile
+	case ConfigName:
+		return ConfigFile
+	case PolicyName:
+		return PolicyFile
+	}
+	dir, file, _ := strings.Cut(name, "/")
+	return path.Join(map[string]string{"trust": layout.PolicyTrust, "release": layout.ReleaseTrust, "operators": layout.Operators}[dir], file)
+}
 
 // Identity is who the device is.
 type Identity struct {
@@ -50,7 +81,7 @@ type Identity struct {
 
 var (
 	idRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-	fileRE = regexp.MustCompile(`^(ca\.crt|config\.yaml|(trust|release|operators)/[a-z0-9][a-z0-9._-]{0,62}\.pub)$`)
+	fileRE = regexp.MustCompile(`^(ca\.crt|config\.yaml|policy\.signed\.json|(trust|release|operators)/[a-z0-9][a-z0-9._-]{0,62}\.pub)$`)
 )
 
 // Console is the device side of the protocol.
@@ -137,6 +168,16 @@ func (c *Console) Serve(ctx context.Context, rw io.ReadWriter) error {
 
 func (c *Console) path(name string) string { return filepath.Join(c.Dir, filepath.FromSlash(name)) }
 
+// write replaces a file under the console's directory, making its
+// directory (tls/, trust/policy/, ...) as needed.
+func (c *Console) write(name string, data []byte, mode os.FileMode) error {
+	p := c.path(name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.Write(p, data, mode)
+}
+
 func (c *Console) handle(verb string, args []string) ([]string, error) {
 	nargs := map[string]int{"HELLO": 0, "STATUS": 0, "IDENTITY": 3, "KEYGEN": 0, "CERT": 1, "FILE": 2, "DONE": 0,
 		"RESET": 1, "BUNDLE-BEGIN": 2, "BUNDLE-DATA": 2, "BUNDLE-END": 1, "HEALTH": 0, "RESTART": 0}
@@ -213,7 +254,7 @@ func (c *Console) status() []string {
 			out = append(out, s.name)
 		}
 	}
-	if m, _ := filepath.Glob(c.path("trust/*.pub")); len(m) > 0 {
+	if m, _ := filepath.Glob(c.path(layout.PolicyTrust + "/*.pub")); len(m) > 0 {
 		out = append(out, "trust")
 	}
 	return out
@@ -235,7 +276,7 @@ func (c *Console) setIdentity(id Identity) ([]string, error) {
 		}
 	}
 	b, _ := json.MarshalIndent(id, "", "  ")
-	if err := atomicfile.Write(c.path(IdentityFile), append(b, '\n'), 0o644); err != nil {
+	if err := c.write(IdentityFile, append(b, '\n'), 0o644); err != nil {
 		return nil, err
 	}
 	return []string{"IDENTITY", "set"}, nil
@@ -258,7 +299,7 @@ func (c *Console) keygen() ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := atomicfile.Write(c.path(KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := c.write(KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 			return nil, err
 		}
 	} else if err != nil {
@@ -313,7 +354,7 @@ func (c *Console) cert(b64 string) ([]string, error) {
 	if id == nil || crt.Subject.CommonName != id.DeviceID {
 		return nil, fail("cert", "certificate names %q, device is %v", crt.Subject.CommonName, id)
 	}
-	if err := atomicfile.Write(c.path(CertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := c.write(CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, err
 	}
 	return []string{"CERT", "installed", crt.NotAfter.UTC().Format(time.RFC3339)}, nil
@@ -328,7 +369,7 @@ func (c *Console) file(name, b64 string) ([]string, error) {
 		return nil, fail("base64", "%v", err)
 	}
 	switch {
-	case name == CAFile:
+	case name == CAName:
 		blk, _ := pem.Decode(data)
 		if blk == nil || blk.Type != "CERTIFICATE" {
 			return nil, fail("content", "ca.crt is not a PEM certificate")
@@ -336,7 +377,13 @@ func (c *Console) file(name, b64 string) ([]string, error) {
 		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
 			return nil, fail("content", "ca.crt: %v", err)
 		}
-	case name == ConfigFile:
+	case name == PolicyName:
+		// Only its shape: the trust keys it is checked against may come
+		// later in the session, and the agent verifies it when it starts.
+		if _, err := dsse.Parse(data); err != nil {
+			return nil, fail("content", "%s: %v", name, err)
+		}
+	case name == ConfigName:
 		id, err := c.identity()
 		if err != nil {
 			return nil, fail("order", "set IDENTITY first")
@@ -355,14 +402,11 @@ func (c *Console) file(name, b64 string) ([]string, error) {
 			return nil, fail("content", "%s: %v", name, err)
 		}
 	}
-	p := c.path(name)
-	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) {
+	dst := installPath(name)
+	if old, err := os.ReadFile(c.path(dst)); err == nil && bytes.Equal(old, data) {
 		return []string{"FILE", name, "unchanged"}, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return nil, err
-	}
-	if err := atomicfile.Write(p, data, 0o644); err != nil {
+	if err := c.write(dst, data, 0o644); err != nil {
 		return nil, err
 	}
 	return []string{"FILE", name, "installed"}, nil
@@ -381,7 +425,7 @@ func (c *Console) done() ([]string, error) {
 	}
 	if !exists(c.path(DoneFile)) {
 		b, _ := json.Marshal(map[string]string{"at": time.Now().UTC().Format(time.RFC3339)})
-		if err := atomicfile.Write(c.path(DoneFile), b, 0o644); err != nil {
+		if err := c.write(DoneFile, b, 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -395,7 +439,7 @@ func (c *Console) reset(deviceID string) ([]string, error) {
 	if err != nil || id.DeviceID != deviceID {
 		return nil, fail("identity-mismatch", "RESET must name this device's id")
 	}
-	for _, f := range []string{DoneFile, CertFile, KeyFile, IdentityFile, ConfigFile, CAFile, "trust", "release", "operators"} {
+	for _, f := range []string{DoneFile, CertFile, KeyFile, IdentityFile, ConfigFile, CAFile, PolicyFile, "trust", layout.Operators} {
 		if err := os.RemoveAll(c.path(f)); err != nil {
 			return nil, err
 		}

@@ -9,7 +9,13 @@
 // resumable chunks. Every step is idempotent, so an interrupted session is
 // simply run again.
 //
-// It imports the standard library, firmware/update, firmware/slot and
-// hal/atomicfile; it must not import agent or MQTT (the agent's config
-// validation is handed in as a function).
+// The console keeps what it installs in the device layout under its
+// directory (package layout: tls/, trust/policy/, trust/release/,
+// operators/, policy/, linkguard.yaml); the names on the wire stay those
+// of protocol 1 (ca.crt, config.yaml, trust/NAME.pub, ...).
+//
+// It imports the standard library, firmware/update, firmware/slot,
+// firmware/provision/layout, hal/atomicfile and policy/dsse (to check a
+// policy envelope's shape); it must not import agent or MQTT (the agent's
+// config validation is handed in as a function).
 package provision

@@ -25,6 +25,7 @@ import (
 	"linkguard.dev/linkguard/firmware/update"
 	"linkguard.dev/linkguard/hal/envtest"
 	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/policytest"
 )
 
 func testCA(t *testing.T) *CA {
@@ -73,12 +74,14 @@ func plan(t *testing.T, ca *CA) Plan {
 		t.Fatal(err)
 	}
 	pubPEM, _ := os.ReadFile(pub)
+	priv, _ := dsse.LoadPrivateKey(filepath.Join(filepath.Dir(pubPath), "committee.key"))
 	return Plan{
 		Identity: Identity{DeviceID: "rtr-017", Site: "north-3", Broker: "mqtts://broker.example:8883"},
 		SignCSR:  func(csr *x509.CertificateRequest) ([]byte, error) { return ca.Sign(csr, 24*time.Hour) },
 		CA:       ca.CertPEM,
 		Keys:     map[string][]byte{"trust/committee.pub": pubPEM},
 		Config:   []byte("device:\n  id: rtr-017\n  site: north-3\n"),
+		Policy:   policytest.Sign(t, policytest.YAML(policytest.Synthetic(2, 1)), priv),
 	}
 }
 
@@ -136,6 +139,19 @@ func TestProvisionOverPty(t *testing.T) {
 	}
 	if fi, _ := os.Stat(filepath.Join(dir, KeyFile)); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("device key mode %v", fi.Mode())
+	}
+	// Everything sits in the device layout, whatever the wire called it.
+	for name, want := range map[string][]byte{
+		"tls/ca.crt": ca.CertPEM, "linkguard.yaml": p.Config, "policy/policy.signed.json": p.Policy,
+		"trust/policy/committee.pub": p.Keys["trust/committee.pub"],
+	} {
+		if got, err := os.ReadFile(filepath.Join(dir, name)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %v (%d bytes, want %d)", name, err, len(got), len(want))
+		}
+	}
+	// A policy that is no DSSE envelope is refused.
+	if _, err := c.Call(ctx, "FILE", PolicyName, b64([]byte("serial: 3\n"))); err == nil || !strings.Contains(err.Error(), "content") {
+		t.Fatalf("policy that is no envelope: %v", err)
 	}
 	crtPEM, _ := os.ReadFile(filepath.Join(dir, CertFile))
 	blk, _ := pem.Decode(crtPEM)
@@ -292,4 +308,18 @@ func FuzzConsole(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+func TestInstallPath(t *testing.T) {
+	for name, want := range map[string]string{
+		"ca.crt": "tls/ca.crt", "config.yaml": "linkguard.yaml", "policy.signed.json": "policy/policy.signed.json",
+		"trust/a.pub": "trust/policy/a.pub", "release/r.pub": "trust/release/r.pub", "operators/o.pub": "operators/o.pub",
+	} {
+		if !fileRE.MatchString(name) {
+			t.Errorf("%s: not a FILE name", name)
+		}
+		if got := installPath(name); got != want {
+			t.Errorf("%s installs at %s, want %s", name, got, want)
+		}
+	}
 }

@@ -272,17 +272,17 @@ func TestProvisionAndFlashOverPty(t *testing.T) {
 	if err != nil || !strings.Contains(out, "rtr-9 provisioned: identity, key, cert, ca, config, done, trust") {
 		t.Fatalf("provision: %v\n%s", err, out)
 	}
-	for _, f := range []string{"device.key", "device.crt", "ca.crt", "config.yaml", "trust/committee.pub", "release/release.pub"} {
+	for _, f := range []string{provision.KeyFile, provision.CertFile, provision.CAFile, provision.ConfigFile, "trust/policy/committee.pub", "trust/release/release.pub"} {
 		if _, err := os.Stat(filepath.Join(devDir, f)); err != nil {
 			t.Errorf("device lacks %s", f)
 		}
 	}
 	// Resumable and idempotent: the same command again changes nothing.
-	key1, _ := os.ReadFile(filepath.Join(devDir, "device.key"))
+	key1, _ := os.ReadFile(filepath.Join(devDir, provision.KeyFile))
 	if out, _, err := run(args...); err != nil || strings.Contains(out, "keygen") {
 		t.Fatalf("second provision: %v\n%s", err, out)
 	}
-	if key2, _ := os.ReadFile(filepath.Join(devDir, "device.key")); string(key1) != string(key2) {
+	if key2, _ := os.ReadFile(filepath.Join(devDir, provision.KeyFile)); string(key1) != string(key2) {
 		t.Fatal("device key replaced")
 	}
 
