@@ -1,6 +1,7 @@
 package config
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"slices"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"periph.io/x/conn/v3/physic"
+
+	"linkguard.dev/linkguard/firmware/provision/layout"
 )
 
 func TestLoadExamples(t *testing.T) {
@@ -56,7 +59,7 @@ func TestErrors(t *testing.T) {
 		{"size in words", strings.Replace(string(base), "queue: {max_mb: 32}", "queue: {max_mb: two}", 1), []string{`line 19: mqtt.queue.max_mb: "two" is not a whole number`}},
 		{"bad duration", strings.Replace(string(base), "telemetry_every: 10s", "telemetry_every: often", 1), []string{`line 18: mqtt.telemetry_every: "often" is not a duration`}},
 		{"bad bool", strings.Replace(string(base), "mode: inline", "mode: inline\n  offloads: maybe", 1), []string{`line 10: links.offloads: "maybe" is not true or false`}},
-		{"map for a list", strings.Replace(string(base), "operators: [/etc/linkguard/keys/ops-1.pub, /etc/linkguard/keys/ops-2.pub]", "operators: {a: b}", 1), []string{"line 20: mqtt.operators: must be a list"}},
+		{"map for a list", strings.Replace(string(base), "operators: [/etc/linkguard/operators/ops-1.pub, /etc/linkguard/operators/ops-2.pub]", "operators: {a: b}", 1), []string{"line 20: mqtt.operators: must be a list"}},
 		{"list for a value", strings.Replace(string(base), "url: mqtts://broker.example:8883", "url: [a, b]", 1), []string{"line 14: mqtt.url: must be a single value, not a list"}},
 		{"every problem at once", strings.Replace(strings.Replace(string(base), "mode: inline", "mode: inlin", 1), "level: info", "level: loud", 1), []string{
 			`line 7: log.level: "loud" is not one of debug, info, warn, error`, `line 9: links.mode: "inlin" is not one of inline, monitor`}},
@@ -75,8 +78,8 @@ func TestErrors(t *testing.T) {
 		{"bad kind", strings.Replace(string(base), "kind: router", "kind: toaster", 1), []string{"device.kind: \"toaster\" is not one of router, relay"}},
 		{"threshold above keys", strings.Replace(string(base), "threshold: 1", "threshold: 3", 1), []string{"line 6: policy.threshold"}},
 		{"credentials in url", strings.Replace(string(base), "mqtts://broker", "mqtts://u:p@broker", 1), []string{"must not carry credentials"}},
-		{"same key for ops and policy", strings.Replace(string(base), "ops-1.pub", "../keys/committee-a.pub", 1), []string{}},
-		{"ops reusing committee key", strings.Replace(string(base), "/etc/linkguard/keys/ops-1.pub", "/etc/linkguard/keys/committee-a.pub", 1), []string{"line 20: mqtt.operators[0]", "operator and committee keys must differ"}},
+		{"same key for ops and policy", strings.Replace(string(base), "ops-1.pub", "../trust/policy/committee-a.pub", 1), []string{}},
+		{"ops reusing committee key", strings.Replace(string(base), "/etc/linkguard/operators/ops-1.pub", "/etc/linkguard/trust/policy/committee-a.pub", 1), []string{"line 20: mqtt.operators[0]", "operator and committee keys must differ"}},
 		{"protected with priority", strings.Replace(string(relay), "protected: true", "protected: true, priority: 1", 1), []string{"line 13: feeds[0].circuits[2].priority"}},
 		{"switched without priority", strings.Replace(string(relay), ", priority: 3", "", 1), []string{"feeds[0].circuits[0].priority"}},
 		{"relay both kinds", strings.Replace(string(relay), "{gpio: GPIO17, active_low: true}", "{gpio: GPIO17, bus: /dev/ttyUSB0, slave: 3}", 1), []string{"either gpio or bus"}},
@@ -179,9 +182,67 @@ func TestRetriesZero(t *testing.T) {
 	}
 }
 
-// TestShippedDefault keeps the configuration that bundles ship valid.
+// shipped is the configuration bundles ship, scripts/linkguard.yaml: the
+// template rendered for a router not yet provisioned.
+var shipped = Answers{DeviceID: "unprovisioned", Site: "unprovisioned", Kind: KindRouter, Broker: "mqtts://broker.invalid:8883",
+	Inside: "eth1", Outside: "eth0", PolicyKeys: []string{"committee-a.pub"}, OperatorKeys: []string{"ops-1.pub"}, ReleaseKeys: []string{"release-1.pub"}}
+
+var rewrite = flag.Bool("update", false, "rewrite scripts/linkguard.yaml from the template")
+
+// TestShippedDefault keeps the configuration that bundles ship valid and
+// equal to what provisioning generates, in the device layout.
 func TestShippedDefault(t *testing.T) {
-	if _, err := Load("../../scripts/linkguard.yaml"); err != nil {
+	const path = "../../scripts/linkguard.yaml"
+	want, err := Generate(shipped)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if *rewrite {
+		os.WriteFile(path, want, 0o644)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("%s is not the template rendered for an unprovisioned router (go test ./agent/config -run TestShippedDefault -update):\n%s", path, want)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{c.Policy.File, c.Policy.Trust[0], c.MQTT.CA, c.MQTT.Cert, c.MQTT.Key, c.MQTT.Operators[0], c.Update.Trust[0]} {
+		if !strings.HasPrefix(p, layout.Dir+"/") {
+			t.Errorf("%s is outside %s", p, layout.Dir)
+		}
+	}
+	if c.StateDir != layout.StateDir || c.Update.Root != layout.SlotRoot {
+		t.Errorf("state_dir %s, update.root %s", c.StateDir, c.Update.Root)
+	}
+}
+
+func TestGenerate(t *testing.T) {
+	a := shipped
+	a.DeviceID, a.Site, a.Mode, a.Inside, a.Outside, a.ReleaseKeys = "rtr-7", "north \"3\"", ModeMonitor, "", "tap0", nil
+	out, err := Generate(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse("x", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Device.ID != "rtr-7" || c.Device.Site != `north "3"` || c.Links.Mode != ModeMonitor || c.Links.Outside != "tap0" || c.Update != nil ||
+		c.Policy.Trust[0] != "/etc/linkguard/trust/policy/committee-a.pub" || c.MQTT.Operators[0] != "/etc/linkguard/operators/ops-1.pub" ||
+		c.MQTT.Key != "/etc/linkguard/tls/device.key" || c.Policy.File != "/etc/linkguard/policy/policy.signed.json" {
+		t.Fatalf("generated:\n%s", out)
+	}
+	a.OperatorKeys = nil
+	if _, err := Generate(a); err == nil || !strings.Contains(err.Error(), "mqtt.operators: needs at least one operator key") {
+		t.Fatalf("no operator key: %v", err)
+	}
+	a.Kind = KindRelay
+	if _, err := Generate(a); err == nil || !strings.Contains(err.Error(), "relay") {
+		t.Fatalf("relay: %v", err)
 	}
 }

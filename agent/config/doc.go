@@ -7,6 +7,8 @@
 // machine (key files and their roles, certificates, policy, directories,
 // interfaces, serial ports); LoadChecked is what `run` and `run --check`
 // both call, so --check passes exactly what the agent starts with.
+// Generate writes a device's configuration from its provisioning answers
+// and the embedded template (template.yaml), in the device layout.
 //
 // Sections a device does not use are absent: a router has no feeds, a bench
 // unit may have no mqtt. It imports the YAML library, policy/yamlpos,

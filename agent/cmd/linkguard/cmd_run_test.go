@@ -37,7 +37,7 @@ func TestRunCheck(t *testing.T) {
 	}
 	// The repository's examples name files of a device, not of this machine.
 	if _, err := runCtx(t, "run", "--check", "--config", "../../config/testdata/router.yaml"); err == nil ||
-		!strings.Contains(err.Error(), "line 5: policy.trust[0]: /etc/linkguard/keys/committee-a.pub does not exist") {
+		!strings.Contains(err.Error(), "line 5: policy.trust[0]: /etc/linkguard/trust/policy/committee-a.pub does not exist") {
 		t.Fatalf("run --check of an example: %v", err)
 	}
 }
