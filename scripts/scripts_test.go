@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"linkguard.dev/linkguard/firmware/provision/layout"
 	"linkguard.dev/linkguard/hal/envtest"
 )
 
@@ -59,7 +60,7 @@ func checkLauncherArgs(t *testing.T, argv []string) {
 		t.Fatalf("init file starts %q, want /opt/linkguard/lglaunch", argv)
 	}
 	sep := slices.Index(argv, "--")
-	if sep < 0 || !slices.Equal(argv[sep+1:], []string{"run", "--config", "/etc/linkguard/linkguard.yaml"}) {
+	if sep < 0 || !slices.Equal(argv[sep+1:], []string{"run", "--config", layout.Path(layout.Config)}) {
 		t.Fatalf("agent arguments %q", argv)
 	}
 	flags := slices.Clone(argv[1:sep])
@@ -103,6 +104,10 @@ start_service
 		params[f[0]] = f[1:]
 	}
 	checkLauncherArgs(t, params["command"])
+	// The command tests start is the one sh starts.
+	if cmd, err := ProcdCommand(); err != nil || !slices.Equal(cmd, params["command"]) {
+		t.Errorf("ProcdCommand() = %q, %v; sh says %q", cmd, err, params["command"])
+	}
 	if !slices.Equal(params["respawn"], []string{"3600", "5", "0"}) {
 		t.Errorf("respawn %q: want retry forever", params["respawn"])
 	}
@@ -144,13 +149,19 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 	checkLauncherArgs(t, strings.Fields(keys["ExecStart"]))
+	if cmd, err := SystemdCommand(); err != nil || !slices.Equal(cmd, strings.Fields(keys["ExecStart"])) {
+		t.Errorf("SystemdCommand() = %q, %v; ExecStart=%s", cmd, err, keys["ExecStart"])
+	}
+	if p, _ := ProcdCommand(); !slices.Equal(p, strings.Fields(keys["ExecStart"])) {
+		t.Errorf("procd starts %q, systemd %s: the two init systems must start the same", p, keys["ExecStart"])
+	}
 	for k, want := range map[string]string{
 		"Restart":               "always",
 		"CapabilityBoundingSet": "CAP_NET_RAW CAP_NET_ADMIN",
 		"AmbientCapabilities":   "CAP_NET_RAW CAP_NET_ADMIN",
 		"ProtectSystem":         "strict",
 		"ReadOnlyPaths":         "/etc/linkguard",
-		"ReadWritePaths":        "/opt/linkguard",
+		"ReadWritePaths":        "/opt/linkguard -/etc/linkguard/policy",
 		"StateDirectory":        "linkguard",
 		"NoNewPrivileges":       "yes",
 		"StartLimitIntervalSec": "0",
@@ -187,5 +198,17 @@ func TestCLIWrapper(t *testing.T) {
 	out, err := cmd.Output()
 	if err != nil || strings.TrimSpace(string(out)) != "-root "+root+" -cli -- update install /tmp/a b.lgb" {
 		t.Fatalf("wrapper ran %q, %v", out, err)
+	}
+}
+
+func TestShellWords(t *testing.T) {
+	got, err := shellWords(`"$ROOT/x" -a "b c" $ROOT d"e"f`, map[string]string{"ROOT": "/r"})
+	if err != nil || !slices.Equal(got, []string{"/r/x", "-a", "b c", "/r", "def"}) {
+		t.Fatalf("%q %v", got, err)
+	}
+	for _, bad := range []string{`"open`, `$NOPE`, `it's`} {
+		if _, err := shellWords(bad, nil); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }
