@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	"go.bug.st/serial"
 
+	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/firmware/provision"
+	"linkguard.dev/linkguard/firmware/provision/layout"
 )
 
 // serialFlags opens the technician's cable to a device console.
@@ -42,18 +44,29 @@ func newProvisionCmd() *cobra.Command {
 	var (
 		sf                        serialFlags
 		id                        provision.Identity
+		answers                   config.Answers
+		kind, mode                string
 		caCert, caKey, cfgPath    string
+		policyPath                string
 		trust, release, operators []string
 		certDays                  int
 	)
 	cmd := &cobra.Command{
-		Use:   "provision --port PORT --device-id ID --site SITE --broker URL --ca-cert ca.crt --ca-key ca.key",
-		Short: "Provision a device over its serial console: identity, on-device key and certificate, trust keys, config",
+		Use:   "provision --port PORT --device-id ID --site SITE --broker URL --ca-cert ca.crt --ca-key ca.key --trust KEY.pub --operator KEY.pub --policy policy.signed.json [--outside IFACE ...]",
+		Short: "Provision a device over its serial console: identity, on-device key and certificate, trust keys, policy, config",
 		Long: `Provision a device over its serial console (linkguard provision-console).
 The device creates its own key and sends a certificate request; lgctl signs
 it with the CA and installs the certificate, the broker CA, the policy,
-release and operator keys, and the configuration. Every step is idempotent:
-after an interruption run the same command again.`,
+release and operator keys, the signed policy and the configuration, each at
+its place under /etc/linkguard (README: "On-device layout"). Every step is
+idempotent: after an interruption run the same command again.
+
+Without --config, the configuration is generated from these answers (device
+id, site, kind, broker, links mode and interfaces, the keys installed) and
+the template agent/config/template.yaml, and is one the device starts with;
+--policy is then required, since a device without a policy does not start.
+A relay's buses and feeds are its site's wiring: give its configuration
+with --config.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ca, err := provision.LoadCA(caCert, caKey)
@@ -61,18 +74,50 @@ after an interruption run the same command again.`,
 				return err
 			}
 			keys := map[string][]byte{}
-			for dir, paths := range map[string][]string{"trust": trust, "release": release, "operators": operators} {
-				for _, p := range paths {
+			for _, role := range []struct {
+				dir   string
+				paths []string
+				names *[]string
+			}{{"trust", trust, &answers.PolicyKeys}, {"release", release, &answers.ReleaseKeys}, {"operators", operators, &answers.OperatorKeys}} {
+				for _, p := range role.paths {
+					name := strings.ToLower(filepath.Base(p))
+					if !strings.HasSuffix(name, ".pub") {
+						return fmt.Errorf("%s: a public key file is named NAME.pub", p)
+					}
 					b, err := os.ReadFile(p)
 					if err != nil {
 						return err
 					}
-					keys[dir+"/"+strings.ToLower(filepath.Base(p))] = b
+					keys[role.dir+"/"+name] = b
+					*role.names = append(*role.names, name)
 				}
 			}
-			var cfg []byte
+			var policy, cfg []byte
+			if policyPath != "" {
+				if policy, err = os.ReadFile(policyPath); err != nil {
+					return err
+				}
+				if len(policy) > provision.ChunkSize {
+					return fmt.Errorf("%s: %d bytes, more than one provisioning line carries (%d): copy it to %s on the device instead",
+						policyPath, len(policy), provision.ChunkSize, layout.Path(layout.Policy))
+				}
+			}
 			if cfgPath != "" {
 				if cfg, err = os.ReadFile(cfgPath); err != nil {
+					return err
+				}
+			} else {
+				if policy == nil {
+					return fmt.Errorf("--policy is required to generate the configuration: a device without a signed policy does not start")
+				}
+				answers.DeviceID, answers.Site, answers.Broker = id.DeviceID, id.Site, id.Broker
+				if err := answers.Kind.UnmarshalText([]byte(kind)); err != nil {
+					return fmt.Errorf("--kind: %w", err)
+				}
+				if err := answers.Mode.UnmarshalText([]byte(mode)); err != nil {
+					return fmt.Errorf("--links-mode: %w", err)
+				}
+				if cfg, err = config.Generate(answers); err != nil {
 					return err
 				}
 			}
@@ -87,7 +132,7 @@ after an interruption run the same command again.`,
 				SignCSR: func(csr *x509.CertificateRequest) ([]byte, error) {
 					return ca.Sign(csr, time.Duration(certDays)*24*time.Hour)
 				},
-				CA: ca.CertPEM, Keys: keys, Config: cfg,
+				CA: ca.CertPEM, Keys: keys, Config: cfg, Policy: policy,
 				Progress: func(step string) { fmt.Fprintf(out, "  %s\n", step) },
 			})
 			if err != nil {
@@ -107,7 +152,13 @@ after an interruption run the same command again.`,
 	f.StringSliceVar(&trust, "trust", nil, "policy committee public key to install (repeatable)")
 	f.StringSliceVar(&release, "release", nil, "release public key to install (repeatable)")
 	f.StringSliceVar(&operators, "operator", nil, "operator public key to install (repeatable)")
-	f.StringVar(&cfgPath, "config", "", "device configuration to install")
+	f.StringVar(&policyPath, "policy", "", "signed policy to install (required without --config)")
+	f.StringVar(&cfgPath, "config", "", "device configuration to install as it is (default: generated from the answers)")
+	f.StringVar(&kind, "kind", config.KindRouter, "device kind, for the generated configuration: router (relay: give --config)")
+	f.StringVar(&mode, "links-mode", string(config.ModeInline), "links mode of a router: inline or monitor")
+	f.StringVar(&answers.Inside, "inside", "", "a router's interface towards the country (inline mode)")
+	f.StringVar(&answers.Outside, "outside", "", "a router's interface across the border (the tap in monitor mode)")
+	f.IntVar(&answers.Threshold, "threshold", 1, "policy signatures the device requires")
 	f.IntVar(&certDays, "cert-days", 825, "device certificate validity in days")
 	for _, r := range []string{"port", "device-id", "site", "broker", "ca-cert", "ca-key"} {
 		_ = cmd.MarkFlagRequired(r)

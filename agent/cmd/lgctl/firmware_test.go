@@ -42,7 +42,9 @@ func deviceBinaries(t *testing.T) (linkguard, lglaunch string) {
 		if buildErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/", "linkguard.dev/linkguard/agent/cmd/linkguard", "linkguard.dev/linkguard/firmware/cmd/lglaunch").CombinedOutput()
+		build := exec.Command("go", "build", "-o", binDir+"/", "linkguard.dev/linkguard/agent/cmd/linkguard", "linkguard.dev/linkguard/firmware/cmd/lglaunch")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as on a device: they also run in a chroot
+		out, err := build.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("%v: %s", err, out)
 		}

@@ -17,13 +17,14 @@ import (
 )
 
 // PKI is a throwaway certificate authority with a server certificate for
-// 127.0.0.1/localhost, all written as PEM files in Dir.
+// 127.0.0.1/localhost, all written as PEM files in Dir. CAKey lets a test
+// sign device certificates as a technician's lgctl provision does.
 type PKI struct {
-	Dir                       string
-	CA, ServerCert, ServerKey string
-	caCert                    *x509.Certificate
-	caKey                     *ecdsa.PrivateKey
-	serial                    int64
+	Dir                              string
+	CA, CAKey, ServerCert, ServerKey string
+	caCert                           *x509.Certificate
+	caKey                            *ecdsa.PrivateKey
+	serial                           int64
 }
 
 // NewPKI creates a CA and a server certificate under a test directory.
@@ -47,6 +48,12 @@ func NewPKI(tb testing.TB) *PKI {
 	p.caKey, p.serial = key, 1
 	p.CA = filepath.Join(p.Dir, "ca.pem")
 	writePEM(tb, p.CA, "CERTIFICATE", der)
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.CAKey = filepath.Join(p.Dir, "ca.key")
+	writePEM(tb, p.CAKey, "EC PRIVATE KEY", kder)
 	p.ServerCert, p.ServerKey = p.issue(tb, "server", true)
 	return p
 }
