@@ -63,6 +63,7 @@ func TestErrors(t *testing.T) {
 		{"list for a value", strings.Replace(string(base), "url: mqtts://broker.example:8883", "url: [a, b]", 1), []string{"line 14: mqtt.url: must be a single value, not a list"}},
 		{"every problem at once", strings.Replace(strings.Replace(string(base), "mode: inline", "mode: inlin", 1), "level: info", "level: loud", 1), []string{
 			`line 7: log.level: "loud" is not one of debug, info, warn, error`, `line 9: links.mode: "inlin" is not one of inline, monitor`}},
+		{"alias bomb", "device: {id: r, site: s, kind: router}\nbuses: &b [" + strings.Repeat("{port: x},", 10) + "]\nfeeds: [" + strings.Repeat("{circuits: *b},", 2000) + "]\n", []string{"more than 1000 aliases"}},
 		{"bad mode", strings.Replace(string(base), "mode: inline", "mode: bridge", 1), []string{`line 9: links.mode: "bridge" is not one of inline, monitor`}},
 		{"bad ingress", strings.Replace(string(base), "mode: inline", "mode: inline\n  ingress: lax", 1), []string{`links.ingress: "lax" is not one of strict, loose`}},
 		{"bad format", strings.Replace(string(base), "format: json", "format: xml", 1), []string{`line 7: log.format: "xml" is not one of json, text`}},

@@ -29,13 +29,29 @@ var (
 // shapeErrors reports every key that the type has no field for and every
 // value that does not decode into its field.
 func shapeErrors(root *yaml.Node) []error {
-	var errs []error
-	walk(root, reflect.TypeFor[Config](), nil, &errs)
-	return errs
+	w := walker{aliases: maxAliases}
+	w.walk(root, reflect.TypeFor[Config](), nil)
+	return w.errs
 }
 
-func walk(n *yaml.Node, t reflect.Type, path []any, errs *[]error) {
+// maxAliases bounds the aliases a walk follows, so that a document built to
+// expand (a "billion laughs") costs nothing; no configuration needs so many.
+const maxAliases = 1000
+
+type walker struct {
+	errs    []error
+	aliases int
+}
+
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path []any) {
+	errs := &w.errs
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		if w.aliases--; w.aliases < 0 {
+			if w.aliases == -1 {
+				*errs = append(*errs, &yamlpos.KeyError{Line: n.Line, Path: yamlpos.PathString(path...), Msg: fmt.Sprintf("more than %d aliases", maxAliases)})
+			}
+			return
+		}
 		n = n.Alias
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
@@ -81,7 +97,7 @@ func walk(n *yaml.Node, t reflect.Type, path []any, errs *[]error) {
 				keyErr("%s", unknownKey(k.Value, fields))
 				continue
 			}
-			walk(v, f, at, errs)
+			w.walk(v, f, at)
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
@@ -89,7 +105,7 @@ func walk(n *yaml.Node, t reflect.Type, path []any, errs *[]error) {
 			return
 		}
 		for i, e := range n.Content {
-			walk(e, t.Elem(), append(slices.Clone(path), i), errs)
+			w.walk(e, t.Elem(), append(slices.Clone(path), i))
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
@@ -97,7 +113,7 @@ func walk(n *yaml.Node, t reflect.Type, path []any, errs *[]error) {
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			walk(n.Content[i+1], t.Elem(), append(slices.Clone(path), n.Content[i].Value), errs)
+			w.walk(n.Content[i+1], t.Elem(), append(slices.Clone(path), n.Content[i].Value))
 		}
 	}
 }
