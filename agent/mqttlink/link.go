@@ -17,6 +17,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/sync/errgroup"
 
 	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
@@ -198,7 +199,7 @@ func newID() string {
 }
 
 // Run connects, keeps the connection, publishes and takes commands until
-// ctx ends. It closes the queue when it returns.
+// ctx ends or one of its loops fails. It closes the queue when it returns.
 func (l *Link) Run(ctx context.Context) error {
 	defer l.q.Close()
 	client, err := l.newClient()
@@ -207,22 +208,12 @@ func (l *Link) Run(ctx context.Context) error {
 	}
 	l.client = client
 	l.Emit(report.AgentStarted, report.Info, report.Fields{"version": l.opt.Version})
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	for _, f := range []func(context.Context) error{l.deliver, l.telemetryLoop, l.commandLoop, l.policyLoop} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errc <- err
-				cancel()
-			}
-		}()
+	g, gctx := errgroup.WithContext(ctx)
+	for _, loop := range []func(context.Context) error{l.deliver, l.telemetryLoop, l.commandLoop, l.policyLoop} {
+		g.Go(func() error { return loop(gctx) })
 	}
-	l.connectLoop(ctx)
-	wg.Wait()
+	g.Go(func() error { l.connectLoop(gctx); return nil })
+	err = g.Wait()
 	l.saveChain()
 	if l.client.IsConnectionOpen() {
 		// A clean shutdown says so itself rather than leaving it to the will.
@@ -231,12 +222,7 @@ func (l *Link) Run(ctx context.Context) error {
 		}
 		l.client.Disconnect(250)
 	}
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
-	}
+	return err
 }
 
 func (l *Link) newClient() (paho.Client, error) {
