@@ -7,8 +7,9 @@
 // a throttle, rebirth — signed here with the operator's key, which never
 // reaches the browser.
 //
-// It speaks the topic contract of agent/mqttlink and signs with
-// agent/command and policy/dsse. It must not import the agent's device-side
-// parts (linkfilter, feeds, queue) or testbench; hal and policy never
-// import it.
+// It speaks the topic contract (agent/mqttlink/contract: topics, messages,
+// telemetry sections) and signs with agent/command and policy/dsse. It must
+// not import the device side (mqttlink, queue, linkfilter, feeds,
+// policy/store) or testbench, which agent's layering test enforces; hal and
+// policy never import it.
 package console

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"encoding/json"
 	"slices"
 	"sort"
 	"strings"
@@ -28,22 +27,14 @@ type Device struct {
 	QueueDepth    int64      `json:"queue_depth"`
 }
 
-// Filter is a router's linkfilter telemetry section (the fields the
-// console shows).
+// Filter is what the console shows of a router's links telemetry section.
 type Filter struct {
-	PolicySerial uint64          `json:"policy_serial"`
-	Passed       uint64          `json:"passed"`
-	Denied       uint64          `json:"denied"`
-	DeniedFlows  uint64          `json:"denied_flows"`
-	Domestic     uint64          `json:"domestic"`
-	Approvals    []ApprovalCount `json:"approvals"`
-}
-
-// ApprovalCount is the traffic one approval carried.
-type ApprovalCount struct {
-	ID      string `json:"id"`
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
+	PolicySerial uint64                   `json:"policy_serial"`
+	Passed       uint64                   `json:"passed"`
+	Denied       uint64                   `json:"denied"`
+	DeniedFlows  uint64                   `json:"denied_flows"`
+	Domestic     uint64                   `json:"domestic"`
+	Approvals    []contract.ApprovalCount `json:"approvals"`
 }
 
 // Feed is one power feed of a relay controller.
@@ -74,22 +65,6 @@ type Point struct {
 
 // historyLen bounds each feed's chart (10 minutes at one report per 2 s).
 const historyLen = 300
-
-// feedSection is the "feeds" telemetry section of agent/feeds (its wire
-// format, decoded here without importing the controller): one entry per
-// feed, with power and cap in kW and null when unknown or uncapped.
-type feedSection []struct {
-	Feed      string   `json:"feed"`
-	PowerKW   *float64 `json:"power_kw"`
-	CapKW     *float64 `json:"cap_kw"`
-	MeterLost bool     `json:"meter_lost"`
-	Unmet     string   `json:"unmet"`
-	Order     *struct {
-		CapKW float64 `json:"cap_kw"`
-	} `json:"order"`
-	Technician *struct{} `json:"technician"`
-	Circuits   []Circuit `json:"circuits"`
-}
 
 // feedStatus says in a few words how a feed stands.
 func feedStatus(meterLost bool, unmet string, power, capKW *float64, pending, technician bool) string {
@@ -138,38 +113,40 @@ func (d *Device) applyState(s *contract.State) {
 func (d *Device) applyTelemetry(t *contract.Telemetry) {
 	d.TelemetryAt = t.TS
 	d.QueueDepth = t.Agent.Queue.Depth
-	if raw, ok := t.Sections["linkfilter"]; ok {
-		var f Filter
-		if json.Unmarshal(raw, &f) == nil {
-			d.Filter = &f
+	if l, err := t.Links(); err == nil && l != nil {
+		d.Filter = &Filter{PolicySerial: l.PolicySerial, Passed: l.Passed, Denied: l.Denied, DeniedFlows: l.DeniedFlows,
+			Domestic: l.Domestic, Approvals: l.Approvals}
+	}
+	fs, err := t.Feeds()
+	if err != nil {
+		return
+	}
+	for _, in := range fs {
+		i := slices.IndexFunc(d.Feeds, func(f *Feed) bool { return f.ID == in.Feed })
+		if i < 0 {
+			d.Feeds = append(d.Feeds, &Feed{ID: in.Feed})
+			i = len(d.Feeds) - 1
+		}
+		f := d.Feeds[i]
+		f.PowerW, f.CapW = 0, 0
+		if in.PowerKW != nil {
+			f.PowerW = *in.PowerKW * 1000
+		}
+		if in.CapKW != nil {
+			f.CapW = *in.CapKW * 1000
+		}
+		f.Status = feedStatus(in.MeterLost, in.Unmet, in.PowerKW, in.CapKW, in.Order != nil, in.Technician != nil)
+		f.Circuits = make([]Circuit, 0, len(in.Circuits))
+		for _, c := range in.Circuits {
+			f.Circuits = append(f.Circuits, Circuit{ID: c.ID, On: c.On, Protected: c.Protected, Priority: c.Priority, Mode: c.Mode})
+		}
+		f.History = append(f.History, Point{T: t.TS.UnixMilli(), P: f.PowerW, Cap: f.CapW})
+		if n := len(f.History); n > historyLen {
+			f.History = slices.Delete(f.History, 0, n-historyLen)
 		}
 	}
-	if raw, ok := t.Sections["feeds"]; ok {
-		var fs feedSection
-		if json.Unmarshal(raw, &fs) == nil {
-			for _, in := range fs {
-				i := slices.IndexFunc(d.Feeds, func(f *Feed) bool { return f.ID == in.Feed })
-				if i < 0 {
-					d.Feeds = append(d.Feeds, &Feed{ID: in.Feed})
-					i = len(d.Feeds) - 1
-				}
-				f := d.Feeds[i]
-				f.PowerW, f.CapW = 0, 0
-				if in.PowerKW != nil {
-					f.PowerW = *in.PowerKW * 1000
-				}
-				if in.CapKW != nil {
-					f.CapW = *in.CapKW * 1000
-				}
-				f.Status = feedStatus(in.MeterLost, in.Unmet, in.PowerKW, in.CapKW, in.Order != nil, in.Technician != nil)
-				f.Circuits = in.Circuits
-				f.History = append(f.History, Point{T: t.TS.UnixMilli(), P: f.PowerW, Cap: f.CapW})
-				if n := len(f.History); n > historyLen {
-					f.History = slices.Delete(f.History, 0, n-historyLen)
-				}
-			}
-			sort.Slice(d.Feeds, func(i, j int) bool { return d.Feeds[i].ID < d.Feeds[j].ID })
-		}
+	if len(fs) > 0 {
+		sort.Slice(d.Feeds, func(i, j int) bool { return d.Feeds[i].ID < d.Feeds[j].ID })
 	}
 }
 

@@ -70,7 +70,7 @@ func TestFleetFromStateAndWill(t *testing.T) {
 func TestFeedTelemetry(t *testing.T) {
 	c := newTestConsole(t)
 	tel := func(sec string) []byte {
-		return mustJSON(t, contract.Telemetry{Device: "f1", TS: time.Now(), Sections: map[string]json.RawMessage{"feeds": json.RawMessage(sec)}})
+		return mustJSON(t, contract.Telemetry{Device: "f1", TS: time.Now(), Sections: map[string]json.RawMessage{contract.SectionFeeds: json.RawMessage(sec)}})
 	}
 	c.Ingest("linkguard/v1/f1/telemetry", tel(`[{"feed":"feed-1","power_kw":33.1,"cap_kw":null,"circuits":[{"id":"hospital","on":true,"protected":true,"mode":"auto"}]}]`))
 	c.Ingest("linkguard/v1/f1/telemetry", tel(`[{"feed":"feed-1","power_kw":21,"cap_kw":20,"order":{"feed":"feed-1","cap_kw":20},"circuits":[{"id":"hospital","on":true,"protected":true,"mode":"auto"},{"id":"industrial","on":false,"priority":1,"mode":"auto"}]}]`))
@@ -88,6 +88,26 @@ func TestFeedTelemetry(t *testing.T) {
 	c.Ingest("linkguard/v1/f1/telemetry", tel(`[{"feed":"feed-1","power_kw":null,"cap_kw":20,"meter_lost":true,"circuits":[]}]`))
 	if d, _ = c.Device("f1"); d.Feeds[0].PowerW != 0 || d.Feeds[0].Status != "meter reading unknown: holding" {
 		t.Fatalf("meter lost: %+v", d.Feeds[0])
+	}
+}
+
+// TestLinksTelemetry: a router's links section (the name the agent
+// publishes, contract.SectionLinks) fills the filter columns; a section
+// under another name does not.
+func TestLinksTelemetry(t *testing.T) {
+	c := newTestConsole(t)
+	tel := func(name, sec string) []byte {
+		return mustJSON(t, contract.Telemetry{Device: "r1", TS: time.Now(), Sections: map[string]json.RawMessage{name: json.RawMessage(sec)}})
+	}
+	c.Ingest("linkguard/v1/r1/telemetry", tel("linkfilter", `{"passed":9,"denied":9}`))
+	if d, _ := c.Device("r1"); d.Filter != nil {
+		t.Fatalf("a section outside the contract was read: %+v", d.Filter)
+	}
+	c.Ingest("linkguard/v1/r1/telemetry", tel(contract.SectionLinks, `{"mode":"inline","policy_serial":4,"passed":10,"denied":3,"denied_flows":2,"domestic":5,"approvals":[{"id":"LA-1","packets":7,"bytes":700}],"ports":[]}`))
+	d, _ := c.Device("r1")
+	if f := d.Filter; f == nil || f.PolicySerial != 4 || f.Passed != 10 || f.Denied != 3 || f.DeniedFlows != 2 || f.Domestic != 5 ||
+		len(f.Approvals) != 1 || f.Approvals[0].ID != "LA-1" || f.Approvals[0].Packets != 7 {
+		t.Fatalf("filter %+v", d.Filter)
 	}
 }
 
