@@ -110,10 +110,11 @@ const (
 	DefaultSkew = 2 * time.Minute
 )
 
-// limits is what dsse may spend on a command: a command is a few hundred
-// bytes, so it gets MaxMessage rather than the policy-sized default, and
-// the default signature cap (one operator signs; the cap only bounds junk).
-var limits = dsse.Limits{MaxSize: MaxMessage}
+// EnvelopeLimits are what dsse may spend on a command: a command is a few
+// hundred bytes, so it gets MaxMessage rather than the policy-sized default,
+// and the default signature cap (a handful of operators cosign; the cap
+// only bounds junk). Tools that cosign commands use them too.
+var EnvelopeLimits = dsse.Limits{MaxSize: MaxMessage}
 
 // CheckSize refuses a message of n bytes, as Verify would, when it is over
 // MaxMessage. An intake that holds messages until their turn calls it on
@@ -223,7 +224,7 @@ func (v *Verifier) Verify(msg []byte) (id string, c *Command, err error) {
 	if err != nil {
 		return id, nil, err
 	}
-	ver, err := j.ring.VerifyLimited(msg, PayloadType, 1, limits)
+	ver, err := j.ring.VerifyLimited(msg, PayloadType, 1, EnvelopeLimits)
 	if err != nil {
 		switch {
 		case errors.Is(err, dsse.ErrTooLarge):
@@ -239,17 +240,9 @@ func (v *Verifier) Verify(msg []byte) (id string, c *Command, err error) {
 		}
 		return id, nil, refuse(ReasonMalformed, "%v", err)
 	}
-	var p Payload
-	dec := json.NewDecoder(bytes.NewReader(ver.Payload))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil || dec.More() {
-		return id, nil, refuse(ReasonMalformed, "payload: %v", err)
-	}
-	if p.ID == "" || p.Type == "" || p.Target == "" || p.Issued.IsZero() || p.Expires.IsZero() {
-		return p.ID, nil, refuse(ReasonMalformed, "payload needs id, target, type, issued and expires")
-	}
-	if len(p.ID) > 128 {
-		return "", nil, refuse(ReasonMalformed, "id longer than 128 bytes")
+	p, err := DecodePayload(ver.Payload)
+	if err != nil {
+		return p.ID, nil, err
 	}
 	c = &Command{Payload: p, Roster: j.serial, auth: j.authority(ver.Signers)}
 	for _, s := range c.auth.signers {
@@ -288,6 +281,26 @@ func (v *Verifier) Verify(msg []byte) (id string, c *Command, err error) {
 		return p.ID, nil, err
 	}
 	return p.ID, c, nil
+}
+
+// DecodePayload decodes a command payload strictly (unknown fields and
+// trailing data are errors) and checks that it has an id of at most 128
+// bytes, a target, a type, and issue and expiry times. A refusal carries
+// ReasonMalformed; the id is returned when it could be read and is short.
+func DecodePayload(b []byte) (Payload, error) {
+	var p Payload
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil || dec.More() {
+		return Payload{}, refuse(ReasonMalformed, "payload: %v", err)
+	}
+	if len(p.ID) > 128 {
+		return Payload{}, refuse(ReasonMalformed, "id longer than 128 bytes")
+	}
+	if p.ID == "" || p.Type == "" || p.Target == "" || p.Issued.IsZero() || p.Expires.IsZero() {
+		return p, refuse(ReasonMalformed, "payload needs id, target, type, issued and expires")
+	}
+	return p, nil
 }
 
 func (v *Verifier) targets(t string) bool {
