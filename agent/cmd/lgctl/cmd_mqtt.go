@@ -119,74 +119,15 @@ func newCmdCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			args, err := parseArgs(argv[1:])
+			p, err := newPayload(target, argv[0], argv[1:], valid)
 			if err != nil {
 				return err
 			}
-			now := time.Now().UTC()
-			var rnd [12]byte
-			rand.Read(rnd[:])
-			p := command.Payload{ID: hex.EncodeToString(rnd[:]), Target: target, Issued: now, Expires: now.Add(valid), Type: argv[0], Args: args}
 			env, err := command.Sign(p, key)
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			c, err := bf.connect(ctx, "lgctl-cmd")
-			if err != nil {
-				return err
-			}
-			defer c.Disconnect(100)
-			results := make(chan contract.Result, 256)
-			err = subscribe(ctx, c, contract.Prefix+"+/cmd/result", func(_ paho.Client, m paho.Message) {
-				var r contract.Result
-				if json.Unmarshal(m.Payload(), &r) == nil && r.CmdID == p.ID {
-					results <- r
-				}
-			})
-			if err != nil {
-				return fmt.Errorf("subscribe to results: %w", err)
-			}
-			tok := c.Publish(contract.CmdTopicFor(target), 1, false, env)
-			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-				return fmt.Errorf("publish command: %v", tok.Error())
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "sent %s %s to %s; waiting %v for results\n", p.Type, p.ID, target, timeout)
-			single := target != "all" && !strings.HasPrefix(target, "site:")
-			answered, refused := 0, 0
-			deadline := time.NewTimer(timeout)
-			defer deadline.Stop()
-		wait:
-			for {
-				select {
-				case r := <-results:
-					answered++
-					if r.OK {
-						res, _ := json.Marshal(r.Result)
-						fmt.Fprintf(out, "%-20s ok      %s\n", r.Device, strings.TrimPrefix(string(res), "null"))
-					} else {
-						refused++
-						fmt.Fprintf(out, "%-20s REFUSED %s: %s\n", r.Device, r.Reason, r.Error)
-					}
-					if single {
-						break wait
-					}
-				case <-deadline.C:
-					break wait
-				case <-ctx.Done():
-					break wait
-				}
-			}
-			switch {
-			case answered == 0:
-				fmt.Fprintf(cmd.ErrOrStderr(), "lgctl: no device answered within %v\n", timeout)
-				return errSilent
-			case refused > 0:
-				fmt.Fprintf(cmd.ErrOrStderr(), "lgctl: %d of %d devices refused\n", refused, answered)
-				return errSilent
-			}
-			return nil
+			return sendAndWait(cmd, &bf, p, env, timeout)
 		},
 	}
 	bf.add(cmd)

@@ -29,7 +29,8 @@ func newRoot() *cobra.Command {
 		newProvisionCmd(),
 		newFlashCmd(),
 		newConsoleCmd(),
-		newCmdCmd(),
+		withEnvelopeCmds(newCmdCmd()),
+		newRosterCmd(),
 		newWatchCmd(),
 		newAuditCmd(),
 	)

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"linkguard.dev/linkguard/agent/command"
+	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/roster"
+)
+
+// TestCommandSignedApart: two grid operators on their own machines sign
+// one relay.set of a protected circuit with cmd sign then cmd cosign; cmd
+// status judges it against the roster (exit 0 only once k grid operators
+// signed); a device holding the roster takes the result.
+func TestCommandSignedApart(t *testing.T) {
+	chair := newMember(t, "chair")
+	g1, g2, tech := newMember(t, "grid-1"), newMember(t, "grid-2"), newMember(t, "tech")
+	roles := map[string]string{"chair": "committee", "grid-1": "grid", "grid-2": "grid", "tech": "technician"}
+	yaml := filepath.Join(chair.dir, "roster.yaml")
+	if err := os.WriteFile(yaml, []byte(rosterText(t, 1, "{protected: 2}", roles, chair, g1, g2, tech)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rosterEnv := filepath.Join(chair.dir, "roster.signed.json")
+	if _, _, err := run("roster", "sign", "--key", chair.key, yaml, "-o", rosterEnv); err != nil {
+		t.Fatal(err)
+	}
+
+	env := filepath.Join(g1.dir, "hospital-off.json")
+	sign := []string{"cmd", "sign", "--key", g1.key, "--target", "dev-1", "-o", env,
+		"relay.set", "feed=tachileik-1", "circuit=hospital", "state=off", "override=true", "reason=transformer fire"}
+	if _, _, err := run(sign...); err != nil {
+		t.Fatalf("cmd sign: %v", err)
+	}
+	if _, _, err := run(sign...); err == nil || !strings.Contains(err.Error(), "without --force") {
+		t.Fatalf("cmd sign over an existing envelope: %v", err)
+	}
+	status := func(path string, extra ...string) (string, error) {
+		args := append([]string{"cmd", "status", "--roster", rosterEnv, "--trust", chair.pub}, extra...)
+		out, _, err := run(append(args, path)...)
+		return out, err
+	}
+	out, err := status(env, "--protected")
+	if !errors.Is(err, errSilent) || !strings.Contains(out, "protected needs 2 grid signature(s)") ||
+		!strings.Contains(out, "missing:\n  grid-2") || !strings.Contains(out, "1 of 2 needed: NOT met") {
+		t.Fatalf("status of a one-signature hospital command: %v\n%s", err, out)
+	}
+	if out, err := status(env); err != nil || !strings.Contains(out, "grid needs 1 grid") {
+		t.Fatalf("status as an ordinary relay.set: %v\n%s", err, out)
+	}
+
+	// The technician's signature is added but does not count.
+	if _, _, err := run("cmd", "cosign", "--key", tech.key, env); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := status(env, "--protected"); !errors.Is(err, errSilent) || !strings.Contains(out, "not counted: tech (technician) does not hold the role grid") {
+		t.Fatalf("status with a technician's signature: %v\n%s", err, out)
+	}
+	g2env := hand(t, g2, env)
+	if _, _, err := run("cmd", "cosign", "--key", g2.key, g2env); err != nil {
+		t.Fatalf("cosign by grid-2: %v", err)
+	}
+	if _, _, err := run("cmd", "cosign", "--key", g2.key, g2env); err == nil || !strings.Contains(err.Error(), "already signed") {
+		t.Fatalf("grid-2 cosigns again: %v", err)
+	}
+	if out, err := status(g2env, "--protected"); err != nil || !strings.Contains(out, "2 of 2 needed: met") {
+		t.Fatalf("status with two grid signatures: %v\n%s", err, out)
+	}
+
+	// The device: the roster in force, the verifier, the protected class.
+	anchors, _ := loadKeyFiles([]string{chair.pub})
+	st, _ := roster.New(roster.Options{Anchors: anchors})
+	rdata, _ := os.ReadFile(rosterEnv)
+	if _, err := st.Apply(rdata, "file"); err != nil {
+		t.Fatal(err)
+	}
+	seen, _ := command.OpenSeen("", time.Now())
+	v := &command.Verifier{Roster: st, Device: "dev-1", Site: "s1", Seen: seen}
+	data, _ := os.ReadFile(g2env)
+	_, c, err := v.Verify(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Require(roster.ClassProtected); err != nil || strings.Join(c.SignedBy(roster.Grid), ",") != "grid-1,grid-2" {
+		t.Fatalf("device: %v, grid signers %v", err, c.SignedBy(roster.Grid))
+	}
+}
+
+func TestCommandCosignRefusals(t *testing.T) {
+	g := newMember(t, "grid-1")
+	key, _ := dsse.LoadPrivateKey(g.key)
+	write := func(name string, p command.Payload) string {
+		env, err := command.Sign(p, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(g.dir, name)
+		os.WriteFile(path, env, 0o644)
+		return path
+	}
+	past := time.Now().Add(-time.Hour)
+	old := write("old.json", command.Payload{ID: "o", Target: "dev-1", Issued: past, Expires: past.Add(time.Minute), Type: command.Ping})
+	other := newMember(t, "grid-2")
+	if _, _, err := run("cmd", "cosign", "--key", other.key, old); err == nil || !strings.Contains(err.Error(), "expired at") {
+		t.Fatalf("cosign of an expired command: %v", err)
+	}
+	if _, _, err := run("cmd", "send", "--broker", "mqtts://127.0.0.1:1", old); err == nil || !strings.Contains(err.Error(), "expired at") {
+		t.Fatalf("send of an expired command: %v", err)
+	}
+	bad := filepath.Join(g.dir, "bad.json")
+	env, _ := dsse.Sign(command.PayloadType, []byte(`{"id":"x","colour":"red"}`), key)
+	os.WriteFile(bad, env, 0o644)
+	if _, _, err := run("cmd", "cosign", "--key", other.key, bad); !errors.Is(err, command.ErrMalformed) {
+		t.Fatalf("cosign of a malformed command: %v", err)
+	}
+	if _, _, err := run("cmd", "sign", "--key", g.key, "--target", "dev-1", "--valid", "48h", "-o", "-", "ping"); err == nil {
+		t.Fatal("cmd sign accepted a 48h command")
+	}
+}
+
+// TestCommandSend: an envelope signed apart is sent to a live device and
+// its result printed. The device here still judges by its configured
+// operator keys (no roster): each key counts as one operator.
+func TestCommandSend(t *testing.T) {
+	pki := brokertest.NewPKI(t)
+	b := brokertest.Mochi(t, pki)
+	o1, o2 := newMember(t, "ops-1"), newMember(t, "ops-2")
+	ring, err := dsse.LoadKeyring(o1.pub, o2.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devCert, devKey := pki.Client(t, "dev-1")
+	l, err := mqttlink.New(mqttlink.Options{
+		Device: "dev-1", Site: "s1", Kind: "router", Version: "test", URL: b.URL(), CA: pki.CA, Cert: devCert, Key: devKey,
+		StateDir: t.TempDir(), Operators: ring, TelemetryEvery: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	cert, key := pki.Client(t, "operator")
+	conn := []string{"--broker", b.URL(), "--ca", pki.CA, "--tls-cert", cert, "--tls-key", key}
+
+	env := filepath.Join(o1.dir, "ping.json")
+	if _, _, err := run("cmd", "sign", "--key", o1.key, "--target", "dev-1", "-o", env, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := run("cmd", "cosign", "--key", o2.key, env); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(append(append([]string{"cmd", "send"}, conn...), env)...)
+	if err != nil || !strings.Contains(out, "dev-1") || !strings.Contains(out, " ok ") {
+		t.Fatalf("cmd send: %v\n%s", err, out)
+	}
+	// The same envelope again is a replay.
+	out, _, err = run(append(append([]string{"cmd", "send"}, conn...), env)...)
+	if !errors.Is(err, errSilent) || !strings.Contains(out, "REFUSED replay") {
+		t.Fatalf("cmd send again: %v\n%s", err, out)
+	}
+}
