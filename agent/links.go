@@ -14,30 +14,41 @@ import (
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
-	"linkguard.dev/linkguard/hal/bypass"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/policy/store"
 )
 
-// startLinks builds the packet filter on the configured interfaces (inline
-// bridge or monitor), follows the policy store's swaps, and plugs it into
-// the agent's events and telemetry. It returns the filter's run function
-// and what to release when the agent stops.
-func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, release func(), err error) {
-	log := a.Logger.With("part", "links")
+// links is the packet filter part: the filter, the loop that feeds it
+// frames from the ports, and the ports' counters for telemetry.
+type links struct {
+	f       *linkfilter.Filter
+	loop    interface{ Run(context.Context) error }
+	stats   *linkStats
+	release func() // closes the ports and evidence, undoes PrepareInline
+}
+
+// newLinks builds the packet filter on the ports hw opens for the
+// configured interfaces (inline bridge or monitor), makes it follow the
+// policy store's swaps, and reports through up.
+func newLinks(site string, l *config.Links, hw *Hardware, policy *store.Store, up reporting, log *slog.Logger) (*links, error) {
+	log = log.With("part", "links")
 	mode, err := linkfilter.ParseMode(l.Mode.String())
 	if err != nil {
-		return nil, nil, fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if hw.OpenPort == nil {
+		return nil, missing("capture ports for links")
 	}
 	var closers []func() error
-	release = func() {
+	release := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			_ = closers[i]()
 		}
 	}
-	fail := func(err error) (func(context.Context) error, func(), error) {
+	fail := func(err error) (*links, error) {
 		release()
-		return nil, nil, fmt.Errorf("agent: links: %w", err)
+		return nil, fmt.Errorf("agent: links: %w", err)
 	}
 	var ev *linkfilter.Evidence
 	if l.Evidence.Dir != "" && l.Evidence.MaxMB > 0 {
@@ -64,39 +75,31 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 		}
 	}
 	f := linkfilter.New(linkfilter.Options{
-		Site: a.Config.Device.Site, Mode: mode, Reset: l.Reset, MaxFlows: l.MaxFlows, FailOpen: l.Fail == "open",
+		Site: site, Mode: mode, Reset: l.Reset, MaxFlows: l.MaxFlows, FailOpen: l.Fail == "open",
 		Ingress: ingress, LinkLocal: linkLocal, PickupGrace: grace, MaxEncap: l.MaxEncap,
-		Events: a.Events, Evidence: ev, Logger: log,
+		Events: up.events, Evidence: ev, Logger: log,
 	})
 	var ports []capture.Port
+	stats := &linkStats{f: f}
 	open := func(name string, bridge bool) error {
-		p, err := openPort(log, name, bridge, bridge && l.Offloads)
+		p, err := hw.OpenPort(log, name, bridge, bridge && l.Offloads)
 		if err != nil {
 			return err
 		}
 		closers = append(closers, p.Close)
 		ports = append(ports, p)
+		stats.addPort(name, p)
 		return nil
 	}
 	var loop interface{ Run(context.Context) error }
-	stats := &linkStats{f: f}
 	switch mode {
 	case linkfilter.ModeInline:
-		if _, err := capture.CheckMTU(l.Inside, l.Outside); err != nil {
-			return fail(err)
-		}
-		// Without the agent the link is cut (closed: the ports must not be
-		// bridged by the kernel) or carried unfiltered (open: a kernel
-		// bridge the agent holds shut while it runs).
-		if l.Fail == "open" {
-			h, err := bypass.Arm(l.Inside, l.Outside)
+		if hw.PrepareInline != nil {
+			undo, err := hw.PrepareInline(log, l)
 			if err != nil {
 				return fail(err)
 			}
-			closers = append(closers, h.Close)
-			log.Warn("link fails open: if the agent stops, the kernel bridges it unfiltered", "bridge", bypass.BridgeName)
-		} else if err := bypass.Release(l.Inside, l.Outside); err != nil {
-			return fail(err)
+			closers = append(closers, undo)
 		}
 		if err := errors.Join(open(l.Inside, true), open(l.Outside, true)); err != nil {
 			return fail(err)
@@ -116,26 +119,19 @@ func (a *Agent) startLinks(l *config.Links) (run func(context.Context) error, re
 	}
 	// The filter follows every policy swap; until the first, it drops IP
 	// (fail closed) or passes it, reported (fail open).
-	a.Policy.Subscribe(func(c *store.Current) { f.SetMatcher(c.Matcher) })
-	for _, p := range ports {
-		if l, ok := p.(*capture.Live); ok {
-			stats.ports = append(stats.ports, l)
-			stats.counts = append(stats.counts, PortCounters{Name: l.Name()})
-		}
-	}
-	if a.Telemetry != nil {
-		a.Telemetry.AddSection("links", func() any { return stats.read() })
-	}
-	a.Links = f
-	a.linkStats = stats
+	policy.Subscribe(func(c *store.Current) { f.SetMatcher(c.Matcher) })
+	up.telemetry.AddSection(contract.SectionLinks, func() any { return stats.read() })
 	log.Info("link filter ready", "mode", mode, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows,
 		"offloads", l.Offloads && mode == linkfilter.ModeInline, "ingress", ingress, "link_local", linkLocal.String(), "pickup_grace", grace, "max_encap", l.MaxEncap)
-	return func(ctx context.Context) error {
-		g, ctx := errgroup.WithContext(ctx)
-		g.Go(func() error { return f.Run(ctx) })
-		g.Go(func() error { return loop.Run(ctx) })
-		return g.Wait()
-	}, release, nil
+	return &links{f: f, loop: loop, stats: stats, release: release}, nil
+}
+
+// run sweeps the flow table and judges the ports' frames until ctx ends.
+func (l *links) run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return l.f.Run(ctx) })
+	g.Go(func() error { return l.loop.Run(ctx) })
+	return g.Wait()
 }
 
 // openPort opens one capture port. A bridge port's offloads are turned off
@@ -168,35 +164,10 @@ func openPort(log *slog.Logger, name string, bridge, carry bool) (*capture.Live,
 	return p, err
 }
 
-// LinksTelemetry is the links section of telemetry: the filter's counters,
-// the ports' kernel counters and the bridge's.
-type LinksTelemetry struct {
-	linkfilter.Snapshot
-	Ports []PortCounters `json:"ports"`
-	// WriteErrors counts frames a port refused to send; OffloadMismatches
-	// super-frames dropped because their offload metadata did not match
-	// their packet (inline mode).
-	WriteErrors       uint64 `json:"write_errors"`
-	OffloadMismatches uint64 `json:"offload_mismatches"`
-}
-
-// PortCounters are a capture port's kernel counters since the agent
-// started.
-type PortCounters struct {
-	Name     string `json:"name"`
-	Received uint64 `json:"received"`
-	// RingDropped frames were lost because the receive ring was full: the
-	// agent did not keep up.
-	RingDropped uint64 `json:"ring_dropped"`
-}
-
-// LinksTelemetry returns the links section as telemetry reports it; false
-// without links.
-func (a *Agent) LinksTelemetry() (LinksTelemetry, bool) {
-	if a.linkStats == nil {
-		return LinksTelemetry{}, false
-	}
-	return a.linkStats.read(), true
+// portCounters is the optional ability of a port to say what its kernel
+// received and dropped since the last call (capture.Live has it).
+type portCounters interface {
+	Stats() (received, dropped uint64, err error)
 }
 
 // linkStats adds up the ports' kernel counters, which the kernel resets at
@@ -205,11 +176,20 @@ type linkStats struct {
 	f      *linkfilter.Filter
 	bridge *linkfilter.Bridge // nil in monitor mode
 	mu     sync.Mutex
-	ports  []*capture.Live
-	counts []PortCounters
+	ports  []portCounters
+	counts []contract.PortCounters
 }
 
-func (s *linkStats) read() LinksTelemetry {
+// addPort counts a port's frames in telemetry, if it has counters.
+func (s *linkStats) addPort(name string, p capture.Port) {
+	if c, ok := p.(portCounters); ok {
+		s.ports = append(s.ports, c)
+		s.counts = append(s.counts, contract.PortCounters{Name: name})
+	}
+}
+
+// read is the links section as telemetry reports it.
+func (s *linkStats) read() contract.Links {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, p := range s.ports {
@@ -218,9 +198,37 @@ func (s *linkStats) read() LinksTelemetry {
 			s.counts[i].RingDropped += drop
 		}
 	}
-	t := LinksTelemetry{Snapshot: s.f.Snapshot(), Ports: slices.Clone(s.counts)}
+	t := linksSection(s.f.Snapshot())
+	t.Ports = slices.Clone(s.counts)
+	if t.Ports == nil {
+		t.Ports = []contract.PortCounters{}
+	}
 	if s.bridge != nil {
 		t.WriteErrors, t.OffloadMismatches = s.bridge.WriteErrors(), s.bridge.OffloadMismatches()
+	}
+	return t
+}
+
+// linksSection puts the filter's counters in the contract's words; every
+// field of the snapshot has its place there (TestLinksSectionCarriesSnapshot).
+func linksSection(s linkfilter.Snapshot) contract.Links {
+	t := contract.Links{
+		Mode: s.Mode, PolicySerial: s.PolicySerial,
+		Passed: s.Passed, PassedBytes: s.PassedBytes,
+		Denied: s.Denied, DeniedBytes: s.DeniedBytes, DeniedFlows: s.DeniedFlows,
+		Domestic: s.Domestic, LinkControl: s.LinkControl, Other: s.Other,
+		Malformed: s.Malformed, Truncated: s.Truncated, SuperFrames: s.SuperFrames,
+		FragmentsUnknown: s.FragmentsUnknown, Tunnelled: s.Tunnelled, Fragments: s.Fragments,
+		FragmentOverlaps: s.FragmentOverlaps, Spoofed: s.Spoofed, TCPNoSYN: s.TCPNoSYN,
+		LinkControlLimited: s.LinkControlLimited, Techniques: s.Techniques,
+		NewFlows: s.NewFlows, Flows: s.Flows, FlowCap: s.FlowCap,
+		FlowsEvicted: s.FlowsEvicted, FlowsExpired: s.FlowsExpired,
+		Events: s.Events, EventsSuppressed: s.EventsSuppressed, EvidenceFrames: s.EvidenceFrames,
+		Resets: s.Resets, PolicySwaps: s.PolicySwaps,
+		Approvals: make([]contract.ApprovalCount, len(s.Approvals)),
+	}
+	for i, a := range s.Approvals {
+		t.Approvals[i] = contract.ApprovalCount{ID: a.ID, Packets: a.Packets, Bytes: a.Bytes}
 	}
 	return t
 }

@@ -15,6 +15,7 @@ import (
 	"linkguard.dev/linkguard/agent/feeds"
 	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/agent/version"
 	"linkguard.dev/linkguard/policy/dsse"
@@ -26,125 +27,152 @@ import (
 type Options struct {
 	Logger   *slog.Logger
 	LevelVar *slog.LevelVar // lets log.level change the level; may be nil
-	// Ready, if set, is called once every part has started.
+	// Hardware is what the device drives; nil is LiveHardware(). The
+	// testbench hands in its in-memory wires and simulated buses.
+	Hardware *Hardware
+	// Ready, if set, is called once every part is built, as they start.
 	Ready func(*Agent)
 }
 
-// Agent is a running device: its parts, for commands and tests to reach.
+// Agent is a running device as its commands and tests see it. Run builds
+// the parts, each given what it needs when it is made; Agent only shows
+// them.
 type Agent struct {
-	Config *config.Config
-	Logger *slog.Logger
-	Policy *store.Store
-	// Events is where parts emit events: the MQTT link, or report.Discard
-	// on a device without mqtt.
-	Events report.Events
-	// Telemetry and Commands take parts' telemetry sections and command
-	// handlers; nil on a device without mqtt.
-	Telemetry report.Telemetry
-	Commands  command.Registrar
-	Link      *mqttlink.Link // nil without mqtt
-	// Feeds is the power-feed throttle controller; nil without feeds.
-	Feeds *feeds.Controller
-	// Links is the packet filter; nil without links.
-	Links     *linkfilter.Filter
-	linkStats *linkStats
-
-	feedsMaxAge time.Duration // a feed loop silent this long is not alive
+	policy *store.Store
+	link   *mqttlink.Link
+	feeds  *feeds.Controller
+	links  *links
 }
 
-// Run builds the device's parts from cfg and runs them until ctx ends or one
-// of them fails. It returns nil on a clean shutdown.
+// Policy is the policy store.
+func (a *Agent) Policy() *store.Store { return a.policy }
+
+// Link is the MQTT link; nil on a device without mqtt.
+func (a *Agent) Link() *mqttlink.Link { return a.link }
+
+// Feeds is the feed controller; nil without feeds.
+func (a *Agent) Feeds() *feeds.Controller { return a.feeds }
+
+// Filter is the packet filter; nil without links.
+func (a *Agent) Filter() *linkfilter.Filter {
+	if a.links == nil {
+		return nil
+	}
+	return a.links.f
+}
+
+// LinksTelemetry is the links section as telemetry reports it; false
+// without links.
+func (a *Agent) LinksTelemetry() (contract.Links, bool) {
+	if a.links == nil {
+		return contract.Links{}, false
+	}
+	return a.links.stats.read(), true
+}
+
+// reporting is where parts send their events and telemetry and register
+// their commands: the MQTT link, or nowhere on a device without mqtt.
+// It exists before any part is made, and each gets it in its constructor.
+type reporting struct {
+	events    report.Events
+	telemetry report.Telemetry
+	commands  command.Registrar
+}
+
+// offline is the telemetry and command registry of a device without mqtt:
+// no report leaves it and no command can reach it, so sections and
+// handlers are not kept.
+type offline struct{}
+
+func (offline) AddSection(string, func() any)          {}
+func (offline) Register(string, command.Handler) error { return nil }
+
+var (
+	_ report.Telemetry  = offline{}
+	_ command.Registrar = offline{}
+)
+
+// Run builds the device's parts from cfg on the hardware opts give and runs
+// them until ctx ends or one of them fails. It returns nil on a clean
+// shutdown.
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("device", cfg.Device.ID)
+	hw := opts.Hardware
+	if hw == nil {
+		hw = LiveHardware()
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("agent: state dir: %w", err)
 	}
-	trust, err := dsse.LoadKeyring(cfg.Policy.Trust...)
-	if err != nil {
-		return fmt.Errorf("agent: policy trust: %w", err)
-	}
-	a := &Agent{Config: cfg, Logger: log, Events: report.Discard}
-	a.Policy, err = store.New(store.Options{
-		Trust: trust, Threshold: cfg.Policy.Threshold, StateDir: cfg.StateDir, Logger: log.With("part", "policy"),
-		OnOutcome: func(o store.Outcome) {
-			if a.Link != nil {
-				a.Link.PolicyOutcome(o)
-			}
-		},
+	// The store reports outcomes to the link, which needs the store: link
+	// is set right after, before anything can apply a policy.
+	var link *mqttlink.Link
+	policy, err := openPolicy(cfg, log, func(o store.Outcome) {
+		if link != nil {
+			link.PolicyOutcome(o)
+		}
 	})
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return err
 	}
-	if c, err := a.Policy.Restore(); err == nil {
-		log.Info("enforcing last-known-good policy", "serial", c.Serial())
-	} else if !errors.Is(err, os.ErrNotExist) {
-		log.Error("last-known-good policy unusable", "err", err)
-	} else {
-		log.Warn("no last-known-good policy: enforcing nothing until a signed policy arrives")
-	}
-
+	up := reporting{events: report.Discard, telemetry: offline{}, commands: offline{}}
 	if m := cfg.MQTT; m != nil {
-		if err := a.startLink(m, opts.LevelVar); err != nil {
+		if link, err = openLink(cfg, m, policy, opts.LevelVar, log); err != nil {
 			return err
 		}
+		up = reporting{events: link, telemetry: link, commands: link}
+	}
+	a := &Agent{policy: policy, link: link}
+	var runs []func(context.Context) error
+	if link != nil {
+		runs = append(runs, link.Run)
 	}
 
+	alive := func(time.Time) bool { return true } // what the watchdog and a trial boot wait for
 	if len(cfg.Feeds) > 0 {
-		specs, hw, err := feeds.FromConfig(cfg, log.With("part", "feeds"))
+		ctl, maxAge, closer, err := newFeeds(cfg, hw, up, log)
 		if err != nil {
-			return fmt.Errorf("agent: %w", err)
-		}
-		defer hw.Close()
-		a.feedsMaxAge = feeds.WatchdogAge(specs)
-		if err := a.startFeeds(specs); err != nil {
 			return err
 		}
+		defer closer.Close()
+		a.feeds = ctl
+		alive = func(now time.Time) bool { return ctl.Alive(now, maxAge) }
+		runs = append(runs, ctl.Run)
 	}
-
-	var runLinks func(context.Context) error
 	if l := cfg.Links; l != nil {
-		run, release, err := a.startLinks(l)
+		lk, err := newLinks(cfg.Device.Site, l, hw, policy, up, log)
 		if err != nil {
 			return err
 		}
-		defer release()
-		runLinks = run
+		defer lk.release()
+		a.links = lk
+		runs = append(runs, lk.run)
 	}
-
-	var updateRuns []func(context.Context) error
 	if u := cfg.Update; u != nil {
-		if updateRuns, err = a.startUpdate(u); err != nil {
+		health := healthChecks(policy, alive, link)
+		upd, err := newUpdater(u, up, health, log)
+		if err != nil {
 			return err
 		}
-	}
-
-	g, ctx := errgroup.WithContext(ctx)
-	for _, run := range updateRuns {
-		g.Go(func() error { return run(ctx) })
-	}
-	if runLinks != nil {
-		g.Go(func() error { return runLinks(ctx) })
-	}
-	if a.Link != nil {
-		g.Go(func() error { return a.Link.Run(ctx) })
-	}
-	if a.Feeds != nil {
-		g.Go(func() error { return a.Feeds.Run(ctx) })
+		runs = append(runs, upd...)
 	}
 	if wd := cfg.Watchdog; wd != nil {
-		w := &feeds.Watchdog{Device: wd.Device, Every: wd.Every, Logger: log.With("part", "watchdog")}
-		if a.Feeds != nil {
-			w.Alive = func(now time.Time) bool { return a.Feeds.Alive(now, a.feedsMaxAge) }
+		if hw.Watchdog == nil {
+			return missing("watchdog")
 		}
-		g.Go(func() error { return w.Run(ctx) })
+		runs = append(runs, hw.Watchdog(wd, alive, log.With("part", "watchdog")))
 	}
-	w := &watch.Watcher{Path: cfg.Policy.File, Store: a.Policy, Logger: log.With("part", "policy-watch")}
-	g.Go(func() error { return w.Run(ctx) })
+	w := &watch.Watcher{Path: cfg.Policy.File, Store: policy, Logger: log.With("part", "policy-watch")}
+	runs = append(runs, w.Run)
 
+	g, ctx := errgroup.WithContext(ctx)
+	for _, run := range runs {
+		g.Go(func() error { return run(ctx) })
+	}
 	if opts.Ready != nil {
 		opts.Ready(a)
 	}
@@ -154,50 +182,52 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	return err
 }
 
-// startFeeds builds the feed controller on opened hardware and plugs it
-// into the agent's events, telemetry and commands.
-func (a *Agent) startFeeds(specs []feeds.Spec) error {
-	ctl, err := feeds.New(feeds.Options{Feeds: specs, StateDir: a.Config.StateDir, Events: a.Events,
-		Logger: a.Logger.With("part", "feeds")})
+// openPolicy makes the policy store and restores its last-known-good
+// policy.
+func openPolicy(cfg *config.Config, log *slog.Logger, outcome func(store.Outcome)) (*store.Store, error) {
+	trust, err := dsse.LoadKeyring(cfg.Policy.Trust...)
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: policy trust: %w", err)
 	}
-	if a.Commands != nil {
-		if err := ctl.RegisterCommands(a.Commands); err != nil {
-			return fmt.Errorf("agent: %w", err)
-		}
+	st, err := store.New(store.Options{
+		Trust: trust, Threshold: cfg.Policy.Threshold, StateDir: cfg.StateDir, Logger: log.With("part", "policy"),
+		OnOutcome: outcome,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
 	}
-	if a.Telemetry != nil {
-		ctl.RegisterTelemetry(a.Telemetry)
+	if c, err := st.Restore(); err == nil {
+		log.Info("enforcing last-known-good policy", "serial", c.Serial())
+	} else if !errors.Is(err, os.ErrNotExist) {
+		log.Error("last-known-good policy unusable", "err", err)
+	} else {
+		log.Warn("no last-known-good policy: enforcing nothing until a signed policy arrives")
 	}
-	a.Feeds = ctl
-	return nil
+	return st, nil
 }
 
-// startLink opens the MQTT link (its queue, event chain and replay memory)
-// and makes it the agent's event sink, telemetry and command registry.
-func (a *Agent) startLink(m *config.MQTT, lv *slog.LevelVar) error {
-	cfg := a.Config
+// openLink opens the MQTT link (its queue, event chain and replay memory):
+// the device's events, telemetry and command intake.
+func openLink(cfg *config.Config, m *config.MQTT, policy *store.Store, lv *slog.LevelVar, log *slog.Logger) (*mqttlink.Link, error) {
 	ops, err := dsse.LoadKeyring(m.Operators...)
 	if err != nil {
-		return fmt.Errorf("agent: mqtt operators: %w", err)
+		return nil, fmt.Errorf("agent: mqtt operators: %w", err)
 	}
 	link, err := mqttlink.New(mqttlink.Options{
 		Device: cfg.Device.ID, Site: cfg.Device.Site, Kind: cfg.Device.Kind.String(), Version: version.Version,
 		URL: m.URL, CA: m.CA, Cert: m.Cert, Key: m.Key,
 		Keepalive: m.Keepalive, TelemetryEvery: m.TelemetryEvery,
-		StateDir: cfg.StateDir, QueueMaxBytes: int64(m.Queue.MaxMB) << 20,
-		Operators: ops, Policy: a.Policy, PolicyFile: cfg.Policy.File,
-		Logger: a.Logger.With("part", "mqtt"), LevelVar: lv,
+		StateDir: cfg.StateDir, QueueMaxBytes: m.Queue.MaxMB.Bytes(),
+		Operators: ops, Policy: policy, PolicyFile: cfg.Policy.File,
+		Logger: log.With("part", "mqtt"), LevelVar: lv,
 	})
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	if cfg.Links != nil && cfg.Links.Evidence.Dir != "" {
 		if err := link.RegisterEvidence(cfg.Links.Evidence.Dir); err != nil {
-			return fmt.Errorf("agent: %w", err)
+			return nil, fmt.Errorf("agent: %w", err)
 		}
 	}
-	a.Link, a.Events, a.Telemetry, a.Commands = link, link, link, link
-	return nil
+	return link, nil
 }

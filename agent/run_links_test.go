@@ -75,6 +75,7 @@ links:
   max_flows: 4096
   offloads: %v
   fail: %s
+  ingress: loose # the domestic address answers from the outside
   evidence: {dir: %s, max_mb: 1}
 `, filepath.Join(dir, "state"), policyFile, pubPath, offloads, failMode, filepath.Join(dir, "evidence"))
 	cfg, err := config.Parse("test.yaml", []byte(cfgYAML))
@@ -96,7 +97,8 @@ links:
 		t.Fatal("agent did not start")
 	}
 	t.Cleanup(func() { cancel(); <-done })
-	if a.Links == nil {
+	f := a.Filter()
+	if f == nil {
 		t.Fatal("no link filter")
 	}
 	if got := ping("103.1.0.3"); got != failOpen {
@@ -125,10 +127,10 @@ links:
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for a.Links.Matcher() == nil && time.Now().Before(deadline) {
+	for f.Matcher() == nil && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if a.Links.Matcher() == nil {
+	if f.Matcher() == nil {
 		t.Fatal("policy file not applied to the filter")
 	}
 	if !ping("198.51.100.7") || !ping("103.1.0.3") {
@@ -137,7 +139,7 @@ links:
 	if ping("203.0.113.7") {
 		t.Error("unapproved passed")
 	}
-	s := a.Links.Snapshot()
+	s := f.Snapshot()
 	if s.PolicySerial != 5 || len(s.Approvals) != 1 || s.Denied == 0 {
 		t.Errorf("snapshot %+v", s)
 	}

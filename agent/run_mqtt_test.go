@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,15 +17,18 @@ import (
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
-	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/hal/capture"
+	"linkguard.dev/linkguard/hal/capture/capturetest"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/policytest"
 )
 
-// TestRunReportsOverMQTT runs the composition root with an mqtt section
-// against an embedded broker: the agent publishes its state, a policy
-// applied from the policy file is reported as an event over MQTT, and a
-// signed command is answered.
+// TestRunReportsOverMQTT runs the composition root with mqtt and links
+// sections against an embedded broker, its ports in-memory wires handed in
+// through the hardware seam: the agent publishes its state, a policy
+// applied from the policy file is reported as an event, telemetry carries
+// the links section with that policy's serial, a signed command is
+// answered, and every message it publishes keeps the contract.
 func TestRunReportsOverMQTT(t *testing.T) {
 	pki := brokertest.NewPKI(t)
 	b := brokertest.Mochi(t, pki)
@@ -76,6 +80,7 @@ mqtt:
   telemetry_every: 1s
   queue: {max_mb: 4}
   operators: [%s]
+links: {mode: inline, inside: in0, outside: out0}
 `, filepath.Join(dir, "state"), policyFile, committeePub, b.URL(), pki.CA, cert, key, opsPub)
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
@@ -85,12 +90,25 @@ mqtt:
 	defer cancel()
 	ready := make(chan *agent.Agent, 1)
 	done := make(chan error, 1)
-	go func() { done <- agent.Run(ctx, cfg, agent.Options{Ready: func(a *agent.Agent) { ready <- a }}) }()
-	a := <-ready
-	if a.Link == nil || a.Events == report.Discard || a.Commands == nil || a.Telemetry == nil {
-		t.Fatal("mqtt configured but the agent has no link")
+	ports := map[string]*capturetest.Port{"in0": capturetest.NewPort(64, 10*time.Millisecond), "out0": capturetest.NewPort(64, 10*time.Millisecond)}
+	hw := &agent.Hardware{OpenPort: func(_ *slog.Logger, name string, bridge, _ bool) (capture.Port, error) {
+		if p, ok := ports[name]; ok && bridge {
+			return p, nil
+		}
+		return nil, fmt.Errorf("no bridge port %q", name)
+	}}
+	go func() {
+		done <- agent.Run(ctx, cfg, agent.Options{Hardware: hw, Ready: func(a *agent.Agent) { ready <- a }})
+	}()
+	var a *agent.Agent
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
 	}
-	a.Telemetry.AddSection("link", func() any { return map[string]int{"frames": 42} })
+	if a.Link() == nil || a.Filter() == nil {
+		t.Fatal("mqtt and links configured but the agent has no link or no filter")
+	}
 	waitFor("online state", func(s string) bool {
 		return strings.HasPrefix(s, "linkguard/v1/vte-border-01/state ") && strings.Contains(s, `"online":true`)
 	})
@@ -103,8 +121,14 @@ mqtt:
 	waitFor("policy.applied event", func(s string) bool {
 		return strings.HasPrefix(s, "linkguard/v1/vte-border-01/events ") && strings.Contains(s, `"type":"policy.applied"`)
 	})
-	waitFor("telemetry with the link section", func(s string) bool {
-		return strings.HasPrefix(s, "linkguard/v1/vte-border-01/telemetry ") && strings.Contains(s, `"frames":42`)
+	waitFor("telemetry with the links section on serial 3", func(s string) bool {
+		topic, payload, _ := strings.Cut(s, " ")
+		var tel contract.Telemetry
+		if topic != "linkguard/v1/vte-border-01/telemetry" || json.Unmarshal([]byte(payload), &tel) != nil {
+			return false
+		}
+		l, err := tel.Links()
+		return err == nil && l != nil && l.PolicySerial == 3 && l.Mode == "inline"
 	})
 	now := time.Now()
 	env, _ := command.Sign(command.Payload{ID: "run-ping", Target: "vte-border-01", Issued: now, Expires: now.Add(time.Minute), Type: command.Ping}, opsKey)
@@ -126,4 +150,12 @@ mqtt:
 	waitFor("offline state on clean shutdown", func(s string) bool {
 		return strings.HasPrefix(s, "linkguard/v1/vte-border-01/state ") && strings.Contains(s, `"online":false`)
 	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range seen {
+		topic, payload, _ := strings.Cut(m, " ")
+		if err := contract.ValidateTopic(topic, []byte(payload)); err != nil {
+			t.Errorf("message breaks the contract: %v\n%s", err, contract.Pretty([]byte(payload)))
+		}
+	}
 }

@@ -9,10 +9,12 @@ import (
 
 	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/config"
+	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/firmware/slot"
 	"linkguard.dev/linkguard/firmware/update"
 	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/store"
 )
 
 // ErrRestart ends Run after a firmware candidate was installed: the init
@@ -37,11 +39,12 @@ type updater struct {
 	jobs   chan update.FetchArgs
 }
 
-// startUpdate reports a rollback the launcher recorded, registers
+// newUpdater reports a rollback the launcher recorded, registers
 // update.fetch, and returns the goroutines to run: the fetch worker and, on
-// a candidate's trial boot, the health confirmation that commits it.
-func (a *Agent) startUpdate(u *config.Update) ([]func(context.Context) error, error) {
-	log := a.Logger.With("part", "update")
+// a candidate's trial boot, the confirmation that commits it once health
+// holds.
+func newUpdater(u *config.Update, up reporting, health []slot.Check, log *slog.Logger) ([]func(context.Context) error, error) {
+	log = log.With("part", "update")
 	slots, err := slot.New(u.Root)
 	if err != nil {
 		return nil, fmt.Errorf("agent: update: %w", err)
@@ -55,7 +58,7 @@ func (a *Agent) startUpdate(u *config.Update) ([]func(context.Context) error, er
 	if rb, err := slot.PendingRollback(u.Root); err != nil {
 		log.Error("slot state unreadable", "err", err)
 	} else if rb != nil {
-		a.Events.Emit(EventFirmwareRolledBack, report.Error, report.Fields{
+		up.events.Emit(EventFirmwareRolledBack, report.Error, report.Fields{
 			"from": rb.From, "from_version": rb.FromVersion, "to": rb.To, "to_version": rb.ToVersion,
 			"reason": rb.Reason, "attempts": rb.Attempts, "at": rb.At,
 		})
@@ -63,21 +66,19 @@ func (a *Agent) startUpdate(u *config.Update) ([]func(context.Context) error, er
 			log.Error("could not clear the reported rollback", "err", err)
 		}
 	}
-	up := &updater{
-		in:     &update.Installer{Slots: slots, Keys: keys, Hardware: u.Hardware, MaxFetch: int64(u.MaxFetchMB) << 20, Logger: log},
-		events: a.Events, log: log, jobs: make(chan update.FetchArgs, 1),
+	upd := &updater{
+		in:     &update.Installer{Slots: slots, Keys: keys, Hardware: u.Hardware, MaxFetch: u.MaxFetchMB.Bytes(), Logger: log},
+		events: up.events, log: log, jobs: make(chan update.FetchArgs, 1),
 	}
-	if a.Commands != nil {
-		if err := a.Commands.Register(command.UpdateFetch, command.HandlerFunc(up.handle)); err != nil {
-			return nil, fmt.Errorf("agent: %w", err)
-		}
+	if err := up.commands.Register(command.UpdateFetch, command.HandlerFunc(upd.handle)); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
 	}
-	runs := []func(context.Context) error{up.run}
+	runs := []func(context.Context) error{upd.run}
 	if self, ok := slot.FromEnv(); ok && self.Trial {
 		runs = append(runs, func(ctx context.Context) error {
-			err := slot.Confirm(ctx, self, time.Second, log, a.healthChecks()...)
+			err := slot.Confirm(ctx, self, time.Second, log, health...)
 			if err == nil {
-				a.Events.Emit(EventFirmwareCommitted, report.Notice, report.Fields{"slot": self.Slot})
+				up.events.Emit(EventFirmwareCommitted, report.Notice, report.Fields{"slot": self.Slot})
 			}
 			if errors.Is(err, context.Canceled) {
 				return nil
@@ -89,27 +90,25 @@ func (a *Agent) startUpdate(u *config.Update) ([]func(context.Context) error, er
 }
 
 // healthChecks are what a firmware candidate must show before it is
-// committed: a policy loaded, enforcement running, and the broker reached or
-// the queue accepting reports.
-func (a *Agent) healthChecks() []slot.Check {
+// committed: a policy loaded, enforcement running (alive: the feed loops
+// step; the packet filter is built before the updater or the agent does
+// not start), and the broker reached or the queue accepting reports.
+func healthChecks(policy *store.Store, alive func(time.Time) bool, link *mqttlink.Link) []slot.Check {
 	return []slot.Check{
 		{Name: "policy", Healthy: func(context.Context) error {
-			if a.Policy.Current() == nil {
+			if policy.Current() == nil {
 				return errors.New("no policy loaded")
 			}
 			return nil
 		}},
 		{Name: "enforcement", Healthy: func(context.Context) error {
-			if a.Feeds != nil && !a.Feeds.Alive(time.Now(), a.feedsMaxAge) {
+			if !alive(time.Now()) {
 				return errors.New("feed control loop not running")
-			}
-			if a.Config.Links != nil && a.Links == nil {
-				return errors.New("packet filter not running")
 			}
 			return nil
 		}},
 		{Name: "uplink", Healthy: func(context.Context) error {
-			if a.Link == nil || a.Link.Connected() || a.Link.QueueStats().Appended > 0 {
+			if link == nil || link.Connected() || link.QueueStats().Appended > 0 {
 				return nil
 			}
 			return errors.New("broker not reached and nothing queued yet")

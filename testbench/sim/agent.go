@@ -10,13 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
-	"linkguard.dev/linkguard/agent/command"
-	"linkguard.dev/linkguard/agent/mqttlink"
-	"linkguard.dev/linkguard/agent/report"
-	"linkguard.dev/linkguard/policy/store"
-	"linkguard.dev/linkguard/policy/watch"
+	"linkguard.dev/linkguard/agent"
+	"linkguard.dev/linkguard/agent/config"
 )
 
 // AgentOptions describe one simulated device.
@@ -25,37 +20,38 @@ type AgentOptions struct {
 	Broker         string // host:port of the broker
 	Dir            string // the device's state directory (kept across restarts)
 	Keys           *Keys
-	TelemetryEvery time.Duration // default 2s
+	TelemetryEvery time.Duration // default 2s; at least 1s, the configuration's floor
 	Logger         *slog.Logger
 }
 
-// part is the kind-specific half of an agent (the packet filter, the feed
-// controller). Each start is a fresh run, as a restarted process would be,
-// on hardware that outlives it.
-type part interface {
+// device is what one kind of simulated device adds to agent.Run: the
+// sections of its configuration beyond identity, policy and mqtt, and the
+// simulated hardware it runs on.
+type device interface {
 	kind() string
-	// run runs the device's agent once until ctx ends; it calls ready as
-	// soon as the run's MQTT link and policy store exist.
-	run(ctx context.Context, a *Agent, ready func(*mqttlink.Link, *store.Store)) error
+	// config is the kind's sections of the configuration file.
+	config(a *Agent) string
+	// hardware is what one run of the agent drives. Each start is a fresh
+	// run, as a restarted process would be, on hardware that outlives it.
+	hardware() *agent.Hardware
 }
 
-// Agent is one simulated device's agent: the real policy store, policy file
-// watcher and mqttlink, plus its part, restartable on the same state.
+// Agent is one simulated device: agent.Run, the device's composition root,
+// on a configuration as it would sit in /etc/linkguard and on simulated
+// hardware, restartable on the same state.
 type Agent struct {
 	opt   AgentOptions
-	part  part
+	dev   device
 	proxy *proxy
 	log   *slog.Logger
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
 	done    chan error
-	link    *mqttlink.Link
-	store   *store.Store
 	started int
 }
 
-func newAgent(opt AgentOptions, p part) (*Agent, error) {
+func newAgent(opt AgentOptions, d device) (*Agent, error) {
 	if opt.TelemetryEvery <= 0 {
 		opt.TelemetryEvery = 2 * time.Second
 	}
@@ -69,7 +65,7 @@ func newAgent(opt AgentOptions, p part) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sim: %s: proxy: %w", opt.ID, err)
 	}
-	return &Agent{opt: opt, part: p, proxy: px, log: opt.Logger.With("device", opt.ID)}, nil
+	return &Agent{opt: opt, dev: d, proxy: px, log: opt.Logger.With("device", opt.ID)}, nil
 }
 
 // ID is the device id.
@@ -79,7 +75,7 @@ func (a *Agent) ID() string { return a.opt.ID }
 func (a *Agent) Site() string { return a.opt.Site }
 
 // Kind is router or relay.
-func (a *Agent) Kind() string { return a.part.kind() }
+func (a *Agent) Kind() string { return a.dev.kind() }
 
 // PolicyFile is where the agent reads its policy file from.
 func (a *Agent) PolicyFile() string { return filepath.Join(a.opt.Dir, "policy.signed.json") }
@@ -91,47 +87,80 @@ func (a *Agent) Running() bool {
 	return a.cancel != nil
 }
 
-// Policy is the running agent's policy store (nil when stopped).
-func (a *Agent) Policy() *store.Store {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.store
+// Config is the device's configuration file.
+func (a *Agent) Config() []byte {
+	k := a.opt.Keys
+	return deviceConfig(a.opt.ID, a.opt.Site, a.dev.kind(), a.opt.Dir, k.CommitteePub, k.OperatorPub,
+		a.proxy.url(), a.opt.TelemetryEvery, a.dev.config(a))
 }
 
-// Link is the running agent's MQTT link (nil when stopped).
-func (a *Agent) Link() *mqttlink.Link {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.link
+// deviceConfig is a device's configuration file: its identity, state and
+// policy file in dir, mqtt, and the sections of its kind.
+func deviceConfig(id, site, kind, dir, committeePub, operatorPub, url string, telemetryEvery time.Duration, sections string) []byte {
+	return fmt.Appendf(nil, `device: {id: %q, site: %q, kind: %s}
+state_dir: %q
+policy: {file: %q, trust: [%q], threshold: 1}
+mqtt:
+  url: %q
+  telemetry_every: %s
+  keepalive: 10s
+  operators: [%q]
+%s`, id, site, kind, dir, filepath.Join(dir, "policy.signed.json"), committeePub,
+		url, max(telemetryEvery, time.Second), operatorPub, sections)
 }
 
-// Start runs the agent until ctx ends, Stop or Kill. It returns once the
-// run's link and policy store exist, or with the error that ended the run
-// before then.
+// BareOptions describe a device with no hardware behind it.
+type BareOptions struct {
+	ID, Site                  string
+	Broker                    string // URL
+	Dir                       string // state and policy file
+	CommitteePub, OperatorPub string // key files it trusts
+	TelemetryEvery            time.Duration
+	Logger                    *slog.Logger
+}
+
+// RunBare runs agent.Run for a router with no link configured, until ctx
+// ends: identity, policy store and file watcher, the MQTT link with its
+// queue, state, will and signed commands. The fleet is made of these.
+func RunBare(ctx context.Context, o BareOptions) error {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	cfg, err := config.Parse("sim:"+o.ID, deviceConfig(o.ID, o.Site, config.KindRouter, o.Dir, o.CommitteePub, o.OperatorPub,
+		o.Broker, o.TelemetryEvery, ""))
+	if err != nil {
+		return fmt.Errorf("sim: %s: %w", o.ID, err)
+	}
+	return agent.Run(ctx, cfg, agent.Options{Logger: o.Logger, Hardware: &agent.Hardware{}})
+}
+
+// Start runs the agent until ctx ends, Stop or Kill. It returns once every
+// part of the run is built, or with the error that ended the run before
+// then.
 func (a *Agent) Start(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.cancel != nil {
 		return nil
 	}
+	cfg, err := config.Parse("sim:"+a.opt.ID, a.Config())
+	if err != nil {
+		return fmt.Errorf("sim: %s: %w", a.opt.ID, err)
+	}
 	a.proxy.setCut(false)
 	ctx, cancel := context.WithCancel(ctx)
-	type built struct {
-		link *mqttlink.Link
-		st   *store.Store
-	}
-	ready := make(chan built, 1)
+	ready := make(chan struct{}, 1)
 	done := make(chan error, 1)
 	go func() {
-		err := a.part.run(ctx, a, func(l *mqttlink.Link, st *store.Store) { ready <- built{l, st} })
+		err := agent.Run(ctx, cfg, agent.Options{Logger: a.opt.Logger, Hardware: a.dev.hardware(),
+			Ready: func(*agent.Agent) { ready <- struct{}{} }})
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("agent failed", "err", err)
 		}
 		done <- err
 	}()
 	select {
-	case b := <-ready:
-		a.link, a.store = b.link, b.st
+	case <-ready:
 	case err := <-done:
 		cancel()
 		if err == nil {
@@ -144,63 +173,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	return nil
 }
 
-// runComposed is the router's composition: the real policy store, policy
-// file watcher and mqttlink around the part attach builds, wired as
-// agent.Run wires them. (agent.Run opens live AF_PACKET ports; the
-// simulated router's ports are in-memory wires.)
-func (a *Agent) runComposed(ctx context.Context, attach func(*mqttlink.Link, *store.Store, *slog.Logger) (func(context.Context) error, error), ready func(*mqttlink.Link, *store.Store)) error {
-	log := a.log
-	trust, err := a.opt.Keys.Trust()
-	if err != nil {
-		return err
-	}
-	ops, err := a.opt.Keys.Operators()
-	if err != nil {
-		return err
-	}
-	var link *mqttlink.Link
-	st, err := store.New(store.Options{Trust: trust, Threshold: 1, StateDir: a.opt.Dir, Logger: log.With("part", "policy"),
-		OnOutcome: func(o store.Outcome) {
-			if link != nil {
-				link.PolicyOutcome(o)
-			}
-		}})
-	if err != nil {
-		return err
-	}
-	if _, err := st.Restore(); err != nil && !errors.Is(err, os.ErrNotExist) {
-		log.Warn("last-known-good policy unusable", "err", err)
-	}
-	link, err = mqttlink.New(mqttlink.Options{
-		Device: a.opt.ID, Site: a.opt.Site, Kind: a.part.kind(), Version: "testbench",
-		URL: a.proxy.url(), Keepalive: 10 * time.Second, TelemetryEvery: a.opt.TelemetryEvery,
-		MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second,
-		StateDir: a.opt.Dir, Operators: ops, Policy: st, PolicyFile: a.PolicyFile(),
-		Logger: log.With("part", "mqtt"),
-	})
-	if err != nil {
-		return err
-	}
-	run, err := attach(link, st, log)
-	if err != nil {
-		return err
-	}
-	w := &watch.Watcher{Path: a.PolicyFile(), Store: st, Logger: log.With("part", "policy-watch"), Debounce: 50 * time.Millisecond, Poll: 5 * time.Second}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.Run(gctx) })
-	g.Go(func() error { return link.Run(gctx) })
-	if run != nil {
-		g.Go(func() error { return run(gctx) })
-	}
-	ready(link, st)
-	return g.Wait()
-}
-
 // Stop shuts the agent down cleanly (it says it is offline itself).
 func (a *Agent) Stop() error {
 	a.mu.Lock()
 	cancel, done := a.cancel, a.done
-	a.cancel, a.link, a.store = nil, nil, nil
+	a.cancel = nil
 	a.mu.Unlock()
 	if cancel == nil {
 		return nil
@@ -230,12 +207,3 @@ func (a *Agent) Close() error {
 	a.proxy.close()
 	return err
 }
-
-// Emit reports an event through the running agent (no-op when stopped).
-func (a *Agent) Emit(typ string, sev report.Severity, f report.Fields) {
-	if l := a.Link(); l != nil {
-		l.Emit(typ, sev, f)
-	}
-}
-
-var _ command.Registrar = (*mqttlink.Link)(nil)

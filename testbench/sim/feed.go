@@ -5,17 +5,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
-	"time"
 
 	"periph.io/x/conn/v3/physic"
 
 	"linkguard.dev/linkguard/agent"
 	"linkguard.dev/linkguard/agent/config"
-	"linkguard.dev/linkguard/agent/feeds"
-	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/hal/modbus/modbussim"
-	"linkguard.dev/linkguard/policy/store"
 )
 
 // FeedID is the simulated relay controller's one feed.
@@ -44,9 +39,9 @@ const (
 )
 
 // Feed is a simulated relay controller: an SDM630-style meter and a coil
-// relay board (modbussim) on a pty, and the device's agent built by
-// agent.Run from a configuration whose bus is that pty — the real feed
-// controller, MQTT link, policy store and watcher, and firmware updater.
+// relay board (modbussim) on a pty, and agent.Run with a configuration whose
+// bus is that pty — the real feed controller, MQTT link, policy store and
+// watcher, and firmware updater.
 type Feed struct {
 	*Agent
 	sim    *modbussim.Sim
@@ -54,11 +49,7 @@ type Feed struct {
 	cancel context.CancelFunc
 }
 
-type feedPart struct {
-	tty string
-	mu  sync.Mutex
-	ctl *feeds.Controller // of the current run
-}
+type feedPart struct{ tty string }
 
 // NewFeed starts the simulated devices (they live until CloseHardware) and
 // makes the agent; Start runs it.
@@ -96,52 +87,27 @@ func (f *Feed) Coil(i int) bool { return f.sim.Coil(i) }
 // CoilOps counts the writes that changed a relay.
 func (f *Feed) CoilOps(i int) int { return f.sim.CoilOps(i) }
 
-// Controller is the running agent's feed controller (nil when stopped).
-func (f *Feed) Controller() *feeds.Controller {
-	f.p.mu.Lock()
-	defer f.p.mu.Unlock()
-	return f.p.ctl
-}
-
 // SlotRoot is where the device keeps its firmware slots.
 func (f *Feed) SlotRoot() string { return filepath.Join(f.opt.Dir, "slots") }
 
 func (p *feedPart) kind() string { return config.KindRelay }
 
-func (p *feedPart) run(ctx context.Context, a *Agent, ready func(*mqttlink.Link, *store.Store)) error {
-	cfg, err := config.Parse("sim:"+a.opt.ID, p.configYAML(a))
-	if err != nil {
-		return err
-	}
-	return agent.Run(ctx, cfg, agent.Options{Logger: a.opt.Logger, Ready: func(ag *agent.Agent) {
-		p.mu.Lock()
-		p.ctl = ag.Feeds
-		p.mu.Unlock()
-		ready(ag.Link, ag.Policy)
-	}})
+// hardware is the device's own serial ports: the pty is one, with the
+// simulated meter and board on its other end.
+func (p *feedPart) hardware() *agent.Hardware {
+	return &agent.Hardware{OpenFeeds: agent.LiveHardware().OpenFeeds}
 }
 
-// configYAML is the device's configuration, as it would sit in
-// /etc/linkguard/config.yaml, with the pty as its RS-485 bus. The dwell
-// times are short so a throttle is watchable in the demo and quick in
-// scenarios (a real site keeps minutes); telemetry is at least every
-// second, the configuration's floor.
-func (p *feedPart) configYAML(a *Agent) []byte {
+// config is the relay's buses, feeds and firmware slots, with the pty as
+// its RS-485 bus. The dwell times are short so a throttle is watchable in
+// the demo and quick in scenarios (a real site keeps minutes).
+func (p *feedPart) config(a *Agent) string {
 	var c strings.Builder
 	for _, ci := range DemoCircuits {
 		fmt.Fprintf(&c, "      - {id: %s, relay: {bus: %q, slave: %d, coil: %d}, priority: %d, protected: %v}\n",
 			ci.ID, p.tty, boardSlave, ci.Coil, ci.Priority, ci.Protected)
 	}
-	k := a.opt.Keys
-	return fmt.Appendf(nil, `device: {id: %q, site: %q, kind: relay}
-state_dir: %q
-policy: {file: %q, trust: [%q], threshold: 1}
-mqtt:
-  url: %q
-  telemetry_every: %s
-  keepalive: 10s
-  operators: [%q]
-buses:
+	return fmt.Sprintf(`buses:
   - {port: %q, baud: 115200, timeout: 200ms, retries: 2}
 feeds:
   - id: %s
@@ -151,12 +117,11 @@ feeds:
     max_ops_per_hour: 600
     confirm: 1s
     period: 300ms
-    hysteresis_kw: 1
+    hysteresis: 1kW
     stale_after: 5s
     start_jitter: 1ms
     readback: 5s
     circuits:
 %supdate: {root: %q, trust: [%q]}
-`, a.opt.ID, a.opt.Site, a.opt.Dir, a.PolicyFile(), k.CommitteePub, a.proxy.url(), max(a.opt.TelemetryEvery, time.Second), k.OperatorPub,
-		p.tty, FeedID, p.tty, meterSlave, c.String(), filepath.Join(a.opt.Dir, "slots"), k.ReleasePub)
+`, p.tty, FeedID, p.tty, meterSlave, c.String(), filepath.Join(a.opt.Dir, "slots"), a.opt.Keys.ReleasePub)
 }

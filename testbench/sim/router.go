@@ -2,40 +2,39 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
-	"linkguard.dev/linkguard/agent/linkfilter"
-	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent"
+	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/hal/capture"
-	"linkguard.dev/linkguard/policy/store"
 )
 
-// Router is a simulated border router: an inline link whose two ports are
-// in-memory wires, synthetic traffic on the inside wire, and a real agent
-// whose linkfilter bridges the wires.
+// Router is a simulated border router: agent.Run with an inline link whose
+// two ports are in-memory wires, and synthetic traffic on the inside wire.
 type Router struct {
 	*Agent
 	r *routerPart
 }
 
+// The interface names of the simulated router's link.
+const (
+	PortInside  = "inside"
+	PortOutside = "outside"
+)
+
 type routerPart struct {
-	site             string
 	inside, outside  *wire
 	frames           [][]byte
 	opens            [][]byte // SYNs of the TCP flows, sent before each round
-	mu               sync.Mutex
-	filter           *linkfilter.Filter // of the current run
 	injected, rounds atomic.Uint64
 }
 
 // NewRouter makes a router; Start runs its agent.
 func NewRouter(opt AgentOptions) (*Router, error) {
-	p := &routerPart{site: opt.Site, inside: newWire(4096), outside: newWire(4096)}
+	p := &routerPart{inside: newWire(4096), outside: newWire(4096)}
 	for i, f := range DemoFlows {
 		fr, err := f.Frame(uint16(40000+i), 200)
 		if err != nil {
@@ -57,37 +56,41 @@ func NewRouter(opt AgentOptions) (*Router, error) {
 	return &Router{Agent: a, r: p}, nil
 }
 
-func (p *routerPart) kind() string { return "router" }
+func (p *routerPart) kind() string { return config.KindRouter }
 
-func (p *routerPart) run(ctx context.Context, a *Agent, ready func(*mqttlink.Link, *store.Store)) error {
-	return a.runComposed(ctx, p.attach, ready)
+func (p *routerPart) config(*Agent) string {
+	return fmt.Sprintf("links: {mode: inline, inside: %s, outside: %s}\n", PortInside, PortOutside)
 }
 
-func (p *routerPart) attach(link *mqttlink.Link, st *store.Store, log *slog.Logger) (func(context.Context) error, error) {
-	f := linkfilter.New(linkfilter.Options{Site: p.site, Events: link, SummaryEvery: 5 * time.Second, Logger: log.With("part", "linkfilter")})
-	st.Subscribe(func(c *store.Current) { f.SetMatcher(c.Matcher) })
-	link.AddSection("linkfilter", func() any { return f.Snapshot() })
-	p.mu.Lock()
-	p.filter = f
-	p.mu.Unlock()
-	// Fresh ports per run: a restarted agent opens its sockets again.
-	in, out := &runPort{w: p.inside}, &runPort{w: p.outside}
-	br := linkfilter.NewBridge(f, in, out)
-	return func(ctx context.Context) error {
-		g, ctx := errgroup.WithContext(ctx)
-		g.Go(func() error { return f.Run(ctx) })
-		g.Go(func() error { return br.Run(ctx) })
-		return g.Wait()
-	}, nil
+// hardware opens the wires as the link's ports. They have no kernel
+// interface behind them: nothing to prepare, no offloads to set.
+func (p *routerPart) hardware() *agent.Hardware {
+	return &agent.Hardware{OpenPort: func(_ *slog.Logger, name string, bridge, _ bool) (capture.Port, error) {
+		if !bridge {
+			return nil, fmt.Errorf("sim: %s: the simulated router has no tap", name)
+		}
+		switch name {
+		case PortInside:
+			return &runPort{w: p.inside}, nil
+		case PortOutside:
+			return &runPort{w: p.outside}, nil
+		}
+		return nil, fmt.Errorf("sim: no interface %q (the simulated router has %s and %s)", name, PortInside, PortOutside)
+	}}
 }
 
 // runPort is one run's view of a wire: closing it (the run ending) does not
 // cut the cable.
 type runPort struct{ w *wire }
 
+var _ capture.Port = (*runPort)(nil)
+
 func (r *runPort) ReadFrame(buf []byte) (capture.Info, error) { return r.w.ReadFrame(buf) }
 func (r *runPort) WriteFrame(b []byte) error                  { return r.w.WriteFrame(b) }
 func (r *runPort) Close() error                               { return nil }
+
+// Stats are the wire's counters since the last call, as a kernel's are.
+func (r *runPort) Stats() (received, dropped uint64, err error) { return r.w.stats() }
 
 // Send injects each demo flow n times on the inside wire, after the SYNs
 // that open its TCP flows (a restarted agent sees them open again).
@@ -117,13 +120,6 @@ func (r *Router) Generate(ctx context.Context, n int, period time.Duration) {
 			r.Send(n)
 		}
 	}
-}
-
-// Filter is the current run's packet filter (nil before the first start).
-func (r *Router) Filter() *linkfilter.Filter {
-	r.r.mu.Lock()
-	defer r.r.mu.Unlock()
-	return r.r.filter
 }
 
 // Forwarded counts frames the bridge passed to the outside wire.

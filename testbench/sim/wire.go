@@ -17,6 +17,8 @@ type wire struct {
 	once       sync.Once
 	sent, sBy  atomic.Uint64
 	overflowed atomic.Uint64
+	// rx and drops count frames read and lost since the last stats.
+	rx, drops atomic.Uint64
 }
 
 var _ capture.Port = (*wire)(nil)
@@ -32,12 +34,20 @@ func (w *wire) inject(frame []byte) {
 	case w.in <- frame:
 	default:
 		w.overflowed.Add(1)
+		w.drops.Add(1)
 	}
+}
+
+// stats are the frames read and the frames lost to a full queue since the
+// last call, as a kernel ring's counters are.
+func (w *wire) stats() (received, dropped uint64, err error) {
+	return w.rx.Swap(0), w.drops.Swap(0), nil
 }
 
 func (w *wire) ReadFrame(buf []byte) (capture.Info, error) {
 	select {
 	case f := <-w.in:
+		w.rx.Add(1)
 		n := copy(buf, f)
 		return capture.Info{Timestamp: time.Now(), CaptureLength: n, Length: len(f)}, nil
 	case <-w.done:
@@ -48,6 +58,7 @@ func (w *wire) ReadFrame(buf []byte) (capture.Info, error) {
 	defer t.Stop()
 	select {
 	case f := <-w.in:
+		w.rx.Add(1)
 		n := copy(buf, f)
 		return capture.Info{Timestamp: time.Now(), CaptureLength: n, Length: len(f)}, nil
 	case <-t.C:
