@@ -62,13 +62,9 @@ func newPolicySignCmd() *cobra.Command {
 					return err
 				}
 			}
-			var privs []ed25519.PrivateKey
-			for _, k := range keys {
-				priv, err := dsse.LoadPrivateKey(k)
-				if err != nil {
-					return err
-				}
-				privs = append(privs, priv)
+			privs, err := loadPrivateKeys(keys)
+			if err != nil {
+				return err
 			}
 			env, err := dsse.Sign(policy.PayloadType, payload, privs...)
 			if err != nil {
@@ -195,16 +191,7 @@ your signature already. Review what changed first: lgctl policy diff OLD ENVELOP
 			if out == "" {
 				out = path
 			}
-			if out == "-" {
-				_, err = cmd.OutOrStdout().Write(signed)
-				return err
-			}
-			if !force && !samePath(out, path) {
-				if _, err := os.Stat(out); err == nil {
-					return fmt.Errorf("%s exists; not replacing it without --force", out)
-				}
-			}
-			if err := atomicfile.Write(out, signed, 0o644); err != nil {
+			if err := writeCosigned(cmd.OutOrStdout(), out, path, signed, force); err != nil || out == "-" {
 				return err
 			}
 			fmt.Fprintf(stderr, "added the signature of %s (key id %s) to serial %d (%d approvals, %d prefixes, expires %s): %d signature(s) in %s\n",
@@ -219,6 +206,35 @@ your signature already. Review what changed first: lgctl policy diff OLD ENVELOP
 	cmd.Flags().BoolVar(&force, "force", false, "replace an existing output file other than ENVELOPE")
 	_ = cmd.MarkFlagRequired("key")
 	return cmd
+}
+
+// loadPrivateKeys reads the private key files, one signature each.
+func loadPrivateKeys(paths []string) ([]ed25519.PrivateKey, error) {
+	privs := make([]ed25519.PrivateKey, 0, len(paths))
+	for _, p := range paths {
+		k, err := dsse.LoadPrivateKey(p)
+		if err != nil {
+			return nil, err
+		}
+		privs = append(privs, k)
+	}
+	return privs, nil
+}
+
+// writeCosigned writes what cosign made of in to out ("-": stdout). It
+// replaces in itself, or another existing file only with force: that file
+// may hold signatures others have added.
+func writeCosigned(stdout io.Writer, out, in string, data []byte, force bool) error {
+	if out == "-" {
+		_, err := stdout.Write(data)
+		return err
+	}
+	if !force && !samePath(out, in) {
+		if _, err := os.Stat(out); err == nil {
+			return fmt.Errorf("%s exists; not replacing it without --force", out)
+		}
+	}
+	return atomicfile.Write(out, data, 0o644)
 }
 
 func samePath(a, b string) bool {
