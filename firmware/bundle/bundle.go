@@ -61,13 +61,15 @@ var (
 
 // Manifest describes a release. It is the signed part of a bundle.
 type Manifest struct {
-	Format          int       `json:"format"`
-	Product         string    `json:"product"`
-	Version         string    `json:"version"`
-	Arch            string    `json:"arch"`
-	MinHardware     int       `json:"min_hardware"`
-	Created         time.Time `json:"created"`
-	CompatibleFrom  string    `json:"compatible_from,omitempty"`
+	Format         int       `json:"format"`
+	Product        string    `json:"product"`
+	Version        string    `json:"version"`
+	Arch           string    `json:"arch"`
+	MinHardware    int       `json:"min_hardware"`
+	Created        time.Time `json:"created"`
+	CompatibleFrom string    `json:"compatible_from,omitempty"`
+	// DowngradeReason is the release's note on why one would go back to it.
+	// It permits nothing: a downgrade takes a Ticket.
 	DowngradeReason string    `json:"downgrade_reason,omitempty"`
 	Payloads        []Payload `json:"payloads"`
 }
@@ -207,14 +209,21 @@ type Keyring interface {
 // Policy is the device's view a bundle is checked against.
 type Policy struct {
 	Keys      Keyring
-	Threshold int    // signatures required; 0 means 1
+	Threshold int    // release signatures required, on bundles and downgrade tickets; 0 means 1
 	Arch      string // GOARCH of the device ("arm", "arm64", "mipsle", "mips", "amd64")
 	Hardware  int    // hardware revision of the device
 	Installed string // version running now; "" when none is installed
 
-	// AllowDowngrade accepts an older version, and only if the release
-	// manager signed a downgrade reason into the manifest.
-	AllowDowngrade bool
+	// Device and Site are this device's id and site, which a downgrade
+	// ticket must name.
+	Device, Site string
+	// Ticket is a signed downgrade ticket (TicketPayloadType), the only
+	// thing that lets an older version than Installed in: signed by
+	// Threshold release keys, naming the bundle's exact version and this
+	// device (or its site), and unexpired at Now. A downgrade reason in the
+	// manifest is a note, not a permission.
+	Ticket []byte
+	Now    time.Time // when the ticket is judged; zero means time.Now()
 
 	MaxSize int64 // one payload; 0 means DefaultMaxSize
 	MaxAll  int64 // all payloads; 0 means DefaultMaxAll
@@ -235,31 +244,9 @@ type Reader struct {
 // against p: signature, architecture, hardware, version. Nothing of the
 // payloads has been read when it returns.
 func NewReader(r io.Reader, p Policy) (*Reader, error) {
-	var hdr [8]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, fmt.Errorf("%w: header: %w", ErrFormat, err)
-	}
-	if string(hdr[:4]) != Magic {
-		return nil, fmt.Errorf("%w: not a LinkGuard bundle", ErrFormat)
-	}
-	n := binary.BigEndian.Uint32(hdr[4:])
-	if n == 0 {
-		return nil, fmt.Errorf("%w: envelope length 0", ErrFormat)
-	}
-	// Compared as uint32: int(n) would turn negative on 32-bit devices.
-	if n > MaxEnvelope {
-		return nil, fmt.Errorf("%w: manifest envelope: %d bytes, cap %d", ErrTooLarge, n, MaxEnvelope)
-	}
-	raw := make([]byte, n)
-	if _, err := io.ReadFull(r, raw); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %w", ErrFormat, err)
-	}
-	env, canon, err := canonicalEnvelope(raw)
+	raw, env, err := readEnvelope(r)
 	if err != nil {
 		return nil, err
-	}
-	if !bytes.Equal(canon, raw) {
-		return nil, fmt.Errorf("%w: envelope is not in canonical form", ErrFormat)
 	}
 	if p.Keys == nil {
 		return nil, fmt.Errorf("%w: no release keys configured", ErrSignature)
@@ -285,13 +272,57 @@ func NewReader(r io.Reader, p Policy) (*Reader, error) {
 	if len(env.Signatures) != len(ids) {
 		return nil, fmt.Errorf("%w: %d signatures by %d keys", ErrSignature, len(env.Signatures), len(ids))
 	}
+	m, err := decodeManifest(payload, p.MaxSize, p.MaxAll)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.check(&m); err != nil {
+		return nil, err
+	}
+	return &Reader{r: r, m: m, envelope: raw}, nil
+}
+
+// readEnvelope reads a bundle's header and manifest envelope, within
+// MaxEnvelope and in canonical form; no signature is checked.
+func readEnvelope(r io.Reader) ([]byte, envelope, error) {
+	var hdr [8]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, envelope{}, fmt.Errorf("%w: header: %w", ErrFormat, err)
+	}
+	if string(hdr[:4]) != Magic {
+		return nil, envelope{}, fmt.Errorf("%w: not a LinkGuard bundle", ErrFormat)
+	}
+	n := binary.BigEndian.Uint32(hdr[4:])
+	if n == 0 {
+		return nil, envelope{}, fmt.Errorf("%w: envelope length 0", ErrFormat)
+	}
+	// Compared as uint32: int(n) would turn negative on 32-bit devices.
+	if n > MaxEnvelope {
+		return nil, envelope{}, fmt.Errorf("%w: manifest envelope: %d bytes, cap %d", ErrTooLarge, n, MaxEnvelope)
+	}
+	raw := make([]byte, n)
+	if _, err := io.ReadFull(r, raw); err != nil {
+		return nil, envelope{}, fmt.Errorf("%w: envelope: %w", ErrFormat, err)
+	}
+	env, canon, err := canonicalEnvelope(raw)
+	if err != nil {
+		return nil, envelope{}, err
+	}
+	if !bytes.Equal(canon, raw) {
+		return nil, envelope{}, fmt.Errorf("%w: envelope is not in canonical form", ErrFormat)
+	}
+	return raw, env, nil
+}
+
+// decodeManifest decodes a manifest strictly and validates it within the
+// payload caps (0: the defaults).
+func decodeManifest(payload []byte, maxSize, maxAll int64) (Manifest, error) {
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("%w: manifest: %w", ErrFormat, err)
+		return Manifest{}, fmt.Errorf("%w: manifest: %w", ErrFormat, err)
 	}
-	maxSize, maxAll := p.MaxSize, p.MaxAll
 	if maxSize <= 0 {
 		maxSize = DefaultMaxSize
 	}
@@ -299,12 +330,9 @@ func NewReader(r io.Reader, p Policy) (*Reader, error) {
 		maxAll = DefaultMaxAll
 	}
 	if err := m.validate(maxSize, maxAll); err != nil {
-		return nil, err
+		return Manifest{}, err
 	}
-	if err := p.check(&m); err != nil {
-		return nil, err
-	}
-	return &Reader{r: r, m: m, envelope: raw}, nil
+	return m, nil
 }
 
 func (p Policy) check(m *Manifest) error {
@@ -323,11 +351,11 @@ func (p Policy) check(m *Manifest) error {
 	}
 	nv, _ := ParseVersion(m.Version) // validated
 	if nv.Compare(cur) < 0 {
-		if !p.AllowDowngrade {
-			return fmt.Errorf("%w: %s is older than installed %s (use --allow-downgrade)", ErrDowngrade, m.Version, p.Installed)
+		if p.Ticket == nil {
+			return fmt.Errorf("%w: %s is older than installed %s: a downgrade needs a ticket signed by the release keys for this device and version", ErrDowngrade, m.Version, p.Installed)
 		}
-		if m.DowngradeReason == "" {
-			return fmt.Errorf("%w: %s is older than installed %s and carries no signed downgrade reason", ErrDowngrade, m.Version, p.Installed)
+		if err := p.checkTicket(nv); err != nil {
+			return fmt.Errorf("%w: %s over installed %s: %w", ErrDowngrade, m.Version, p.Installed, err)
 		}
 	}
 	if m.CompatibleFrom != "" {

@@ -128,9 +128,11 @@ func TestPolicy(t *testing.T) {
 		{"hardware new enough", b(bundletest.Spec{Version: "1.2.0", MinHardware: 3}), func(p *bundle.Policy) { p.Hardware = 3 }, nil},
 		{"downgrade refused", b(bundletest.Spec{Version: "1.0.9"}), nil, bundle.ErrDowngrade},
 		{"prerelease is older", b(bundletest.Spec{Version: "1.1.0-rc1"}), nil, bundle.ErrDowngrade},
-		{"downgrade allowed but unsigned reason", b(bundletest.Spec{Version: "1.0.9"}), func(p *bundle.Policy) { p.AllowDowngrade = true }, bundle.ErrDowngrade},
-		{"signed downgrade without flag", b(bundletest.Spec{Version: "1.0.9", DowngradeReason: "CVE fix regression"}), nil, bundle.ErrDowngrade},
-		{"signed downgrade with flag", b(bundletest.Spec{Version: "1.0.9", DowngradeReason: "CVE fix regression"}), func(p *bundle.Policy) { p.AllowDowngrade = true }, nil},
+		{"a signed downgrade reason is no ticket", b(bundletest.Spec{Version: "1.0.9", DowngradeReason: "CVE fix regression"}), nil, bundle.ErrDowngrade},
+		{"downgrade with a ticket", b(bundletest.Spec{Version: "1.0.9"}), func(p *bundle.Policy) {
+			p.Device, p.Ticket = "rtr-1", rel.Ticket(t, bundle.Ticket{Version: "1.0.9", Devices: []string{"rtr-1"}, Reason: "1.1.0 breaks RS-485",
+				Issued: time.Now().Add(-time.Hour), Expires: time.Now().Add(time.Hour)})
+		}, nil},
 		{"compatible from too new", b(bundletest.Spec{Version: "2.0.0", CompatibleFrom: "1.5.0"}), nil, bundle.ErrIncompatible},
 		{"compatible from met", b(bundletest.Spec{Version: "2.0.0", CompatibleFrom: "1.1.0"}), nil, nil},
 		{"payload size cap", b(bundletest.Spec{Version: "1.2.0", Binary: strings.Repeat("x", 2000)}), func(p *bundle.Policy) { p.MaxSize = 1000 }, bundle.ErrTooLarge},

@@ -2,6 +2,7 @@ package update
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,14 +22,19 @@ const DefaultMaxFetch = 64 << 20
 
 // Installer verifies and installs bundles on this device.
 type Installer struct {
-	Slots     *slot.Store
-	Keys      bundle.Keyring // release keys
-	Threshold int            // 0 means 1
-	Arch      string         // "" means runtime.GOARCH
-	Hardware  int            // hardware revision
-	MaxFetch  int64          // download cap; 0 means DefaultMaxFetch
-	Client    *http.Client   // nil means http.DefaultClient
-	Logger    *slog.Logger
+	Slots *slot.Store
+	Keys  bundle.Keyring // release keys
+	// Threshold is how many distinct release keys must sign a bundle, and a
+	// downgrade ticket; 0 means 1, what the configuration gives today.
+	Threshold int
+	Arch      string // "" means runtime.GOARCH
+	Hardware  int    // hardware revision
+	// Device and Site are this device's id and site: a downgrade ticket must
+	// name one of them.
+	Device, Site string
+	MaxFetch     int64        // download cap; 0 means DefaultMaxFetch
+	Client       *http.Client // nil means http.DefaultClient
+	Logger       *slog.Logger
 
 	// AfterStep is handed to slot.Install (tests inject power loss).
 	AfterStep func(slot.Step)
@@ -43,7 +49,16 @@ type Result struct {
 	Candidate bool
 }
 
-func (in *Installer) policy(allowDowngrade bool) (bundle.Policy, error) {
+// Options are what one installation adds to the Installer's view.
+type Options struct {
+	// Ticket is a signed downgrade ticket (bundle.TicketPayloadType): an
+	// older version than the installed one is refused unless it names this
+	// device and the bundle's exact version, is unexpired, and is signed by
+	// Threshold release keys.
+	Ticket []byte
+}
+
+func (in *Installer) policy(o Options) (bundle.Policy, error) {
 	st, err := in.Slots.Load()
 	if err != nil && !errors.Is(err, slot.ErrNoState) {
 		return bundle.Policy{}, err
@@ -54,14 +69,23 @@ func (in *Installer) policy(allowDowngrade bool) (bundle.Policy, error) {
 	}
 	return bundle.Policy{
 		Keys: in.Keys, Threshold: in.Threshold, Arch: arch, Hardware: in.Hardware,
-		Installed: st.Installed(), AllowDowngrade: allowDowngrade,
+		Installed: st.Installed(), Device: in.Device, Site: in.Site, Ticket: o.Ticket,
 	}, nil
 }
 
-// InstallFile verifies the bundle at path completely, then installs it. A
-// bundle that fails verification changes nothing on the device.
+// InstallFile is Install without a ticket, for callers that have not moved
+// to Install: allowDowngrade alone permits nothing, since a downgrade needs
+// a ticket.
+//
+// Deprecated: use Install.
 func (in *Installer) InstallFile(path string, allowDowngrade bool) (Result, error) {
-	pol, err := in.policy(allowDowngrade)
+	return in.Install(path, Options{})
+}
+
+// Install verifies the bundle at path completely, then installs it. A
+// bundle that fails verification changes nothing on the device.
+func (in *Installer) Install(path string, o Options) (Result, error) {
+	pol, err := in.policy(o)
 	if err != nil {
 		return Result{}, err
 	}
@@ -89,7 +113,7 @@ func (in *Installer) InstallFile(path string, allowDowngrade bool) (Result, erro
 	if err != nil {
 		return Result{}, fmt.Errorf("update: %w", err)
 	}
-	in.log().Info("bundle installed", "version", m.Version, "slot", got.Slot, "candidate", got.Candidate)
+	in.log().Info("bundle installed", "version", m.Version, "slot", got.Slot, "candidate", got.Candidate, "downgrade_ticket", o.Ticket != nil)
 	return Result{Manifest: m, Slot: got.Slot, Candidate: got.Candidate}, nil
 }
 
@@ -99,6 +123,10 @@ type FetchArgs struct {
 	SHA256         string `json:"sha256"`
 	Size           int64  `json:"size,omitempty"` // expected size, optional; tightens the cap
 	AllowDowngrade bool   `json:"allow_downgrade,omitempty"`
+	// Ticket is the signed downgrade ticket (its envelope, inline), the only
+	// thing that lets an older version in; allow_downgrade without it
+	// permits nothing.
+	Ticket json.RawMessage `json:"ticket,omitempty"`
 }
 
 // Fetch downloads the bundle the command names (resuming a partial download
@@ -126,7 +154,7 @@ func (in *Installer) Fetch(ctx context.Context, a FetchArgs) (Result, error) {
 			return Result{}, fmt.Errorf("update: %w", err)
 		}
 	}
-	res, err := in.InstallFile(dest, a.AllowDowngrade)
+	res, err := in.Install(dest, Options{Ticket: a.Ticket})
 	if err == nil || errors.Is(err, bundle.ErrSignature) || errors.Is(err, bundle.ErrFormat) {
 		os.Remove(dest) // installed, or never will be
 	}

@@ -41,11 +41,13 @@ func installer(cfgPath string) (*update.Installer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &update.Installer{Slots: s, Keys: ring, Hardware: u.Hardware, MaxFetch: int64(u.MaxFetchMB) << 20}, nil
+	return &update.Installer{Slots: s, Keys: ring, Hardware: u.Hardware, MaxFetch: int64(u.MaxFetchMB) << 20,
+		Device: cfg.Device.ID, Site: cfg.Device.Site}, nil
 }
 
 func newUpdateInstallCmd(cfgPath *string) *cobra.Command {
 	var allowDowngrade, restart bool
+	var ticket string
 	cmd := &cobra.Command{
 		Use:   "install FILE",
 		Short: "Verify a bundle completely (signature, arch, version, sha256), then write it to the inactive slot as candidate",
@@ -55,7 +57,16 @@ func newUpdateInstallCmd(cfgPath *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := in.InstallFile(args[0], allowDowngrade)
+			var o update.Options
+			if allowDowngrade != (ticket != "") {
+				return errors.New("--allow-downgrade and --ticket go together: a downgrade needs a ticket signed by the release keys for this device and version")
+			}
+			if ticket != "" {
+				if o.Ticket, err = os.ReadFile(ticket); err != nil {
+					return err
+				}
+			}
+			res, err := in.Install(args[0], o)
 			if err != nil {
 				return err
 			}
@@ -71,7 +82,8 @@ func newUpdateInstallCmd(cfgPath *string) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&allowDowngrade, "allow-downgrade", false, "accept an older version if its manifest carries a signed downgrade reason")
+	cmd.Flags().BoolVar(&allowDowngrade, "allow-downgrade", false, "accept an older version, with --ticket")
+	cmd.Flags().StringVar(&ticket, "ticket", "", "downgrade ticket (lgctl bundle ticket) naming this device and the bundle's version")
 	cmd.Flags().BoolVar(&restart, "restart", false, "restart the linkguard service afterwards to try the candidate")
 	return cmd
 }

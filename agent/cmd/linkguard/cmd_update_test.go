@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"linkguard.dev/linkguard/firmware/bundle"
 	"linkguard.dev/linkguard/firmware/bundle/bundletest"
@@ -57,6 +58,13 @@ func TestUpdateInstall(t *testing.T) {
 
 	// Refusals leave the slots untouched.
 	before, _ := os.ReadFile(filepath.Join(root, slot.StateFile))
+	ticket := func(device string) string {
+		p := filepath.Join(t.TempDir(), "ticket.json")
+		now := time.Now()
+		os.WriteFile(p, rel.Ticket(t, bundle.Ticket{Version: "1.0.5", Devices: []string{device}, Reason: "1.1.0 breaks RS-485 on rev 2",
+			Issued: now, Expires: now.Add(time.Hour)}), 0o644)
+		return p
+	}
 	other := bundletest.NewRelease(t)
 	wrongKey := other.WriteFile(t, t.TempDir(), bundletest.Spec{Version: "1.2.0", Arch: runtime.GOARCH})
 	tampered := file(bundletest.Spec{Version: "1.2.0"})
@@ -69,7 +77,8 @@ func TestUpdateInstall(t *testing.T) {
 		want error
 	}{
 		{"downgrade", []string{file(bundletest.Spec{Version: "1.0.5"})}, bundle.ErrDowngrade},
-		{"downgrade flag without signed reason", []string{"--allow-downgrade", file(bundletest.Spec{Version: "1.0.5"})}, bundle.ErrDowngrade},
+		{"signed downgrade reason without a ticket", []string{file(bundletest.Spec{Version: "1.0.5", DowngradeReason: "1.1.0 breaks RS-485 on rev 2"})}, bundle.ErrDowngrade},
+		{"ticket for another device", []string{"--allow-downgrade", "--ticket", ticket("rtr-2"), file(bundletest.Spec{Version: "1.0.5"})}, bundle.ErrTicket},
 		{"wrong arch", []string{rel.WriteFile(t, t.TempDir(), bundletest.Spec{Version: "1.2.0", Arch: "mips"})}, bundle.ErrArch},
 		{"wrong key", []string{wrongKey}, bundle.ErrSignature},
 		{"tampered payload", []string{tampered}, bundle.ErrDigest},
@@ -82,9 +91,9 @@ func TestUpdateInstall(t *testing.T) {
 	if after, _ := os.ReadFile(filepath.Join(root, slot.StateFile)); string(after) != string(before) {
 		t.Fatal("a refused bundle changed the slot state")
 	}
-	// A signed downgrade with the flag is accepted.
-	if _, _, err := run("update", "install", "-c", cfg, "--allow-downgrade", file(bundletest.Spec{Version: "1.0.5", DowngradeReason: "1.1.0 breaks RS-485 on rev 2"})); err != nil {
-		t.Fatalf("signed downgrade: %v", err)
+	// A downgrade with a ticket for this device and version is accepted.
+	if _, _, err := run("update", "install", "-c", cfg, "--allow-downgrade", "--ticket", ticket("rtr-1"), file(bundletest.Spec{Version: "1.0.5"})); err != nil {
+		t.Fatalf("downgrade with a ticket: %v", err)
 	}
 	if out, _, err := run("update", "rollback", "-c", cfg); err != nil || !strings.Contains(out, "slot b") {
 		t.Fatalf("rollback: %v %q", err, out)

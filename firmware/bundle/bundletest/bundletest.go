@@ -4,6 +4,7 @@
 package bundletest
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"os"
 	"path/filepath"
@@ -100,4 +101,39 @@ func (r Release) WriteFile(tb testing.TB, dir string, s Spec) string {
 		tb.Fatal(err)
 	}
 	return p
+}
+
+// Ring trusts every release's key, as a device configured with several
+// release keys does.
+func Ring(rels ...Release) *dsse.Keyring {
+	ring := dsse.NewKeyring()
+	for _, r := range rels {
+		ring.Add(r.Key.Public().(ed25519.PublicKey), r.PubPath)
+	}
+	return ring
+}
+
+// Cosign returns b with r's signature added, as a second release manager
+// signs a build apart.
+func (r Release) Cosign(tb testing.TB, b []byte) []byte {
+	tb.Helper()
+	var out bytes.Buffer
+	if _, _, err := bundle.Cosign(&out, bytes.NewReader(b), r.Key); err != nil {
+		tb.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// Ticket signs a downgrade ticket with r and others.
+func (r Release) Ticket(tb testing.TB, t bundle.Ticket, others ...Release) []byte {
+	tb.Helper()
+	keys := []ed25519.PrivateKey{r.Key}
+	for _, o := range others {
+		keys = append(keys, o.Key)
+	}
+	env, err := bundle.SignTicket(t, keys...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return env
 }
