@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"linkguard.dev/linkguard/agent/console"
+	"linkguard.dev/linkguard/agent/mqttlink/brokertest/embedded"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
-	"linkguard.dev/linkguard/testbench/broker"
 	"linkguard.dev/linkguard/testbench/sim"
 )
 
@@ -38,14 +38,18 @@ type Options struct {
 	TelemetryEvery time.Duration // default 1s
 	BrokerAddr     string        // default 127.0.0.1:0
 	ConsoleAddr    string        // "" : no HTTP console (the console model still runs)
-	Logger         *slog.Logger
+	// Observe, if set, hears every message on the broker, from before the
+	// first device starts (the embedded broker's inline client; mochi
+	// races a late inline subscription against retained publishes).
+	Observe func(topic string, payload []byte, retained bool)
+	Logger  *slog.Logger
 }
 
 // Bench is a running border.
 type Bench struct {
 	opt        Options
 	log        *slog.Logger
-	Broker     *broker.Broker
+	Broker     *embedded.Broker
 	Keys       *sim.Keys
 	Routers    map[string]*sim.Router
 	Feeds      map[string]*sim.Feed
@@ -86,8 +90,13 @@ func Start(ctx context.Context, opt Options) (b *Bench, err error) {
 	if b.Keys, err = sim.NewKeys(keyDir); err != nil {
 		return b, err
 	}
-	if b.Broker, err = broker.Start(opt.BrokerAddr, slog.New(errorsOnly{opt.Logger.Handler()}).With("part", "broker")); err != nil {
+	if b.Broker, err = embedded.Start(embedded.Options{Addr: opt.BrokerAddr, Logger: slog.New(errorsOnly{opt.Logger.Handler()}).With("part", "broker")}); err != nil {
 		return b, err
+	}
+	if opt.Observe != nil {
+		if _, err := b.Broker.Subscribe(contract.Prefix+"#", opt.Observe); err != nil {
+			return b, err
+		}
 	}
 	// The console first, so it sees every message from the start.
 	b.Console, err = console.New(console.Options{Broker: b.Broker.URL(), ClientID: "testbench-console", Persistent: true,
@@ -179,7 +188,7 @@ func (b *Bench) Agents() []*sim.Agent {
 // PublishPolicy publishes a signed fleet policy, retained, through the
 // broker's inline client.
 func (b *Bench) PublishPolicy(env []byte) error {
-	if err := b.Broker.Server().Publish(contract.PolicyTopic, env, true, 1); err != nil {
+	if err := b.Broker.Publish(contract.PolicyTopic, env, true); err != nil {
 		return fmt.Errorf("bench: publish policy: %w", err)
 	}
 	return nil

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"linkguard.dev/linkguard/agent/mqttlink/brokertest/embedded"
 	"linkguard.dev/linkguard/hal/envtest"
-	"linkguard.dev/linkguard/testbench/broker"
 	"linkguard.dev/linkguard/testbench/fleet"
 )
 
@@ -41,7 +41,7 @@ func run(t *testing.T, url string) {
 }
 
 func TestFleetEmbeddedBroker(t *testing.T) {
-	b, err := broker.Start("127.0.0.1:0", nil)
+	b, err := embedded.Start(embedded.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

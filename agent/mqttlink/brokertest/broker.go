@@ -15,10 +15,7 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
-
+	"linkguard.dev/linkguard/agent/mqttlink/brokertest/embedded"
 	"linkguard.dev/linkguard/hal/envtest"
 )
 
@@ -178,121 +175,45 @@ func (m *mosquitto) Stop(tb testing.TB) {
 
 // ---- mochi
 
-type mochi struct {
-	srv   *mqtt.Server
-	addr  string
-	tls   *tls.Config
-	tc    *tls.Config
-	mu    sync.Mutex
-	up    bool
-	subID int
-}
+// mochi is the embedded broker with a TLS listener that requires client
+// certificates signed by the PKI's CA.
+type mochi struct{ *embedded.Broker }
 
-const mochiListener = "tls"
-
-// Mochi starts an embedded mochi-mqtt broker with a TLS listener that
-// requires client certificates signed by the PKI's CA.
+// Mochi starts an embedded mochi-mqtt broker (package embedded) with a TLS
+// listener that requires client certificates signed by the PKI's CA.
 func Mochi(tb testing.TB, pki *PKI) Broker {
 	tb.Helper()
 	cert, err := tls.LoadX509KeyPair(pki.ServerCert, pki.ServerKey)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := mqtt.New(&mqtt.Options{
-		InlineClient: true,
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-		Capabilities: func() *mqtt.Capabilities {
-			c := mqtt.NewDefaultServerCapabilities()
-			c.MaximumMessageExpiryInterval = 0 // keep queued messages across the outage test
-			c.MaximumClientWritesPending = 65536
-			return c
-		}(),
-	})
-	if err := srv.AddHook(new(allowCertified), nil); err != nil {
-		tb.Fatal(err)
-	}
-	m := &mochi{
-		srv:  srv,
-		addr: "127.0.0.1:" + strconv.Itoa(freePort(tb)),
-		tls: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pki.Pool(),
+	b, err := embedded.Start(embedded.Options{
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pki.Pool(),
 			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
-		tc: pki.ClientTLS(tb, "brokertest-probe"),
-	}
-	if err := srv.Serve(); err != nil {
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	})
+	if err != nil {
 		tb.Fatal(err)
 	}
-	m.Start(tb)
-	tb.Cleanup(func() {
-		m.Stop(tb)
-		// See testbench/broker: a connection accepted just before the
-		// listener closed can race mochi's Close (v2.7.9) unless it has
-		// registered first.
-		time.Sleep(50 * time.Millisecond)
-		srv.Close()
-	})
+	tb.Cleanup(func() { b.Close() })
+	m := mochi{b}
+	waitTLS(tb, b.Addr(), pki.ClientTLS(tb, "brokertest-probe"), func() string { return "" })
 	return m
 }
 
-// Server exposes the embedded broker (its inline client, hooks).
-func (m *mochi) Server() *mqtt.Server { return m.srv }
+func (m mochi) Name() string { return string(KindMochi) }
 
-func (m *mochi) Name() string { return string(KindMochi) }
-func (m *mochi) URL() string  { return "mqtts://" + m.addr }
-
-func (m *mochi) Start(tb testing.TB) {
+// Start brings the listener back after Stop.
+func (m mochi) Start(tb testing.TB) {
 	tb.Helper()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.up {
-		return
+	if err := m.Resume(); err != nil {
+		tb.Fatalf("brokertest: %v", err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: mochiListener, Address: m.addr, TLSConfig: m.tls})
-	var err error
-	for range 100 { // the port may linger a moment after Stop
-		if err = m.srv.AddListener(l); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		tb.Fatalf("brokertest: mochi listener: %v", err)
-	}
-	m.srv.Listeners.Serve(mochiListener, m.srv.EstablishConnection)
-	m.up = true
-	waitTLS(tb, m.addr, m.tc, func() string { return "" })
 }
 
 // Stop closes the listener and disconnects its clients; the server, its
 // sessions and retained messages live on.
-func (m *mochi) Stop(tb testing.TB) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.up {
-		return
-	}
-	m.srv.Listeners.Close(mochiListener, func(id string) {
-		for _, cl := range m.srv.Clients.GetByListener(id) {
-			_ = m.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
-		}
-	})
-	m.srv.Listeners.Delete(mochiListener)
-	m.up = false
-}
-
-// allowCertified lets in every client that passed the TLS handshake: the
-// listener already demands a certificate signed by the test CA. (mochi's
-// own auth hooks would pull in another YAML module.)
-type allowCertified struct{ mqtt.HookBase }
-
-func (h *allowCertified) ID() string { return "allow-certified" }
-
-func (h *allowCertified) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-
-func (h *allowCertified) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-
-func (h *allowCertified) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+func (m mochi) Stop(testing.TB) { m.Pause() }
 
 // Inline is implemented by embedded brokers: an in-process subscriber that
 // is never disconnected, even by Stop, and sees messages in the order the
@@ -303,22 +224,4 @@ type Inline interface {
 	Publish(topic string, payload []byte, retained bool) error
 }
 
-var _ Inline = (*mochi)(nil)
-
-func (m *mochi) Subscribe(filter string, fn func(string, []byte, bool)) (func(), error) {
-	m.mu.Lock()
-	m.subID++
-	id := m.subID
-	m.mu.Unlock()
-	err := m.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-		fn(pk.TopicName, pk.Payload, pk.FixedHeader.Retain)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return func() { m.srv.Unsubscribe(filter, id) }, nil
-}
-
-func (m *mochi) Publish(topic string, payload []byte, retained bool) error {
-	return m.srv.Publish(topic, payload, retained, 1)
-}
+var _ Inline = mochi{}

@@ -1,14 +1,19 @@
-// Package broker runs the testbench's embedded MQTT broker: mochi-mqtt on a
-// loopback TCP port, stoppable and restartable on the same address so a
-// scenario can take the broker away and bring it back (sessions and retained
-// messages survive a Stop, as they would on a broker that restarts with
-// persistence).
+// Package embedded runs an MQTT broker inside the process: mochi-mqtt on a
+// loopback port, over TCP or TLS, stoppable and restartable on the same
+// address so a test or a scenario can take the broker away and bring it
+// back (sessions and retained messages survive a Pause, as they would on a
+// broker that restarts with persistence), with an inline client that
+// publishes and subscribes without a connection. It is the one embedded
+// broker of the module: brokertest's mochi and the testbench's demo and
+// scenarios both run it.
 //
-// It imports mochi-mqtt only: never agent or hal.
-package broker
+// It lets every client in (loopback only): it is for tests and desktop
+// demos, never a device or a deployment. It imports mochi-mqtt only.
+package embedded
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,47 +27,65 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-const listenerID = "tcp"
+const listenerID = "embedded"
 
-// Broker is an embedded MQTT broker on loopback.
-type Broker struct {
-	srv  *mqtt.Server
-	addr string
-	mu   sync.Mutex
-	up   bool
+// Options configure a broker.
+type Options struct {
+	// Addr is where it listens ("127.0.0.1:0" picks a free port, kept
+	// across Pause and Resume); only loopback addresses are accepted.
+	Addr string
+	// TLS, when set, serves MQTT over TLS; with ClientAuth it demands the
+	// clients' certificates.
+	TLS    *tls.Config
+	Logger *slog.Logger
 }
 
-// Start serves MQTT on addr ("127.0.0.1:0" picks a free port). Only loopback
-// addresses are accepted: the embedded broker lets every client in.
-func Start(addr string, log *slog.Logger) (*Broker, error) {
+// Broker is a running embedded broker.
+type Broker struct {
+	srv   *mqtt.Server
+	addr  string
+	tls   *tls.Config
+	mu    sync.Mutex
+	up    bool
+	subID int
+}
+
+var _ io.Closer = (*Broker)(nil)
+
+// Start serves MQTT on o.Addr until Close.
+func Start(o Options) (*Broker, error) {
+	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	host, _, err := net.SplitHostPort(addr)
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	host, _, err := net.SplitHostPort(o.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
+		return nil, fmt.Errorf("embedded: %w", err)
 	}
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return nil, fmt.Errorf("broker: %s is not a loopback address: the testbench broker has no authentication", addr)
+		return nil, fmt.Errorf("embedded: %s is not a loopback address: the embedded broker lets every client in", o.Addr)
 	}
 	// Pick the port now so a restart reuses it.
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
+		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	addr = ln.Addr().String()
+	addr := ln.Addr().String()
 	ln.Close()
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumMessageExpiryInterval = 0
+	caps.MaximumMessageExpiryInterval = 0 // keep queued messages across an outage
 	caps.MaximumClientWritesPending = 65536
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(quietDisconnects{log.Handler()}), Capabilities: caps})
 	if err := srv.AddHook(new(allowAll), nil); err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
+		return nil, fmt.Errorf("embedded: %w", err)
 	}
 	if err := srv.Serve(); err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
+		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	b := &Broker{srv: srv, addr: addr}
+	b := &Broker{srv: srv, addr: addr, tls: o.TLS}
 	if err := b.Resume(); err != nil {
 		srv.Close()
 		return nil, err
@@ -70,8 +93,13 @@ func Start(addr string, log *slog.Logger) (*Broker, error) {
 	return b, nil
 }
 
-// URL is the broker's address for clients.
-func (b *Broker) URL() string { return "tcp://" + b.addr }
+// URL is the broker's address for clients: tcp://, or mqtts:// with TLS.
+func (b *Broker) URL() string {
+	if b.tls != nil {
+		return "mqtts://" + b.addr
+	}
+	return "tcp://" + b.addr
+}
 
 // Addr is host:port.
 func (b *Broker) Addr() string { return b.addr }
@@ -88,16 +116,16 @@ func (b *Broker) Resume() error {
 	}
 	var err error
 	for range 100 { // the port may linger a moment after Pause
-		l := listeners.NewTCP(listeners.Config{ID: listenerID, Address: b.addr})
+		l := listeners.NewTCP(listeners.Config{ID: listenerID, Address: b.addr, TLSConfig: b.tls})
 		if err = b.srv.AddListener(l); err == nil {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err != nil {
-		return fmt.Errorf("broker: listener: %w", err)
+		return fmt.Errorf("embedded: listener: %w", err)
 	}
-	go b.srv.Listeners.Serve(listenerID, b.srv.EstablishConnection)
+	b.srv.Listeners.Serve(listenerID, b.srv.EstablishConnection)
 	b.up = true
 	// Wait until it accepts.
 	for range 100 {
@@ -108,11 +136,12 @@ func (b *Broker) Resume() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return errors.New("broker: listener does not accept connections")
+	return errors.New("embedded: listener does not accept connections")
 }
 
 // Pause closes the listener and drops every client abruptly (no will is
 // suppressed: the broker publishes the wills of the dropped clients).
+// Sessions, retained messages and inline subscriptions live on.
 func (b *Broker) Pause() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -143,9 +172,34 @@ func (b *Broker) Close() error {
 // listener closed reach mochi's bookkeeping.
 const closeGrace = 50 * time.Millisecond
 
-var _ io.Closer = (*Broker)(nil)
+// Subscribe calls fn for every message on filter, in the order the broker
+// accepted them, from an in-process subscriber that no Pause disconnects.
+// (A remote subscriber's queued messages may be redelivered in another
+// order by mochi after a reconnect.)
+func (b *Broker) Subscribe(filter string, fn func(topic string, payload []byte, retained bool)) (unsubscribe func(), err error) {
+	b.mu.Lock()
+	b.subID++
+	id := b.subID
+	b.mu.Unlock()
+	err = b.srv.Subscribe(filter, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		fn(pk.TopicName, pk.Payload, pk.FixedHeader.Retain)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded: subscribe %s: %w", filter, err)
+	}
+	return func() { b.srv.Unsubscribe(filter, id) }, nil
+}
 
-// allowAll lets every client in: the listener is loopback only.
+// Publish publishes at QoS 1 from the inline client.
+func (b *Broker) Publish(topic string, payload []byte, retained bool) error {
+	if err := b.srv.Publish(topic, payload, retained, 1); err != nil {
+		return fmt.Errorf("embedded: publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+// allowAll lets every client in: the listener is loopback only, and with
+// TLS the handshake already demanded what the TLS config asks.
 type allowAll struct{ mqtt.HookBase }
 
 func (h *allowAll) ID() string { return "allow-loopback" }
