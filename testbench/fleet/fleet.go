@@ -1,20 +1,22 @@
-// Package fleet runs many lightweight simulated agents in one process
-// against a real broker (`testbench fleet`): each is the agent's real
-// protocol code — mqttlink with its durable queue, signed command
-// verification, retained state and will, and the policy store applying the
-// fleet policy — with no hardware behind it. It measures how long the fleet
+// Package fleet measures a fleet of simulated devices against a real broker
+// (`testbench fleet`), from where the operator sits: how long the fleet
 // takes to come online, to apply a fleet-wide policy push, and to answer a
-// command fanned out to all, and the console's ingest rate meanwhile.
+// command fanned out to all, and the console's ingest rate meanwhile. The
+// devices are the caller's (Options.Start: the testbench starts agent.Run
+// for each, with no hardware behind it), so that this package, like the
+// console, knows them only through the topic contract.
 //
-// It is testbench code; nothing outside testbench imports it.
+// It imports the console, the contract and policy signing; never the
+// device side (mqttlink, queue, policy/store, agent). Nothing outside
+// testbench imports it.
 package fleet
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"linkguard.dev/linkguard/agent/report"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,15 +28,29 @@ import (
 	"time"
 
 	"linkguard.dev/linkguard/agent/console"
-	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
-	"linkguard.dev/linkguard/policy/store"
-	"linkguard.dev/linkguard/testbench/sim"
+	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/policy"
+	"linkguard.dev/linkguard/policy/dsse"
 )
+
+// Device is one device of the fleet, as Options.Start is asked to run it.
+type Device struct {
+	ID, Site       string
+	Broker         string // tcp://host:port
+	Dir            string // its state directory
+	TelemetryEvery time.Duration
+	// CommitteePub and OperatorPub are the key files it trusts for
+	// policies and for commands.
+	CommitteePub, OperatorPub string
+	Logger                    *slog.Logger
+}
 
 // Options describe one fleet run.
 type Options struct {
-	Agents         int
+	Agents int
+	// Start runs one device until ctx ends; its error ends the run.
+	Start          func(ctx context.Context, d Device) error
 	Broker         string        // tcp://host:port
 	Dir            string        // state of every agent (queues, replay memory); required
 	TelemetryEvery time.Duration // default 10s
@@ -85,18 +101,29 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 			res.Error = err.Error()
 		}
 	}()
-	if err := os.MkdirAll(filepath.Join(opt.Dir, "keys"), 0o700); err != nil {
+	if opt.Start == nil {
+		return res, errors.New("fleet: Options.Start is required")
+	}
+	if err := checkWatchLimit(opt.Agents); err != nil {
 		return res, err
 	}
-	keys, err := sim.NewKeys(filepath.Join(opt.Dir, "keys"))
+	keyDir := filepath.Join(opt.Dir, "keys")
+	if err := os.MkdirAll(keyDir, 0o700); err != nil {
+		return res, err
+	}
+	committeeKey, committeePub, err := dsse.GenerateKeyFiles(keyDir, "committee")
 	if err != nil {
 		return res, err
 	}
-	trust, err := keys.Trust()
+	operatorKey, operatorPub, err := dsse.GenerateKeyFiles(keyDir, "operator")
 	if err != nil {
 		return res, err
 	}
-	ops, err := keys.Operators()
+	committee, err := dsse.LoadPrivateKey(committeeKey)
+	if err != nil {
+		return res, err
+	}
+	operator, err := dsse.LoadPrivateKey(operatorKey)
 	if err != nil {
 		return res, err
 	}
@@ -109,7 +136,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		cancel()
 		wg.Wait()
 	}()
-	con, err := console.New(console.Options{Broker: opt.Broker, Operator: keys.Operator, Logger: opt.Logger})
+	con, err := console.New(console.Options{Broker: opt.Broker, Operator: operator, Logger: opt.Logger})
 	if err != nil {
 		return res, err
 	}
@@ -125,25 +152,33 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 
 	t0 := time.Now()
 	tick := time.NewTicker(time.Second / time.Duration(opt.ConnectRate))
+	failed := make(chan error, 1)
 	for i := range opt.Agents {
 		<-tick.C
 		id := fmt.Sprintf("fleet-%05d", i)
-		dir := filepath.Join(opt.Dir, id)
-		st, err := store.New(store.Options{Trust: trust, StateDir: dir})
-		if err != nil {
-			return res, err
-		}
-		l, err := mqttlink.New(mqttlink.Options{Device: id, Site: fmt.Sprintf("site-%03d", i%100), Kind: "sim", Version: "fleet",
-			URL: opt.Broker, TelemetryEvery: opt.TelemetryEvery, Keepalive: 60 * time.Second,
-			MinBackoff: time.Second, MaxBackoff: 30 * time.Second, StateDir: dir, Operators: ops, Policy: st,
-			Logger: opt.Logger.With("device", id), InFlight: 8})
-		if err != nil {
-			return res, err
-		}
+		d := Device{ID: id, Site: fmt.Sprintf("site-%03d", i%100), Broker: opt.Broker, Dir: filepath.Join(opt.Dir, id),
+			TelemetryEvery: opt.TelemetryEvery, CommitteePub: committeePub, OperatorPub: operatorPub,
+			Logger: opt.Logger.With("device", id)}
 		wg.Add(1)
-		go func() { defer wg.Done(); l.Run(ctx) }()
+		go func() {
+			defer wg.Done()
+			if err := opt.Start(ctx, d); err != nil && ctx.Err() == nil {
+				select {
+				case failed <- fmt.Errorf("fleet: %s: %w", d.ID, err):
+				default:
+				}
+				cancel()
+			}
+		}()
 	}
 	tick.Stop()
+	defer func() {
+		select {
+		case ferr := <-failed:
+			err = errors.Join(err, ferr)
+		default:
+		}
+	}()
 	online := func(serial uint64) int {
 		n := 0
 		for _, d := range con.Devices() {
@@ -158,7 +193,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	}
 	res.OnlineS = time.Since(t0).Seconds()
 
-	env, err := keys.SignPolicy(sim.PolicyYAML(1, time.Now()))
+	env, err := dsse.Sign(policy.PayloadType, policyYAML(1, time.Now()), committee)
 	if err != nil {
 		return res, err
 	}
@@ -203,6 +238,36 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// policyYAML is the fleet-wide policy the run pushes: one approval, every
+// site.
+func policyYAML(serial uint64, now time.Time) []byte {
+	return fmt.Appendf(nil, `serial: %d
+issued: %s
+expires: %s
+default: deny
+domestic: [103.1.0.0/16]
+approvals:
+  - {id: LA-FLEET-1, holder: Fleet Test, remote: [203.0.113.0/24]}
+`, serial, now.UTC().Add(-time.Minute).Format(time.RFC3339), now.AddDate(0, 1, 0).UTC().Format(time.RFC3339))
+}
+
+// checkWatchLimit refuses a fleet larger than the kernel lets this user
+// watch files for: every device watches its policy file (an inotify
+// instance each), and the agents of the one user share
+// fs.inotify.max_user_instances.
+func checkWatchLimit(agents int) error {
+	b, err := os.ReadFile("/proc/sys/fs/inotify/max_user_instances")
+	if err != nil {
+		return nil // not Linux, or no procfs: let the devices find out
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || agents+16 <= limit {
+		return nil
+	}
+	return fmt.Errorf("fleet: %d agents watch %d policy files, over fs.inotify.max_user_instances (%d) less a margin for the rest of the machine: raise it (sysctl -w fs.inotify.max_user_instances=%d)",
+		agents, agents, limit, agents+1024)
 }
 
 func waitFor(ctx context.Context, within time.Duration, cond func() bool) error {

@@ -8,6 +8,7 @@ import (
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest/embedded"
 	"linkguard.dev/linkguard/hal/envtest"
 	"linkguard.dev/linkguard/testbench/fleet"
+	"linkguard.dev/linkguard/testbench/sim"
 )
 
 // run runs a small fleet and checks that every phase completed for every
@@ -23,7 +24,7 @@ func run(t *testing.T, url string) {
 	var err error
 	go func() {
 		defer close(done)
-		res, err = fleet.Run(ctx, fleet.Options{Agents: n, Broker: url, Dir: t.TempDir(),
+		res, err = fleet.Run(ctx, fleet.Options{Agents: n, Start: startDevice, Broker: url, Dir: t.TempDir(),
 			TelemetryEvery: time.Second, Hold: 2 * time.Second, Timeout: 20 * time.Second})
 	}()
 	select {
@@ -38,6 +39,11 @@ func run(t *testing.T, url string) {
 	if res.StayedOnline != n || res.IngestPerS <= 0 || res.PolicyPushS <= 0 || res.CommandAllS <= 0 {
 		t.Fatalf("result %+v: want all %d agents through every phase", *res, n)
 	}
+}
+
+func startDevice(ctx context.Context, d fleet.Device) error {
+	return sim.RunBare(ctx, sim.BareOptions{ID: d.ID, Site: d.Site, Broker: d.Broker, Dir: d.Dir,
+		CommitteePub: d.CommitteePub, OperatorPub: d.OperatorPub, TelemetryEvery: d.TelemetryEvery, Logger: d.Logger})
 }
 
 func TestFleetEmbeddedBroker(t *testing.T) {

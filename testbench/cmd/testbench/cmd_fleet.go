@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,7 +13,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"linkguard.dev/linkguard/testbench/fleet"
+	"linkguard.dev/linkguard/testbench/sim"
 )
+
+// startDevice runs one of the fleet's devices: agent.Run with no hardware.
+func startDevice(ctx context.Context, d fleet.Device) error {
+	return sim.RunBare(ctx, sim.BareOptions{ID: d.ID, Site: d.Site, Broker: d.Broker, Dir: d.Dir,
+		CommitteePub: d.CommitteePub, OperatorPub: d.OperatorPub, TelemetryEvery: d.TelemetryEvery, Logger: d.Logger})
+}
 
 func newFleetCmd() *cobra.Command {
 	var (
@@ -23,7 +31,7 @@ func newFleetCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "fleet --agents N[,N...] (--broker URL | --mosquitto)",
-		Short: "Run N lightweight simulated agents against a real broker and measure the fleet",
+		Short: "Run N agents with no hardware against a real broker and measure the fleet",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
@@ -35,6 +43,7 @@ func newFleetCmd() *cobra.Command {
 				}
 				o := opt
 				o.Agents = n
+				o.Start = startDevice
 				dir, err := os.MkdirTemp("", "linkguard-fleet-")
 				if err != nil {
 					return err
