@@ -152,9 +152,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		a.links = lk
 		runs = append(runs, lk.run)
 	}
-	if u := cfg.Update; u != nil {
-		health := healthChecks(policy, alive, link)
-		upd, err := newUpdater(u, up, health, log)
+	if cfg.Update != nil {
+		upd, err := newUpdater(cfg, up, healthChecks(policy, alive, link), log)
 		if err != nil {
 			return err
 		}

@@ -43,15 +43,12 @@ type updater struct {
 // update.fetch, and returns the goroutines to run: the fetch worker and, on
 // a candidate's trial boot, the confirmation that commits it once health
 // holds.
-func newUpdater(u *config.Update, up reporting, health []slot.Check, log *slog.Logger) ([]func(context.Context) error, error) {
+func newUpdater(cfg *config.Config, up reporting, health []slot.Check, log *slog.Logger) ([]func(context.Context) error, error) {
 	log = log.With("part", "update")
-	slots, err := slot.New(u.Root)
+	u := cfg.Update
+	in, err := NewInstaller(cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("agent: update: %w", err)
-	}
-	keys, err := dsse.LoadKeyring(u.Trust...)
-	if err != nil {
-		return nil, fmt.Errorf("agent: update trust: %w", err)
+		return nil, err
 	}
 	// The event goes into the durable queue now and reaches the console once
 	// the broker is reached, so the record can be cleared at once.
@@ -62,14 +59,11 @@ func newUpdater(u *config.Update, up reporting, health []slot.Check, log *slog.L
 			"from": rb.From, "from_version": rb.FromVersion, "to": rb.To, "to_version": rb.ToVersion,
 			"reason": rb.Reason, "attempts": rb.Attempts, "at": rb.At,
 		})
-		if err := slots.AckRollback(*rb); err != nil {
+		if err := in.Slots.AckRollback(*rb); err != nil {
 			log.Error("could not clear the reported rollback", "err", err)
 		}
 	}
-	upd := &updater{
-		in:     &update.Installer{Slots: slots, Keys: keys, Hardware: u.Hardware, MaxFetch: u.MaxFetchMB.Bytes(), Logger: log},
-		events: up.events, log: log, jobs: make(chan update.FetchArgs, 1),
-	}
+	upd := &updater{in: in, events: up.events, log: log, jobs: make(chan update.FetchArgs, 1)}
 	if err := up.commands.Register(command.UpdateFetch, command.HandlerFunc(upd.handle)); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -87,6 +81,28 @@ func newUpdater(u *config.Update, up reporting, health []slot.Check, log *slog.L
 		})
 	}
 	return runs, nil
+}
+
+// NewInstaller builds the device's firmware installer from the update
+// section of cfg (which must have one): its slots, release keys, hardware
+// revision, download cap, and the identity a downgrade ticket must name.
+// The agent's update.fetch and linkguard update install are to use this one
+// builder.
+func NewInstaller(cfg *config.Config, log *slog.Logger) (*update.Installer, error) {
+	u := cfg.Update
+	if u == nil {
+		return nil, errors.New("agent: the configuration has no update section")
+	}
+	slots, err := slot.New(u.Root)
+	if err != nil {
+		return nil, fmt.Errorf("agent: update: %w", err)
+	}
+	keys, err := dsse.LoadKeyring(u.Trust...)
+	if err != nil {
+		return nil, fmt.Errorf("agent: update trust: %w", err)
+	}
+	return &update.Installer{Slots: slots, Keys: keys, Hardware: u.Hardware, MaxFetch: u.MaxFetchMB.Bytes(),
+		Device: cfg.Device.ID, Site: cfg.Device.Site, Logger: log}, nil
 }
 
 // healthChecks are what a firmware candidate must show before it is
