@@ -23,18 +23,21 @@ type Info struct {
 	Timestamp     time.Time
 	CaptureLength int // bytes placed in the caller's buffer
 	Length        int // bytes of the frame on the wire (> CaptureLength when truncated)
-	// GSO is set on a super-frame from a port that carries offloads
-	// (LiveOptions.Offloads): several segments of one flow handed over as
-	// one frame. Zero for an ordinary frame.
+	// GSO is the frame's offload metadata, from a port that has it
+	// (Live.Metadata): set on a super-frame, several segments of one flow
+	// handed over as one frame, and on a frame whose checksum the sender
+	// left to offload hardware (GSONeedsCsum). Zero for an ordinary frame
+	// with its checksums complete.
 	GSO OffloadInfo
 }
 
-// OffloadInfo is the offload metadata the kernel keeps with a super-frame (its
-// struct virtio_net_hdr): merged on receive (GRO), or not yet segmented by
-// the sender (TSO/GSO), and segmented again only where it must be, on the
-// way out of a port that cannot take it whole. A frame whose checksum the
-// sender left to the hardware (NeedsCsum) carries only the pseudo-header
-// sum in its checksum field until then.
+// OffloadInfo is the offload metadata the kernel keeps with a frame (its
+// struct virtio_net_hdr). A super-frame was merged on receive (GRO), or not
+// yet segmented by the sender (TSO/GSO), and is segmented again only where
+// it must be, on the way out of a port that cannot take it whole. A frame
+// whose checksum the sender left to the hardware (NeedsCsum), super-frame
+// or not, carries only the pseudo-header sum in its checksum field until
+// then (CompleteChecksum fills it in).
 type OffloadInfo struct {
 	Flags      uint8  // GSONeedsCsum, GSODataValid
 	Type       uint8  // GSOTCPv4, GSOTCPv6 or GSOUDPL4, with GSOECN; GSONone
@@ -98,13 +101,18 @@ type Port interface {
 type Ring interface {
 	Port
 	// Drain hands the frames already waiting, at most max, to fn in
-	// place; frame is valid only during the call. It returns how many.
+	// place; frame is valid only during the call, and fn may change it.
+	// It returns how many.
 	Drain(max int, fn func(frame []byte, info Info)) int
 	// Wait blocks until a frame is waiting or timeout passes (nil either
 	// way); ErrClosed after Close.
 	Wait(timeout time.Duration) error
 	// Queue copies frame into the transmit queue; it is sent by Flush, or
-	// earlier once the port's batch is full.
+	// earlier once the port's batch is full. gso is the frame's offload
+	// metadata as read (Info.GSO); the port sends the frame as a wire
+	// carries it: a super-frame segmented by the kernel or NIC where it
+	// must be, a partial checksum filled in by the port itself unless it
+	// hands the frame to hardware that will.
 	Queue(frame []byte, gso OffloadInfo) error
 	// Flush sends the queued frames.
 	Flush() error

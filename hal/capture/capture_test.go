@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -304,7 +305,7 @@ func TestLiveTxRing(t *testing.T) {
 	if err := a.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	// Many batches, wrapping the two-block ring (80 slots of 1,616 bytes,
+	// Many batches, wrapping the two-block ring (80 slots of 1,632 bytes,
 	// 40 to a 64 KB block, a gap at each block's end) twice, sizes up to
 	// the MTU, some tagged.
 	var want [][]byte
@@ -392,10 +393,12 @@ func TestLiveTxRing(t *testing.T) {
 // unsegmented): written on its own, read whole off the socket queue; the
 // kernel's checksum-pending frame keeps its flag; a VLAN tag restored
 // moves the checksum start with it; frames queued on the ring before a
-// super-frame leave before it; a port without Offloads refuses metadata.
+// super-frame leave before it; a port without Offloads sends one on too
+// (the kernel segments it where it must), one without offload metadata
+// refuses it.
 func TestLiveOffloads(t *testing.T) {
 	ns := vethNamespace(t)
-	var a, b, plain *capture.Live
+	var a, b, plain, bare *capture.Live
 	capturetest.InNetns(t, ns, func() {
 		for _, p := range []string{"va", "vb"} {
 			if err := capture.EnableOffloads(p); err != nil {
@@ -414,12 +417,16 @@ func TestLiveOffloads(t *testing.T) {
 		}
 		if plain, err = capture.OpenLive("va", capture.LiveOptions{PollInterval: 20 * time.Millisecond}); err != nil {
 			t.Error(err)
+			return
+		}
+		if bare, err = capture.OpenLiveWithoutMetadata("va", capture.LiveOptions{PollInterval: 20 * time.Millisecond}); err != nil {
+			t.Error(err)
 		}
 	})
 	if t.Failed() {
 		t.FailNow()
 	}
-	t.Cleanup(func() { a.Close(); b.Close(); plain.Close() })
+	t.Cleanup(func() { a.Close(); b.Close(); plain.Close(); bare.Close() })
 
 	for _, vid := range []int{0, 42} {
 		frame, gso := tcpSuperFrame(20000, 1448, vid)
@@ -489,8 +496,23 @@ func TestLiveOffloads(t *testing.T) {
 			t.Errorf("frame %d out of order or changed (%d bytes, want %d)", i, len(got[i]), len(want[i]))
 		}
 	}
-	if err := plain.Queue(frame, gso); !errors.Is(err, capture.ErrUnsupported) {
-		t.Errorf("metadata on a port without Offloads: %v", err)
+	if err := plain.Queue(frame, gso); err != nil {
+		t.Errorf("super-frame on a port without Offloads: %v", err)
+	}
+	var whole []byte
+	for deadline := time.Now().Add(2 * time.Second); whole == nil && time.Now().Before(deadline); {
+		_ = b.Wait(20 * time.Millisecond)
+		b.Drain(16, func(f []byte, _ capture.Info) {
+			if len(f) > 1000 {
+				whole = bytes.Clone(f)
+			}
+		})
+	}
+	if !bytes.Equal(whole, frame) {
+		t.Errorf("super-frame from a port without Offloads: got %d bytes, want %d", len(whole), len(frame))
+	}
+	if err := bare.Queue(frame, gso); !errors.Is(err, capture.ErrUnsupported) {
+		t.Errorf("super-frame on a port without offload metadata: %v", err)
 	}
 	// A super-frame's way, out and in, allocates nothing either.
 	seen := 0
@@ -564,4 +586,198 @@ func tcpSuperFrame(payload, mss, vid int) ([]byte, capture.OffloadInfo) {
 		Flags: capture.GSONeedsCsum, Type: capture.GSOTCPv4, HdrLen: uint16(l2 + 40), Size: uint16(mss),
 		CsumStart: uint16(l2 + 20), CsumOffset: 16,
 	}
+}
+
+// TestLivePartialChecksums: a port whose own offloads are off still sees
+// the partial checksums a veth peer with its default offloads sends
+// (NeedsCsum in Info.GSO, through PACKET_VNET_HDR, or from the ring's
+// status and the headers on a kernel without it), and Queue on a port
+// without Offloads sends them filled in, counted; a port with Offloads
+// passes them on for the kernel to fill in.
+func TestLivePartialChecksums(t *testing.T) {
+	ns := vethNamespace(t)
+	var a, carry, b, old *capture.Live
+	capturetest.InNetns(t, ns, func() {
+		// va is the peer: it keeps veth's defaults and sends from its stack.
+		for _, args := range [][]string{
+			{"addr", "add", "10.77.0.1/24", "dev", "va"},
+			{"addr", "add", "fd00:77::1/64", "dev", "va", "nodad"},
+			{"neigh", "add", "10.77.0.2", "lladdr", "02:00:00:00:77:02", "dev", "va"},
+			{"neigh", "add", "fd00:77::2", "lladdr", "02:00:00:00:77:02", "dev", "va"},
+		} {
+			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				t.Errorf("ip %v: %v %s", args, err, out)
+			}
+		}
+		if on, err := capture.OffloadEnabled("va", capture.TxSum); err != nil || !on {
+			t.Errorf("va: tx checksumming on %v (%v), want veth's default (on)", on, err)
+		}
+		if err := capture.DisableOffloads("vb"); err != nil {
+			t.Error(err)
+		}
+		o := capture.LiveOptions{PollInterval: 20 * time.Millisecond}
+		var err error
+		if b, err = capture.OpenLive("vb", o); err != nil {
+			t.Error(err)
+			return
+		}
+		if old, err = capture.OpenLiveWithoutMetadata("vb", o); err != nil {
+			t.Error(err)
+			return
+		}
+		if a, err = capture.OpenLive("va", o); err != nil {
+			t.Error(err)
+			return
+		}
+		o.Offloads = true
+		if carry, err = capture.OpenLive("va", o); err != nil {
+			t.Error(err)
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Cleanup(func() { a.Close(); carry.Close(); b.Close(); old.Close() })
+	if !b.Metadata() || old.Metadata() {
+		t.Fatalf("metadata: %v, %v without", b.Metadata(), old.Metadata())
+	}
+
+	// The peer's stack sends UDP of odd and even sizes and TCP SYNs, over
+	// IPv4 and IPv6; nothing answers.
+	send := func() {
+		capturetest.InNetns(t, ns, func() {
+			for _, dst := range []string{"10.77.0.2", "fd00:77::2"} {
+				for _, n := range []int{1, 2, 99, 1000, 1401} {
+					c, err := net.Dial("udp", net.JoinHostPort(dst, "5202"))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_, _ = c.Write(bytes.Repeat([]byte{byte(n)}, n))
+					c.Close()
+				}
+				if c, err := net.DialTimeout("tcp", net.JoinHostPort(dst, "5201"), 50*time.Millisecond); err == nil {
+					c.Close()
+				}
+			}
+		})
+	}
+	type got struct {
+		f []byte
+		g capture.OffloadInfo
+	}
+	// read collects the IP frames that arrive on p until it is quiet.
+	read := func(p *capture.Live) []got {
+		var out []got
+		for {
+			if err := p.Wait(200 * time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			if p.Drain(64, func(f []byte, i capture.Info) {
+				if isProbe(f) {
+					out = append(out, got{bytes.Clone(f), i.GSO})
+				}
+			}) == 0 {
+				return out
+			}
+		}
+	}
+	send()
+	sent := read(b)
+	seenOld := read(old)
+	if len(sent) < 12 || len(seenOld) != len(sent) {
+		t.Fatalf("%d frames from the peer, %d on the port without metadata", len(sent), len(seenOld))
+	}
+	for i, s := range sent {
+		if s.g.Flags&capture.GSONeedsCsum == 0 || s.g.Type != capture.GSONone {
+			t.Fatalf("frame %d (%d bytes): metadata %+v, want a partial checksum", i, len(s.f), s.g)
+		}
+		if o := seenOld[i]; !bytes.Equal(o.f, s.f) || o.g.Flags != capture.GSONeedsCsum || o.g.CsumStart != s.g.CsumStart || o.g.CsumOffset != s.g.CsumOffset {
+			t.Errorf("frame %d: without metadata %+v, with %+v", i, o.g, s.g)
+		}
+		if verified(t, s.f) {
+			t.Errorf("frame %d: the peer's checksum is already complete", i)
+		}
+	}
+
+	// Sent on by a port without Offloads: filled in, counted.
+	for _, s := range sent {
+		if err := a.Queue(s.f, s.g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	back := read(b)
+	if len(back) != len(sent) || a.ChecksumsCompleted() != uint64(len(sent)) {
+		t.Fatalf("%d frames back of %d sent, %d checksums completed", len(back), len(sent), a.ChecksumsCompleted())
+	}
+	for i, r := range back {
+		if r.g.Flags&capture.GSONeedsCsum != 0 || !verified(t, r.f) || len(r.f) != len(sent[i].f) {
+			t.Errorf("frame %d: sent on with metadata %+v, checksum verified %v", i, r.g, verified(t, r.f))
+		}
+	}
+	_ = read(old)
+
+	// Sent on by a port with Offloads: still partial, for the kernel.
+	for _, s := range sent {
+		if err := carry.Queue(s.f, s.g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := carry.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	back = read(b)
+	if len(back) != len(sent) || carry.ChecksumsCompleted() != 0 {
+		t.Fatalf("%d frames back of %d, %d completed by the carrying port", len(back), len(sent), carry.ChecksumsCompleted())
+	}
+	for i, r := range back {
+		if r.g != sent[i].g || !bytes.Equal(r.f, sent[i].f) {
+			t.Errorf("frame %d: carried with %+v, want %+v as sent", i, r.g, sent[i].g)
+		}
+	}
+}
+
+// verified reports whether frame's TCP or UDP checksum is right: gopacket
+// computes it afresh from the decoded layers.
+func verified(t *testing.T, frame []byte) bool {
+	t.Helper()
+	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	var nl gopacket.NetworkLayer
+	if l := pkt.NetworkLayer(); l != nil {
+		nl = l
+	}
+	var ls []gopacket.SerializableLayer
+	for _, l := range pkt.Layers() {
+		switch l := l.(type) {
+		case *layers.TCP:
+			_ = l.SetNetworkLayerForChecksum(nl)
+		case *layers.UDP:
+			_ = l.SetNetworkLayerForChecksum(nl)
+		}
+		if s, ok := l.(gopacket.SerializableLayer); ok {
+			ls = append(ls, s)
+		}
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true}, ls...); err != nil {
+		t.Fatal(err)
+	}
+	// gopacket pads a frame shorter than 60 bytes.
+	return len(buf.Bytes()) >= len(frame) && bytes.Equal(buf.Bytes()[:len(frame)], frame)
+}
+
+// isProbe reports whether f is IPv4 or IPv6 TCP or UDP to port 5201 or
+// 5202 (what TestLivePartialChecksums sends; not the kernel's own ND).
+func isProbe(f []byte) bool {
+	pkt := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+	switch l := pkt.TransportLayer().(type) {
+	case *layers.TCP:
+		return l.DstPort == 5201
+	case *layers.UDP:
+		return l.DstPort == 5202
+	}
+	return false
 }

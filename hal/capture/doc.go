@@ -118,13 +118,13 @@
 // Offloads off costs a system call, a ring slot and a judgement per
 // 1,500-byte frame, and on a small CPU that is the limit. With Offloads the
 // port keeps GRO/TSO/GSO on (EnableOffloads) and its sockets use
-// PACKET_VNET_HDR: a GRO-merged or not-yet-segmented super-frame of up to
-// 64 KB comes with its virtio_net_hdr (Info.GSO: type, segment size,
-// checksum still to fill in) and leaves with it, so the kernel segments it
-// only where it must (in the NIC with TSO, in software otherwise; veth
-// passes it whole). A frame whose checksum the sender left to hardware
-// keeps its NeedsCsum flag, so endpoints need not turn checksum offload
-// off either.
+// PACKET_VNET_HDR (as every port's do, see below): a GRO-merged or
+// not-yet-segmented super-frame of up to 64 KB comes with its
+// virtio_net_hdr (Info.GSO: type, segment size, checksum still to fill
+// in) and leaves with it, so the kernel segments it only where it must
+// (in the NIC with TSO, in software otherwise; veth passes it whole). A
+// frame whose checksum the sender left to hardware keeps its NeedsCsum
+// flag and leaves with it, for the NIC to fill in.
 //
 // The rings keep their MTU-sized slots, so memory and burst capacity stay
 // those of a port without offloads (2,048 slots): a super-frame arrives
@@ -147,8 +147,41 @@
 // The kernel's virtio_net_hdr describes TCP and UDP segmentation only: a
 // NIC that merges GRE-encapsulated TCP (GRE GRO) reports it as plain TCP,
 // which agent/linkfilter detects against the decoded packet and drops.
-// Receive-side metadata needs Linux 5.8; OpenLive returns ErrUnsupported
-// before that.
+// Receive-side metadata needs Linux 5.8; OpenLive with Offloads returns
+// ErrUnsupported before that.
+//
+// # A peer's offloads (every port)
+//
+// Turning a port's offloads off does not turn off its peer's. A veth peer
+// left at its defaults, a virtio guest or a tap hands the port frames
+// whose TCP or UDP checksum it left to the hardware (CHECKSUM_PARTIAL:
+// the field holds only the pseudo-header sum) and, with TSO or GSO on,
+// super-frames of up to 64 KB. Forwarded as they are, the checksum is
+// never filled in: ping works, TCP never connects. So every port takes
+// the offload metadata where the kernel has it (Live.Metadata), with
+// Offloads or without, and Queue on a port without Offloads sends only
+// what a wire carries:
+//
+//   - A partial checksum is filled in, in the transmit slot after the
+//     copy (CompleteChecksum: the Internet checksum from the metadata's
+//     start to the end of the IP packet, or SCTP's CRC32c), counted
+//     (Live.ChecksumsCompleted), and the frame leaves with no offload
+//     flags. Passing the flag on for the kernel to fill in instead (the
+//     port's transmit checksumming is off, so skb_checksum_help would)
+//     measured no faster through the bridge; filling it in here does not
+//     depend on the outgoing device's settings, knows an SCTP CRC from an
+//     Internet checksum (no virtio_net_hdr can ask for a CRC, so a port
+//     with Offloads fills those in too), and is counted.
+//   - A super-frame goes to the kernel whole with its metadata, on the
+//     ring-less socket, to be segmented in software (the port's TSO is
+//     off). That socket, unlike the ring's, goes through the queueing
+//     discipline: bypassing it, the kernel drops a frame it would have to
+//     segment (__dev_direct_xmit refuses what validate_xmit_skb replaces).
+//
+// On a kernel without the metadata the ring's status still flags a
+// partial checksum (TP_STATUS_CSUMNOTREADY) and the headers say where it
+// lies on plain IPv4 and IPv6, so those are filled in as well; a peer's
+// super-frames arrive cut to their slot and cannot be forwarded.
 //
 // # AF_PACKET traps this package handles
 //
@@ -160,7 +193,8 @@
 //     checksum/segmentation offloads leave work for hardware a bridge port
 //     does not have. DisableOffloads turns GRO, LRO, TSO, GSO and tx
 //     checksumming off through the SIOCETHTOOL ioctl (no ethtool binary);
-//     or the port carries them (above).
+//     or the port carries them (above). A peer's offloads are handled
+//     either way (above).
 //   - MTU: both bridged interfaces must have the same MTU (CheckMTU); the
 //     ring's frame size is chosen to hold a full frame at that MTU.
 //   - VLAN offload: the kernel strips 802.1Q tags into the ring header; the

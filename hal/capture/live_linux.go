@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -33,14 +34,21 @@ type LiveOptions struct {
 	// TxBatch is how many queued frames Queue lets gather before it sends
 	// them itself; Flush sends the rest. Default 32.
 	TxBatch int
-	// Offloads carries GRO/GSO super-frames through instead of requiring
-	// the interface's offloads off: both rings get a virtio_net_hdr per
-	// frame (PACKET_VNET_HDR), and Drain and Queue hand the offload
-	// metadata over (Info.GSO). The rings keep their slots; a super-frame
-	// too large for one is read whole off the socket queue
-	// (PACKET_COPY_THRESH) and sent with a write of its own. Pair it with
-	// EnableOffloads. OpenLive fails with ErrUnsupported on a kernel whose
-	// receive ring has no virtio_net_hdr (before Linux 5.8).
+	// Offloads makes the port one that carries offloads, paired with
+	// EnableOffloads: Queue passes a frame's partial checksum on to the
+	// kernel or the NIC (NeedsCsum in its virtio_net_hdr) instead of
+	// filling it in, and OpenLive fails with ErrUnsupported on a kernel
+	// whose receive ring has no virtio_net_hdr (before Linux 5.8) rather
+	// than open a port without metadata.
+	//
+	// Every port takes the metadata where the kernel has it (Metadata):
+	// both rings get a virtio_net_hdr per frame (PACKET_VNET_HDR), and
+	// Drain and Queue hand it over (Info.GSO), since a peer's offloads
+	// reach a port whose own are off: a veth, virtio or tap peer sends
+	// TSO super-frames and leaves checksums to the hardware whatever the
+	// port's settings. The rings keep their slots; a super-frame too
+	// large for one is read whole off the socket queue
+	// (PACKET_COPY_THRESH) and sent with a write of its own.
 	Offloads bool
 }
 
@@ -49,6 +57,7 @@ type LiveOptions struct {
 // transmit ring.
 type Live struct {
 	offloads bool
+	meta     bool // the receive ring has a virtio_net_hdr per frame
 	name     string
 	mtu      int
 	poll     time.Duration
@@ -65,6 +74,7 @@ type Live struct {
 	closing  atomic.Bool
 	wmu      sync.Mutex
 	closed   bool
+	csums    atomic.Uint64 // partial checksums filled in by put
 }
 
 var _ Ring = (*Live)(nil)
@@ -82,14 +92,19 @@ func ignoreOutgoing() ([]bpf.RawInstruction, error) {
 
 // frameSize returns the ring slot for frames of an MTU: the slot header
 // and the headroom before the frame (80 bytes at most), Ethernet, two
-// VLAN tags, in TPACKET's 16-byte alignment. (1,616 bytes for a 1,500 MTU;
-// a power of two would waste a fifth of the ring.)
+// VLAN tags, in TPACKET's 16-byte alignment. (1,616 bytes for a 1,500 MTU,
+// 1,632 with the virtio_net_hdr OpenLive adds room for; a power of two
+// would waste a fifth of the ring.)
 func frameSize(mtu int) int {
 	return (mtu + 14 + 8 + 80 + 15) &^ 15
 }
 
 // OpenLive opens iface for reading and writing whole Ethernet frames.
-func OpenLive(iface string, o LiveOptions) (*Live, error) {
+func OpenLive(iface string, o LiveOptions) (*Live, error) { return openLive(iface, o, true) }
+
+// openLive is OpenLive; without meta the port is opened as on a kernel
+// whose receive ring has no virtio_net_hdr (for tests).
+func openLive(iface string, o LiveOptions, meta bool) (*Live, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %s: %w", iface, err)
@@ -97,10 +112,7 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 	if o.PollInterval <= 0 {
 		o.PollInterval = 100 * time.Millisecond
 	}
-	fs := frameSize(ifi.MTU)
-	if o.Offloads {
-		fs += 16 // the virtio_net_hdr before each frame
-	}
+	fs := frameSize(ifi.MTU) + 16 // the virtio_net_hdr before each frame
 	if o.RingFrames <= 0 {
 		o.RingFrames = 2048
 	}
@@ -121,7 +133,15 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 			prog[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
 		}
 	}
-	rfd, rx, err := openReader(ifi.Index, fs, o.RingFrames, prog, o.Offloads)
+	rfd, rx, err := openReader(ifi.Index, fs, o.RingFrames, prog, meta)
+	if errors.Is(err, ErrUnsupported) && !o.Offloads {
+		rfd, rx, err = openReader(ifi.Index, fs, o.RingFrames, prog, false)
+	}
+	if err == nil && o.Offloads && !rx.vnet {
+		rx.unmap()
+		unix.Close(rfd)
+		err = fmt.Errorf("%w: receive ring without virtio_net_hdr", ErrUnsupported)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("capture: %s: %w", iface, err)
 	}
@@ -132,8 +152,12 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 		err = fmt.Errorf("%w: send ring without virtio_net_hdr", ErrUnsupported)
 	}
 	sfd := -1
-	if err == nil && o.Offloads {
-		if sfd, err = openSender(ifi.Index); err != nil {
+	if err == nil && rx.vnet {
+		// Without it a port that takes metadata could not send on the
+		// super-frames it reads; only a carrying port insists.
+		if sfd, err = openSender(ifi.Index); err != nil && !o.Offloads {
+			sfd, err = -1, nil
+		} else if err != nil {
 			tx.unmap()
 			unix.Close(wfd)
 		}
@@ -143,7 +167,7 @@ func OpenLive(iface string, o LiveOptions) (*Live, error) {
 		unix.Close(rfd)
 		return nil, fmt.Errorf("capture: %s: %w", iface, err)
 	}
-	l := &Live{offloads: o.Offloads, name: iface, mtu: ifi.MTU, poll: o.PollInterval, rfd: rfd, rx: rx, wfd: wfd, tx: tx, sfd: sfd, batch: min(o.TxBatch, tx.n)}
+	l := &Live{offloads: o.Offloads, meta: rx.vnet, name: iface, mtu: ifi.MTU, poll: o.PollInterval, rfd: rfd, rx: rx, wfd: wfd, tx: tx, sfd: sfd, batch: min(o.TxBatch, tx.n)}
 	if !o.KeepPromiscuousOff {
 		mr := unix.PacketMreq{Ifindex: int32(ifi.Index), Type: unix.PACKET_MR_PROMISC}
 		if err := unix.SetsockoptPacketMreq(rfd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mr); err != nil {
@@ -159,6 +183,17 @@ func (l *Live) Name() string { return l.name }
 
 // MTU is the interface MTU when the port was opened.
 func (l *Live) MTU() int { return l.mtu }
+
+// Metadata reports whether frames read from the port come with their
+// offload metadata (Info.GSO): always with Offloads; without, when the
+// kernel has it (Linux 5.8). Without it a super-frame arrives cut to its
+// ring slot (Info.Truncated), and a partial checksum is still seen on
+// plain IPv4 and IPv6 (the ring's status says so; the headers say where).
+func (l *Live) Metadata() bool { return l.meta }
+
+// ChecksumsCompleted counts the partial checksums the port filled in
+// before sending (see Queue).
+func (l *Live) ChecksumsCompleted() uint64 { return l.csums.Load() }
 
 // ReadFrame copies the next incoming frame into buf, waiting up to the poll
 // interval for one.
@@ -187,7 +222,8 @@ func (l *Live) ReadFrame(buf []byte) (Info, error) {
 // Drain hands the frames already waiting in the receive ring, at most max,
 // to fn in place, without copying them out: frame is valid only during the
 // call (Queue on another port copies it straight into that port's transmit
-// ring). It returns how many frames were handed.
+// ring), and fn may change it there. It returns how many frames were
+// handed.
 func (l *Live) Drain(max int, fn func(frame []byte, info Info)) int {
 	l.rmu.Lock()
 	defer l.rmu.Unlock()
@@ -236,8 +272,14 @@ func (l *Live) WriteFrame(frame []byte) error {
 
 // Queue copies frame into the transmit ring; it is sent when TxBatch
 // frames have gathered or at the next Flush (or WriteFrame), whichever
-// comes first. gso is a super-frame's offload metadata (Info.GSO from a
-// port with Offloads); only a port opened with Offloads takes one.
+// comes first. gso is the frame's offload metadata as it was read
+// (Info.GSO). Whatever the port, the frame leaves whole and correct: a
+// super-frame goes to the kernel with its metadata, to be segmented where
+// the port cannot take it whole (in software on a port whose offloads are
+// off); a partial checksum is filled in in the slot (CompleteChecksum,
+// counted by ChecksumsCompleted), except on a port with Offloads, which
+// passes an Internet checksum on for the kernel or NIC to fill in. A port
+// without Metadata refuses a super-frame (ErrUnsupported).
 func (l *Live) Queue(frame []byte, gso OffloadInfo) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
@@ -271,19 +313,24 @@ func (l *Live) put(frame []byte, g OffloadInfo) error {
 	if len(frame) >= 14 && frame[12] == 0x81 && frame[13] == 0x00 {
 		limit += 4 // one 802.1Q tag allowed on top
 	}
-	if g != (OffloadInfo{}) {
-		if !l.offloads {
-			return fmt.Errorf("capture: %s: %w: offload metadata on a port without Offloads", l.name, ErrUnsupported)
+	super := g.Type&^GSOECN != GSONone
+	fill := false
+	switch {
+	case super:
+		if l.sfd < 0 {
+			return fmt.Errorf("capture: %s: %w: super-frame on a port without offload metadata", l.name, ErrUnsupported)
 		}
-		if g.Type&^GSOECN != GSONone {
-			// The kernel segments it again to the MTU where needed.
-			limit = len(frame)
-		}
+		// The kernel segments it again to the MTU where needed.
+		limit = len(frame)
+	case g.Flags&GSONeedsCsum == 0:
+		g = OffloadInfo{} // nothing for the kernel to do
+	default:
+		fill = !l.offloads || !l.tx.vnet || !inetChecksum(frame, g)
 	}
 	if len(frame) < 14 || len(frame) > limit || len(frame) > bigFrame-vnetHdrLen {
 		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), unix.EMSGSIZE)
 	}
-	if len(frame) > l.tx.txRoom() {
+	if len(frame) > l.tx.txRoom() || super && !l.tx.vnet {
 		return l.sendWhole(frame, g)
 	}
 	if !l.tx.txFree() {
@@ -291,7 +338,12 @@ func (l *Live) put(frame []byte, g OffloadInfo) error {
 			return err
 		}
 	}
-	l.tx.txPut(frame, g)
+	if !l.tx.txPut(frame, g, fill) {
+		return fmt.Errorf("capture: %s: write %d bytes: partial checksum at %d+%d outside the packet: %w", l.name, len(frame), g.CsumStart, g.CsumOffset, unix.EINVAL)
+	}
+	if fill {
+		l.csums.Add(1)
+	}
 	l.queued++
 	return nil
 }

@@ -173,13 +173,16 @@ const superQueue = 64 * (64 << 10) // 4 MB
 
 // openSender opens a send-only socket without a ring, for super-frames too
 // large for a transmit slot: bound like the ring's, virtio_net_hdr first
-// in every write.
+// in every write. Unlike the ring's, it goes through the queueing
+// discipline: bypassing it, the kernel drops a super-frame it would have
+// to segment (__dev_direct_xmit refuses what validate_xmit_skb replaces),
+// which is every super-frame a port with TSO off sends (on veth, with no
+// qdisc, the path is the same otherwise).
 func openSender(ifindex int) (int, error) {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("super-frame socket: %w", err)
 	}
-	_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1)
 	if err = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err == nil {
 		err = unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifindex})
 	}
@@ -230,7 +233,8 @@ func (r *ring) rxPeek() (frame []byte, info Info, ok bool) {
 	start := off + int(h.Mac)
 	end := start + int(min(int(h.Snaplen), r.fsz-int(h.Mac)))
 	var g OffloadInfo
-	if r.vnet && int(h.Mac) >= tp2HdrLen+vnetHdrLen {
+	hasVnet := r.vnet && int(h.Mac) >= tp2HdrLen+vnetHdrLen
+	if hasVnet {
 		g = readVnet(mem[start-vnetHdrLen : start])
 	}
 	headroom := int(h.Mac) - tp2HdrLen
@@ -259,6 +263,11 @@ func (r *ring) rxPeek() (frame []byte, info Info, ok bool) {
 		}
 	}
 	frame = mem[start:end:end]
+	if !hasVnet && st&unix.TP_STATUS_CSUMNOTREADY != 0 {
+		// No virtio_net_hdr (a kernel before 5.8): the status still says
+		// the checksum is partial; where it lies is found in the headers.
+		g, _ = partialChecksum(frame)
+	}
 	return frame, Info{Timestamp: time.Unix(int64(h.Sec), int64(h.Nsec)), CaptureLength: len(frame), Length: max(length, len(frame)), GSO: g}, true
 }
 
@@ -288,16 +297,16 @@ func (r *ring) readWhole(head []byte, length int) (int, bool) {
 
 // writeVnet encodes the virtio_net_hdr to send a frame of n bytes with g.
 func writeVnet(v []byte, g OffloadInfo, n int) {
-	if g == (OffloadInfo{}) {
-		// Ordinary frame: hdr_len the whole frame (copied, see vnet).
-		clear(v)
-		binary.NativeEndian.PutUint16(v[2:], uint16(min(n, 0xffff)))
-		return
+	// An ordinary frame's hdr_len is the whole frame, so it is copied (see
+	// vnet); a super-frame's is its headers, as received.
+	hdrLen := uint16(min(n, 0xffff))
+	if g.Type&^GSOECN != GSONone {
+		hdrLen = min(g.HdrLen, hdrLen)
 	}
 	// The receive side's "checksum verified" means nothing to the kernel
 	// on transmit.
 	v[0], v[1] = g.Flags&GSONeedsCsum, g.Type
-	binary.NativeEndian.PutUint16(v[2:], min(g.HdrLen, uint16(min(n, 0xffff))))
+	binary.NativeEndian.PutUint16(v[2:], hdrLen)
 	binary.NativeEndian.PutUint16(v[4:], g.Size)
 	binary.NativeEndian.PutUint16(v[6:], g.CsumStart)
 	binary.NativeEndian.PutUint16(v[8:], g.CsumOffset)
@@ -355,22 +364,33 @@ func (r *ring) txFree() bool {
 // txPut fills the current (free) transmit slot with frame and hands it to
 // the kernel; it goes out at the next kick. g is the frame's offload
 // metadata (zero for an ordinary frame); the ring must be vnet for any.
-func (r *ring) txPut(frame []byte, g OffloadInfo) {
+// With fill, g is a partial checksum to complete in the slot instead
+// (CompleteChecksum), and the frame goes out without metadata; txPut
+// reports false, leaving the slot unused, when g does not fit the frame.
+func (r *ring) txPut(frame []byte, g OffloadInfo, fill bool) bool {
 	h := r.hdr(r.head)
 	off := r.off(r.head) + tp2HdrLen
 	n := len(frame)
+	send := g
+	if fill {
+		send = OffloadInfo{}
+	}
 	if r.vnet {
-		writeVnet(r.mem[off:off+vnetHdrLen], g, n)
+		writeVnet(r.mem[off:off+vnetHdrLen], send, n)
 		off += vnetHdrLen
 		n += vnetHdrLen
 	}
 	copy(r.mem[off:off+len(frame)], frame)
+	if fill && !CompleteChecksum(r.mem[off:off+len(frame)], g) {
+		return false
+	}
 	h.Len = uint32(n)
 	atomic.StoreUint32(&h.Status, unix.TP_STATUS_SEND_REQUEST)
 	r.head++
 	if r.head == r.n {
 		r.head = 0
 	}
+	return true
 }
 
 // pollFd waits up to timeout for events on fd; it reports whether they came.

@@ -2,12 +2,14 @@
 // bridge port: frames injected "from the wire" are read by the agent, frames
 // the agent writes appear on the wire side, in order, with a bounded queue
 // that drops (and counts) on overflow as a ring does; queued frames reach
-// the wire only at Flush, as from a transmit ring.
+// the wire only at Flush, as from a transmit ring, with the partial
+// checksums a Live port fills in filled in.
 //
 // Production code never imports it.
 package capturetest
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -30,10 +32,11 @@ type Port struct {
 
 	Dropped int // frames injected while the receive queue was full
 	// Offloads makes the port behave like a Live port opened with
-	// capture.LiveOptions.Offloads: Queue takes offload metadata (and
-	// records it, see SentOffloads). Set before use.
+	// capture.LiveOptions.Offloads: Queue passes partial checksums on
+	// with the frame instead of filling them in. Set before use.
 	Offloads bool
 	gsoOut   []capture.OffloadInfo
+	csums    uint64
 }
 
 type frame struct {
@@ -125,22 +128,48 @@ func (p *Port) Wait(timeout time.Duration) error {
 	}
 }
 
-// Queue implements capture.Ring: the frame waits for Flush. Without
-// Offloads, like a Live port, it refuses offload metadata.
+// Queue implements capture.Ring: the frame waits for Flush. Like a Live
+// port with offload metadata, it takes a super-frame with its metadata,
+// and fills a partial checksum in itself (ChecksumsCompleted) unless it
+// has Offloads; what it records (SentOffloads) is what a Live port would
+// hand the kernel.
 func (p *Port) Queue(frame []byte, gso capture.OffloadInfo) error {
-	if gso != (capture.OffloadInfo{}) && !p.Offloads {
-		return capture.ErrUnsupported
-	}
 	select {
 	case <-p.done:
 		return capture.ErrClosed
 	default:
 	}
+	f := append([]byte(nil), frame...)
+	filled := false
+	switch {
+	case gso.Type&^capture.GSOECN != capture.GSONone:
+	case gso.Flags&capture.GSONeedsCsum == 0:
+		gso = capture.OffloadInfo{}
+	case !p.Offloads:
+		if !capture.CompleteChecksum(f, gso) {
+			return errPartialOutside
+		}
+		gso, filled = capture.OffloadInfo{}, true
+	}
 	p.mu.Lock()
-	p.queued = append(p.queued, append([]byte(nil), frame...))
+	p.queued = append(p.queued, f)
 	p.gsoOut = append(p.gsoOut, gso)
+	if filled {
+		p.csums++
+	}
 	p.mu.Unlock()
 	return nil
+}
+
+// errPartialOutside: a partial checksum's metadata points outside the
+// frame (a Live port refuses it too).
+var errPartialOutside = errors.New("capturetest: partial checksum outside the packet")
+
+// ChecksumsCompleted counts the partial checksums Queue filled in.
+func (p *Port) ChecksumsCompleted() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.csums
 }
 
 // Flush implements capture.Ring: the queued frames appear on the wire.
