@@ -22,12 +22,23 @@ const frameBuf = 65536 + 64
 // Bridge is inline mode: it reads frames from each port and writes the
 // allowed ones to the other. Denied frames are dropped; frames the filter
 // cannot forward whole (truncated captures) are dropped and counted.
+// Frames whose checksum the sending peer left to offload hardware leave
+// with it filled in (by the outgoing port, or its NIC when it carries
+// offloads), so TCP from a veth, virtio or tap peer with its default
+// offloads is not lost to a checksum nobody computed.
 type Bridge struct {
 	f               *Filter
 	inside, outside capture.Port
 	writeErrs       atomic.Uint64
 	badOffload      atomic.Uint64
+	csums           atomic.Uint64 // filled in by pump
 }
+
+// checksumFiller is a port that fills in the partial checksums of the
+// frames it sends and counts them (capture.Live, capturetest.Port).
+type checksumFiller interface{ ChecksumsCompleted() uint64 }
+
+var _ checksumFiller = (*capture.Live)(nil)
 
 // NewBridge bridges inside and outside through f.
 func NewBridge(f *Filter, inside, outside capture.Port) *Bridge {
@@ -51,6 +62,33 @@ func (b *Bridge) Run(ctx context.Context) error {
 
 // WriteErrors counts frames a port refused to send.
 func (b *Bridge) WriteErrors() uint64 { return b.writeErrs.Load() }
+
+// ChecksumsCompleted counts the partial checksums filled in on the way out
+// (the frames' senders had left them to offload hardware): by the ports,
+// and by the bridge for ports that are not rings. Those an outgoing NIC
+// fills in (links.offloads) are not counted.
+func (b *Bridge) ChecksumsCompleted() uint64 {
+	n := b.csums.Load()
+	for _, p := range []capture.Port{b.inside, b.outside} {
+		if c, ok := p.(checksumFiller); ok {
+			n += c.ChecksumsCompleted()
+		}
+	}
+	return n
+}
+
+// partial reports whether g is an ordinary frame's partial checksum (a
+// super-frame's is filled in when it is segmented).
+func partial(g capture.OffloadInfo) bool {
+	return g.Flags&capture.GSONeedsCsum != 0 && g.Type&^capture.GSOECN == capture.GSONone
+}
+
+// sawPartial logs, once per side and run, that a peer sends partial
+// checksums: it explains the work and the counter, and how to spare both.
+func (b *Bridge) sawPartial(side Side) {
+	b.f.log.Info("bridge: the peer sends partial checksums (transmit checksum offload): they are filled in before forwarding, by the outgoing port (checksums_completed) or, with links.offloads, its NIC; ethtool -K <peer> tx off spares the work",
+		"from", side)
+}
 
 // OffloadMismatches counts super-frames dropped because their offload
 // metadata does not describe the packet the filter decoded (see
@@ -95,8 +133,12 @@ const drainBatch = 64
 func (b *Bridge) forward(ctx context.Context, from, to capture.Ring, side Side) error {
 	dec := b.f.NewDecoder(capture.LinkTypeOf(from))
 	p := new(packet.Packet)
-	queued := false
+	queued, seen := false, false
 	act := func(frame []byte, info capture.Info) {
+		if !seen && partial(info.GSO) {
+			seen = true
+			b.sawPartial(side)
+		}
 		dec.Decode(frame, info.Truncated(), p)
 		p.Segments = info.GSO.Segments(len(frame))
 		if b.f.Judge(p, side, frame, info.Length, info.Timestamp.UnixNano()).Action != Pass {
@@ -143,14 +185,23 @@ func (b *Bridge) forward(ctx context.Context, from, to capture.Ring, side Side) 
 const waitBound = 100 * time.Millisecond
 
 // pump forwards frame by frame, for ports that are not rings (the
-// testbench's in-memory wires).
+// testbench's in-memory wires). WriteFrame takes no offload metadata, so
+// a partial checksum is filled in here, in judgeEach's buffer.
 func (b *Bridge) pump(ctx context.Context, from, to capture.Port, side Side) error {
+	seen := false
 	return judgeEach(ctx, b.f, from, side, func(frame []byte, info capture.Info, _ *packet.Packet, r Result) {
+		if !seen && partial(info.GSO) {
+			seen = true
+			b.sawPartial(side)
+		}
 		if r.Action != Pass {
 			return
 		}
 		if info.Truncated() {
 			return // counted by the filter (Snapshot.Truncated)
+		}
+		if partial(info.GSO) && capture.CompleteChecksum(frame, info.GSO) {
+			b.csums.Add(1)
 		}
 		if err := to.WriteFrame(frame); err != nil {
 			b.writeFailed(side, len(frame), err)
