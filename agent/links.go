@@ -135,12 +135,16 @@ func (l *links) run(ctx context.Context) error {
 }
 
 // openPort opens one capture port. A bridge port's offloads are turned off
-// (it must hand over frames no larger than the MTU), or on when it carries
-// super-frames; a monitor's tap keeps its own. A carrying port and a tap
-// take the offload metadata of the super-frames they get (a tap, to count
-// the frames they stand for); on a kernel without it (before 5.8) a
-// carrying port falls back to offloads off and a tap counts a super-frame
-// once.
+// (it hands over and sends wire-sized frames of its own), or on when it
+// carries super-frames; a monitor's tap keeps its own. Every port takes
+// the offload metadata where the kernel has it (Linux 5.8), since a peer's
+// offloads reach it whatever its own: a tap counts a super-frame as the
+// frames it stands for, and a bridge port forwards a peer's super-frames
+// (segmented by the kernel on the way out unless it carries offloads) and
+// fills in the checksums a peer left partial. On a kernel without the
+// metadata a carrying port falls back to offloads off, a tap counts a
+// super-frame once, and a bridge port drops a peer's super-frames as
+// truncated, which is said once.
 func openPort(log *slog.Logger, name string, bridge, carry bool) (*capture.Live, error) {
 	switch {
 	case carry:
@@ -152,14 +156,14 @@ func openPort(log *slog.Logger, name string, bridge, carry bool) (*capture.Live,
 			log.Warn("offloads could not all be turned off; oversize frames will be dropped", "iface", name, "err", err)
 		}
 	}
-	meta := carry || !bridge
-	p, err := capture.OpenLive(name, capture.LiveOptions{Offloads: meta})
-	if meta && errors.Is(err, capture.ErrUnsupported) {
-		if carry {
-			log.Warn("offloads cannot be carried on this kernel; turning them off", "iface", name, "err", err)
-			return openPort(log, name, true, false)
-		}
-		p, err = capture.OpenLive(name, capture.LiveOptions{})
+	p, err := capture.OpenLive(name, capture.LiveOptions{Offloads: carry})
+	if carry && errors.Is(err, capture.ErrUnsupported) {
+		log.Warn("offloads cannot be carried on this kernel; turning them off", "iface", name, "err", err)
+		return openPort(log, name, true, false)
+	}
+	if err == nil && bridge && !p.Metadata() {
+		log.Warn("this kernel gives no offload metadata (Linux 5.8 does): super-frames from a peer that segments late (tso/gso on a veth, virtio or tap peer) are dropped; turn those off on the peer",
+			"iface", name)
 	}
 	return p, err
 }
@@ -205,6 +209,7 @@ func (s *linkStats) read() contract.Links {
 	}
 	if s.bridge != nil {
 		t.WriteErrors, t.OffloadMismatches = s.bridge.WriteErrors(), s.bridge.OffloadMismatches()
+		t.ChecksumsCompleted = s.bridge.ChecksumsCompleted()
 	}
 	return t
 }
