@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -61,13 +60,9 @@ func newRosterSignCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var privs []ed25519.PrivateKey
-			for _, k := range keys {
-				priv, err := dsse.LoadPrivateKey(k)
-				if err != nil {
-					return err
-				}
-				privs = append(privs, priv)
+			privs, err := loadPrivateKeys(keys)
+			if err != nil {
+				return err
 			}
 			env, err := dsse.Sign(roster.PayloadType, payload, privs...)
 			if err != nil {
