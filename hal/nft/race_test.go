@@ -1,0 +1,5 @@
+//go:build race
+
+package nft_test
+
+const raceOn = true
