@@ -45,10 +45,9 @@ type Agent struct {
 	proxy *proxy
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	cancel  context.CancelFunc
-	done    chan error
-	started int
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan error
 }
 
 func newAgent(opt AgentOptions, d device) (*Agent, error) {
@@ -169,7 +168,6 @@ func (a *Agent) Start(ctx context.Context) error {
 		return fmt.Errorf("sim: %s: %w", a.opt.ID, err)
 	}
 	a.cancel, a.done = cancel, done
-	a.started++
 	return nil
 }
 

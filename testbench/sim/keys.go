@@ -43,11 +43,5 @@ func NewKeys(dir string) (*Keys, error) {
 	return k, nil
 }
 
-// Trust is the keyring devices verify policies with.
-func (k *Keys) Trust() (*dsse.Keyring, error) { return dsse.LoadKeyring(k.CommitteePub) }
-
-// Operators is the keyring devices verify commands with.
-func (k *Keys) Operators() (*dsse.Keyring, error) { return dsse.LoadKeyring(k.OperatorPub) }
-
 // KeyPath names a key file in the key directory.
 func (k *Keys) KeyPath(name string) string { return filepath.Join(k.Dir, name) }
