@@ -101,7 +101,7 @@ func NewInstaller(cfg *config.Config, log *slog.Logger) (*update.Installer, erro
 	if err != nil {
 		return nil, fmt.Errorf("agent: update trust: %w", err)
 	}
-	return &update.Installer{Slots: slots, Keys: keys, Hardware: u.Hardware, MaxFetch: u.MaxFetchMB.Bytes(),
+	return &update.Installer{Slots: slots, Keys: keys, Threshold: u.Threshold, Hardware: u.Hardware, MaxFetch: u.MaxFetchMB.Bytes(),
 		Device: cfg.Device.ID, Site: cfg.Device.Site, Logger: log}, nil
 }
 

@@ -177,10 +177,13 @@ type Relay struct {
 
 // Update configures A/B firmware slots.
 type Update struct {
-	Root       string   `yaml:"root"`  // holds the slots and their state file
-	Trust      []string `yaml:"trust"` // release keys
-	MaxFetchMB MB       `yaml:"max_fetch_mb"`
-	Hardware   int      `yaml:"hardware"` // this device's hardware revision, checked against a bundle's min_hardware
+	Root  string   `yaml:"root"`  // holds the slots and their state file
+	Trust []string `yaml:"trust"` // release keys
+	// Threshold is how many distinct release keys must sign a bundle or a
+	// downgrade ticket (default 1, at most len(trust)).
+	Threshold  int `yaml:"threshold"`
+	MaxFetchMB MB  `yaml:"max_fetch_mb"`
+	Hardware   int `yaml:"hardware"` // this device's hardware revision, checked against a bundle's min_hardware
 }
 
 // Watchdog feeds a hardware watchdog.

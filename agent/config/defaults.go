@@ -121,6 +121,7 @@ func (c *Config) defaults() {
 	}
 	if u := c.Update; u != nil {
 		set(&u.MaxFetchMB, DefaultMaxFetchMB)
+		set(&u.Threshold, 1)
 	}
 	if w := c.Watchdog; w != nil {
 		set(&w.Device, DefaultWatchdogDevice)

@@ -233,6 +233,8 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		}
 		if len(u.Trust) == 0 {
 			bad([]any{"update", "trust"}, "needs at least one release key")
+		} else if u.Threshold < 1 || u.Threshold > len(u.Trust) {
+			bad([]any{"update", "threshold"}, "%d must be between 1 and the number of release keys (%d)", u.Threshold, len(u.Trust))
 		}
 		for i, k := range u.Trust {
 			if slices.Contains(c.Policy.Trust, k) || (c.MQTT != nil && slices.Contains(c.MQTT.Operators, k)) {

@@ -4,15 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 
 	"github.com/spf13/cobra"
 
+	"linkguard.dev/linkguard/agent"
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/firmware/slot"
 	"linkguard.dev/linkguard/firmware/update"
-	"linkguard.dev/linkguard/policy/dsse"
 )
 
 func newUpdateCmd() *cobra.Command {
@@ -29,20 +30,11 @@ func installer(cfgPath string) (*update.Installer, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := cfg.Update
-	if u == nil {
+	if cfg.Update == nil {
 		return nil, fmt.Errorf("%s has no update section", cfgPath)
 	}
-	ring, err := dsse.LoadKeyring(u.Trust...)
-	if err != nil {
-		return nil, err
-	}
-	s, err := slot.New(u.Root)
-	if err != nil {
-		return nil, err
-	}
-	return &update.Installer{Slots: s, Keys: ring, Hardware: u.Hardware, MaxFetch: int64(u.MaxFetchMB) << 20,
-		Device: cfg.Device.ID, Site: cfg.Device.Site}, nil
+	// The same installer the agent's update.fetch uses.
+	return agent.NewInstaller(cfg, slog.New(slog.DiscardHandler))
 }
 
 func newUpdateInstallCmd(cfgPath *string) *cobra.Command {
