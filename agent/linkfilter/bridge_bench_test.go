@@ -5,20 +5,27 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/capture"
+	"linkguard.dev/linkguard/hal/capture/capturetest"
 	"linkguard.dev/linkguard/hal/envtest"
+	"linkguard.dev/linkguard/policy/match"
+	"linkguard.dev/linkguard/policy/policytest"
 )
 
 func benchSeconds() int {
@@ -72,8 +79,11 @@ func iperf(b *testing.B, tp *topo, udp bool) float64 {
 // UDP packets per second, with offloads off everywhere (endpoint veths:
 // tx/tso/gso off, as a wire; bridge ports: the agent turns theirs off). It
 // then floods denied SYNs through the inline bridge and counts any that
-// reach the border (must be 0). `make bench-bridge`; LG_BENCH_SECONDS sets
-// each iperf3 run (default 5).
+// reach the border (must be 0). Last, the peer an operator would pick
+// instead: the same kernel bridge filtered by nftables (the kernel fast
+// path), with the test's policy (nft-small-*) and with 100,000 prefixes
+// more in its interval sets (nft-*), each against the plain kernel bridge.
+// `make bench-bridge`; LG_BENCH_SECONDS sets each iperf3 run (default 5).
 func BenchmarkBridge(b *testing.B) { benchBridge(b, offloadsOff) }
 
 // BenchmarkBridgeGRO: the endpoints send wire-sized frames as before, but
@@ -166,12 +176,27 @@ func benchBridge(b *testing.B, offloads int) {
 		kTCP := iperf(b, tp, false)
 		kUDP := iperf(b, tp, true)
 
+		// The peer: the same kernel bridge filtered by nftables (the kernel
+		// fast path, links.enforce: nftables), on the same ports, with the
+		// test's policy and then with it and 100,000 more prefixes in the
+		// interval sets.
+		run(b, "ip", "-n", tp.lg, "link", "del", "br0")
+		nft := nftPeer(b, tp)
+
 		b.ReportMetric(inTCP/1e9, "inline-Gbit/s")
 		b.ReportMetric(kTCP/1e9, "kernel-Gbit/s")
 		b.ReportMetric(inTCP/kTCP, "tcp-ratio")
 		b.ReportMetric(inUDP/1e3, "inline-kpps")
 		b.ReportMetric(kUDP/1e3, "kernel-kpps")
 		b.ReportMetric(inUDP/kUDP, "pps-ratio")
+		b.ReportMetric(nft.tcp/1e9, "nft-Gbit/s")
+		b.ReportMetric(nft.tcp/kTCP, "nft-tcp-ratio")
+		b.ReportMetric(nft.udp/1e3, "nft-kpps")
+		b.ReportMetric(nft.udp/kUDP, "nft-pps-ratio")
+		b.ReportMetric(nft.smallTCP/kTCP, "nft-small-tcp-ratio")
+		b.ReportMetric(nft.smallUDP/kUDP, "nft-small-pps-ratio")
+		b.ReportMetric(inTCP/nft.tcp, "inline-nft-tcp-ratio")
+		b.ReportMetric(nft.load.Seconds(), "nft-100k-load-s")
 		b.ReportMetric(float64(leaked), "leaked-frames")
 		b.ReportMetric(rss, "inline-RSS-MB")
 		b.Logf("flood: %s; denied %d, write errors %d, super-frames %d", strings.TrimSpace(string(flood)), s.Denied, br.WriteErrors(), s.SuperFrames)
@@ -229,4 +254,160 @@ func BenchmarkRevocationToDrop(b *testing.B) {
 		b.ReportMetric(sum/float64(len(lat)), "mean-ms")
 		b.ReportMetric(worst, "max-ms")
 	}
+}
+
+// nftFigures are the nftables peer's throughput: with the test's policy
+// (a few prefixes) and with 100,000 more, and how long those took to load.
+type nftFigures struct {
+	smallTCP, smallUDP, tcp, udp float64
+	load                         time.Duration
+}
+
+// bigMatcher is the end-to-end policy with policytest.Synthetic's
+// 100,000 prefixes (100 to an approval, tcp/443 and udp/5060) after it.
+func bigMatcher(tb testing.TB, serial int, extra string) *match.Matcher {
+	tb.Helper()
+	p := *e2eMatcher(tb, serial, extra).Policy()
+	p.Approvals = append(slices.Clone(p.Approvals), policytest.Synthetic(100_000, 1).Approvals...)
+	return match.Compile(&p)
+}
+
+// nftPeer bridges the topology's ports in the kernel, filtered by the
+// kernel fast path, measures it with both policies, and takes it down.
+func nftPeer(b *testing.B, tp *topo) nftFigures {
+	b.Helper()
+	k, err := linkfilter.OpenKernel(linkfilter.KernelOptions{Site: "s1", Inside: "lgin", Outside: "lgout",
+		NetNS: nsFD(b, tp.lg), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := k.Remove(); err != nil {
+			b.Error(err)
+		}
+	}()
+	if err := k.SetMatcher(e2eMatcher(b, 1, "")); err != nil {
+		b.Fatal(err)
+	}
+	if err := k.Attach(); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	var f nftFigures
+	f.smallTCP, f.smallUDP = iperf(b, tp, false), iperf(b, tp, true)
+	big := bigMatcher(b, 2, "")
+	start := time.Now()
+	if err := k.SetMatcher(big); err != nil {
+		b.Fatal(err)
+	}
+	f.load = time.Since(start)
+	f.tcp, f.udp = iperf(b, tp, false), iperf(b, tp, true)
+	ks, err := k.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("nft peer: 100k-prefix ruleset of %d set elements and %d rules loaded in %v (kernel %v); denied %d, tcp_no_syn %d, invalid %d",
+		ks.Stats.Elements, ks.Stats.Rules, f.load, ks.Stats.LastCommit, ks.Counters.Denied.Packets, ks.Counters.TCPNoSYN.Packets, ks.Counters.Invalid.Packets)
+	return f
+}
+
+// udpEcho sends a datagram from namespace ns to addr every interval and
+// notes when each echo comes back.
+type udpEcho struct {
+	last, n atomic.Int64
+}
+
+func startUDPEcho(tb testing.TB, ns, addr string, every time.Duration) *udpEcho {
+	tb.Helper()
+	var c net.Conn
+	var err error
+	capturetest.InNetns(tb, ns, func() { c, err = net.Dial("udp", addr) })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	u := &udpEcho{}
+	done := make(chan struct{})
+	go func() {
+		msg := []byte("linkguard revocation")
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(every):
+			}
+			_, _ = c.Write(msg)
+		}
+	}()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			u.last.Store(time.Now().UnixNano())
+			u.n.Add(1)
+		}
+	}()
+	tb.Cleanup(func() { close(done); c.Close() })
+	return u
+}
+
+// BenchmarkRevocationToDropNft measures, for the kernel fast path, the
+// time from the policy swap revoking an approval to the last datagram of
+// a live flow under it (a UDP echo every 200 µs), with the test's small
+// policy (20 revocations) and with 100,000 prefixes more (5): the swap is
+// one transaction, and every packet of an established flow is judged
+// again, so the flow stops once the transaction commits.
+func BenchmarkRevocationToDropNft(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		policy func(tb testing.TB, serial int, extra string) *match.Matcher
+		n      int
+	}{{"small", e2eMatcher, 20}, {"100k", bigMatcher, 5}} {
+		b.Run(c.name, func(b *testing.B) {
+			for range b.N {
+				tp := newTopo(b)
+				approved, revoked := c.policy(b, 1, e2eSecond), c.policy(b, 2, "")
+				k := tp.kernelPath(b, linkfilter.KernelOptions{Site: "s1"}, approved)
+				serve(b, tp.bord)
+				u := startUDPEcho(b, tp.cust, hostPort("203.0.113.7", udpPort), 200*time.Microsecond)
+				var lat, commit []float64
+				for i := range c.n {
+					for deadline := time.Now().Add(3 * time.Second); u.n.Load() == 0 || time.Since(time.Unix(0, u.last.Load())) > 20*time.Millisecond; {
+						if time.Now().After(deadline) {
+							b.Fatalf("revocation %d: the flow did not start", i)
+						}
+						time.Sleep(5 * time.Millisecond)
+					}
+					revokedAt := time.Now()
+					if err := k.SetMatcher(revoked); err != nil {
+						b.Fatal(err)
+					}
+					ks, _ := k.Snapshot()
+					commit = append(commit, float64(ks.Stats.LastCommit.Microseconds())/1e3)
+					time.Sleep(300 * time.Millisecond)
+					n := u.n.Load()
+					time.Sleep(200 * time.Millisecond)
+					if u.n.Load() != n {
+						b.Fatalf("revocation %d: echoes go on", i)
+					}
+					lat = append(lat, max(0, float64(time.Unix(0, u.last.Load()).Sub(revokedAt).Microseconds())/1e3))
+					if err := k.SetMatcher(approved); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(mean(lat), "mean-ms")
+				b.ReportMetric(slices.Max(lat), "max-ms")
+				b.ReportMetric(mean(commit), "commit-mean-ms")
+			}
+		})
+	}
+}
+
+func mean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
 }

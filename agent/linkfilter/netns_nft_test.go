@@ -1,6 +1,7 @@
 package linkfilter_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -180,12 +181,49 @@ func TestNetnsNftStrictIngress(t *testing.T) {
 }
 
 // TestNetnsNftRevocationCutsLiveStream: a live TCP stream through an
-// approval stops within 100 ms of the policy swap that revokes it.
+// approval stops within 100 ms of the policy swap that revokes it, with
+// the test's policy and with 100,000 prefixes more in force.
 func TestNetnsNftRevocationCutsLiveStream(t *testing.T) {
-	tp := newTopo(t)
-	k := tp.kernelPath(t, linkfilter.KernelOptions{Site: "s1"}, e2eMatcher(t, 1, e2eSecond))
-	serve(t, tp.bord)
-	cmd := helper(t, tp.cust, "stream", hostPort("203.0.113.7", tcpPort))
+	for _, c := range []struct {
+		name   string
+		policy func(tb testing.TB, serial int, extra string) *match.Matcher
+	}{{"small", e2eMatcher}, {"100k", bigMatcher}} {
+		t.Run(c.name, func(t *testing.T) {
+			tp := newTopo(t)
+			k := tp.kernelPath(t, linkfilter.KernelOptions{Site: "s1"}, c.policy(t, 1, e2eSecond))
+			revoked := c.policy(t, 2, "") // LA-2 revoked
+			serve(t, tp.bord)
+			lastRx, rx := streamEchoes(t, tp.cust, hostPort("203.0.113.7", tcpPort))
+			for deadline := time.Now().Add(5 * time.Second); rx.Load() < 50; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("stream did not start (%d echoes)", rx.Load())
+				}
+			}
+			revokedAt := time.Now()
+			if err := k.SetMatcher(revoked); err != nil {
+				t.Fatal(err)
+			}
+			swapped := time.Since(revokedAt)
+			time.Sleep(time.Second)
+			before := rx.Load()
+			lat := time.Unix(0, lastRx.Load()).Sub(revokedAt)
+			t.Logf("revocation: the swap returned after %v; last echo received %v after it began", swapped, lat)
+			if lat > 100*time.Millisecond {
+				t.Errorf("stream still flowing %v after revocation", lat)
+			}
+			time.Sleep(500 * time.Millisecond)
+			if after := rx.Load(); after != before {
+				t.Errorf("%d echoes after the cut", after-before)
+			}
+		})
+	}
+}
+
+// streamEchoes runs the stream helper from ns to addr and returns when
+// its last echo came (Unix nanoseconds) and how many have.
+func streamEchoes(t testing.TB, ns, addr string) (last, n *atomic.Int64) {
+	t.Helper()
+	cmd := helper(t, ns, "stream", addr)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -194,51 +232,18 @@ func TestNetnsNftRevocationCutsLiveStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	var lastRx, rx atomic.Int64
+	last, n = new(atomic.Int64), new(atomic.Int64)
 	go func() {
-		buf := make([]byte, 64)
-		line := ""
-		for {
-			n, err := stdout.Read(buf)
-			line += string(buf[:n])
-			for {
-				l, rest, ok := strings.Cut(line, "\n")
-				if !ok {
-					break
-				}
-				var ns int64
-				if _, err := fmt.Sscanf(l, "rx %d", &ns); err == nil {
-					lastRx.Store(ns)
-					rx.Add(1)
-				}
-				line = rest
-			}
-			if err != nil {
-				return
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ns int64
+			if _, err := fmt.Sscanf(sc.Text(), "rx %d", &ns); err == nil {
+				last.Store(ns)
+				n.Add(1)
 			}
 		}
 	}()
-	for deadline := time.Now().Add(5 * time.Second); rx.Load() < 50; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("stream did not start (%d echoes)", rx.Load())
-		}
-	}
-	revokedAt := time.Now()
-	if err := k.SetMatcher(e2eMatcher(t, 2, "")); err != nil { // LA-2 revoked
-		t.Fatal(err)
-	}
-	swapped := time.Since(revokedAt)
-	time.Sleep(time.Second)
-	before := rx.Load()
-	lat := time.Unix(0, lastRx.Load()).Sub(revokedAt)
-	t.Logf("revocation: transaction returned after %v; last echo received %v after the swap began", swapped, lat)
-	if lat > 100*time.Millisecond {
-		t.Errorf("stream still flowing %v after revocation", lat)
-	}
-	time.Sleep(500 * time.Millisecond)
-	if after := rx.Load(); after != before {
-		t.Errorf("%d echoes after the cut", after-before)
-	}
+	return last, n
 }
 
 // synFlood sends TCP SYNs with valid checksums from 10.1.0.2, each to a

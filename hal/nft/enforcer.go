@@ -207,10 +207,11 @@ func (e *Enforcer) apply(rs *Ruleset) error {
 	if e.cc == nil {
 		return errors.New("nft: enforcer closed")
 	}
-	p, err := compile(rs, &e.o, e.gen+1)
-	if err != nil {
+	if err := rs.validate(); err != nil {
 		return err
 	}
+	e.cut(rs)
+	p := compileValid(rs, &e.o, e.gen+1)
 	// Counts of approvals about to go are kept by ID.
 	_ = e.readCounters(false)
 	before, _ := e.raw.generation()
@@ -253,6 +254,52 @@ func (e *Enforcer) apply(rs *Ruleset) error {
 	}
 	e.stats.Serial = rs.Serial
 	return nil
+}
+
+// cut empties, in a transaction of its own, the chains of the approvals
+// in force that rs no longer has: their flows stop within milliseconds,
+// where the whole swap of a national policy takes a second. Should the
+// swap then fail, they stay revoked.
+func (e *Enforcer) cut(rs *Ruleset) {
+	if e.cur == nil {
+		return
+	}
+	keep := make(map[string]bool, len(rs.Approvals))
+	for _, a := range rs.Approvals {
+		keep[a.ID] = true
+	}
+	var chains []*nftables.Chain
+	left := make([]Approval, 0, len(e.rs.Approvals))
+	for _, a := range e.rs.Approvals {
+		if keep[a.ID] {
+			left = append(left, a)
+		} else {
+			chains = append(chains, e.cur.chainsOf[a.ID]...)
+		}
+	}
+	if len(chains) == 0 {
+		return
+	}
+	before, _ := e.raw.generation()
+	for _, c := range chains {
+		e.cc.FlushChain(c)
+	}
+	if err := e.cc.Flush(); err != nil {
+		_ = e.dial()
+		return // the swap cuts them
+	}
+	after, _ := e.raw.generation()
+	fp, err := e.raw.fingerprint(e.o.Table, false)
+	again, _ := e.raw.generation()
+	for k, v := range e.want {
+		if strings.Contains(k, " elements ") {
+			fp[k] = v
+		}
+	}
+	revoked := *e.rs
+	revoked.Approvals = left
+	e.rs, e.want, e.kgen = &revoked, fp, again
+	e.verified = e.verified && err == nil && after == before+1 && again == after
 }
 
 type kernelState struct {

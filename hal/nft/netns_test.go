@@ -359,3 +359,31 @@ func TestNftGuard(t *testing.T) {
 		t.Error("link still carried after Remove")
 	}
 }
+
+// TestNftRevocationFirst: an approval the new ruleset drops is cut in a
+// transaction of its own before the swap, so it stays revoked even if the
+// kernel then refuses the swap, and a check finds nothing to undo.
+func TestNftRevocationFirst(t *testing.T) {
+	tp := newTopo(t)
+	e := tp.open(t)
+	if err := e.Apply(approving(1, net198, net203)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	if !tp.ping("198.51.100.7") || !tp.ping("203.0.113.7") {
+		t.Fatal("approved addresses do not answer")
+	}
+	e.SetFault(func(cc *nftables.Conn, table *nftables.Table) {
+		cc.DelTable(&nftables.Table{Name: "no-such-table", Family: table.Family}) // the kernel refuses: ENOENT
+	})
+	if err := e.Apply(approving(2, net198)); err == nil { // LA-2 (203.0.113.0/24) revoked
+		t.Fatal("the kernel took a transaction deleting a table that does not exist")
+	}
+	tp.expectPings(t, "LA-2 revoked, the swap refused", "198.51.100.7", "203.0.113.7")
+	if did, err := e.Check(); did || err != nil {
+		t.Errorf("check after the cut: reasserted %v, %v", did, err)
+	}
+	tp.expectPings(t, "after a check", "198.51.100.7", "203.0.113.7")
+}

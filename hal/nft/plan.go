@@ -64,7 +64,8 @@ type plan struct {
 	sets            []planSet
 	chains          []planChain // regular chains, then base chains
 	objs            []*nftables.NamedObj
-	approvalOf      map[string]string // approval counter name -> approval ID
+	approvalOf      map[string]string            // approval counter name -> approval ID
+	chainsOf        map[string][]*nftables.Chain // approval ID -> its chains (plain and tunnel, both families)
 	elements        int
 }
 
@@ -112,11 +113,16 @@ func compile(rs *Ruleset, o *Options, gen uint32) (*plan, error) {
 	if err := rs.validate(); err != nil {
 		return nil, err
 	}
+	return compileValid(rs, o, gen), nil
+}
+
+func compileValid(rs *Ruleset, o *Options, gen uint32) *plan {
 	b := &builder{o: o, gen: gen, p: &plan{
 		bridge:     &nftables.Table{Name: o.Table, Family: nftables.TableFamilyBridge},
 		ip:         &nftables.Table{Name: o.Table, Family: nftables.TableFamilyIPv4},
 		ip6:        &nftables.Table{Name: o.Table, Family: nftables.TableFamilyIPv6},
 		approvalOf: map[string]string{},
+		chainsOf:   map[string][]*nftables.Chain{},
 	}}
 	b.familyTable(rs, b.p.ip)
 	b.familyTable(rs, b.p.ip6)
@@ -124,7 +130,7 @@ func compile(rs *Ruleset, o *Options, gen uint32) (*plan, error) {
 	for _, s := range b.p.sets {
 		b.p.elements += len(s.elems)
 	}
-	return b.p, nil
+	return b.p
 }
 
 func (b *builder) counter(t *nftables.Table, name string) {
@@ -386,8 +392,10 @@ func (b *builder) familyTable(rs *Ruleset, t *nftables.Table) {
 		b.counter(t, obj)
 		b.p.approvalOf[obj] = a.ID
 		b.chain(t, appChain(i), b.approvalRules(a, obj, pass, false))
+		b.p.chainsOf[a.ID] = append(b.p.chainsOf[a.ID], b.p.chains[len(b.p.chains)-1].chain)
 		if slices.Contains(tunApps, i) {
 			b.chain(t, tunChain(i), b.approvalRules(a, obj, pass, true))
+			b.p.chainsOf[a.ID] = append(b.p.chainsOf[a.ID], b.p.chains[len(b.p.chains)-1].chain)
 		}
 	}
 	groups := &groupSet{b: b, t: t, prefix: "g", app: appChain, rs: rs, ids: map[string]int{}, single: map[int]int{}}
