@@ -19,6 +19,7 @@ import (
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/agent/version"
 	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/roster"
 	"linkguard.dev/linkguard/policy/store"
 	"linkguard.dev/linkguard/policy/watch"
 )
@@ -119,15 +120,28 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	var runs []func(context.Context) error
 	up := reporting{events: report.Discard, telemetry: offline{}, commands: offline{}}
 	if m := cfg.MQTT; m != nil {
-		if link, err = openLink(cfg, m, policy, opts.LevelVar, log); err != nil {
+		// Who may sign which commands: the committee-signed roster, watched
+		// like the policy and delivered like it over MQTT.
+		rost, err := openRoster(cfg, log, func(o roster.Outcome) {
+			if link != nil {
+				link.RosterOutcome(o)
+			}
+		})
+		if err != nil {
 			return err
 		}
+		if link, err = openLink(cfg, m, policy, rost, opts.LevelVar, log); err != nil {
+			return err
+		}
+		rw := &watch.Watcher{Path: cfg.Policy.Roster, What: "roster", Store: rosterApplier{rost}, Logger: log.With("part", "roster-watch"),
+			OnMissing: func(string, error) {}}
+		runs = append(runs, rw.Run)
 		up = reporting{events: link, telemetry: link, commands: link}
 	}
 	a := &Agent{policy: policy, link: link}
-	var runs []func(context.Context) error
 	if link != nil {
 		runs = append(runs, link.Run)
 	}
@@ -205,9 +219,37 @@ func openPolicy(cfg *config.Config, log *slog.Logger, outcome func(store.Outcome
 	return st, nil
 }
 
+// openRoster makes the roster store, anchored in the committee keys the
+// policy trusts, and restores its last-known-good roster.
+func openRoster(cfg *config.Config, log *slog.Logger, outcome func(roster.Outcome)) (*roster.Store, error) {
+	anchors, err := dsse.LoadKeyring(cfg.Policy.Trust...)
+	if err != nil {
+		return nil, fmt.Errorf("agent: policy trust: %w", err)
+	}
+	st, err := roster.New(roster.Options{Anchors: anchors, Floor: roster.Thresholds{Committee: cfg.Policy.Threshold},
+		StateDir: cfg.StateDir, Logger: log.With("part", "roster"), OnOutcome: outcome})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if c, err := st.Restore(); err == nil {
+		log.Info("last-known-good roster", "serial", c.Serial())
+	} else if !errors.Is(err, os.ErrNotExist) {
+		log.Error("last-known-good roster unusable", "err", err)
+	}
+	return st, nil
+}
+
+// rosterApplier lets the file watcher feed the roster store.
+type rosterApplier struct{ s *roster.Store }
+
+func (r rosterApplier) Apply(env []byte, source string) (*store.Current, error) {
+	_, err := r.s.Apply(env, source)
+	return nil, err
+}
+
 // openLink opens the MQTT link (its queue, event chain and replay memory):
 // the device's events, telemetry and command intake.
-func openLink(cfg *config.Config, m *config.MQTT, policy *store.Store, lv *slog.LevelVar, log *slog.Logger) (*mqttlink.Link, error) {
+func openLink(cfg *config.Config, m *config.MQTT, policy *store.Store, rost *roster.Store, lv *slog.LevelVar, log *slog.Logger) (*mqttlink.Link, error) {
 	ops, err := dsse.LoadKeyring(m.Operators...)
 	if err != nil {
 		return nil, fmt.Errorf("agent: mqtt operators: %w", err)
@@ -218,6 +260,7 @@ func openLink(cfg *config.Config, m *config.MQTT, policy *store.Store, lv *slog.
 		Keepalive: m.Keepalive, TelemetryEvery: m.TelemetryEvery,
 		StateDir: cfg.StateDir, QueueMaxBytes: m.Queue.MaxMB.Bytes(),
 		Operators: ops, Policy: policy, PolicyFile: cfg.Policy.File,
+		Roster: rost, RosterFile: cfg.Policy.Roster,
 		Logger: log.With("part", "mqtt"), LevelVar: lv,
 	})
 	if err != nil {

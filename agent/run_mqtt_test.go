@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,8 @@ import (
 	"linkguard.dev/linkguard/hal/capture/capturetest"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/policytest"
+	"linkguard.dev/linkguard/policy/roster"
+	"linkguard.dev/linkguard/policy/roster/rostertest"
 )
 
 // TestRunReportsOverMQTT runs the composition root with mqtt and links
@@ -143,6 +146,57 @@ links: {mode: inline, inside: in0, outside: out0}
 		json.Unmarshal([]byte(strings.SplitN(s, " ", 2)[1]), &r)
 		return r.CmdID == "run-ping" && r.OK
 	})
+
+	// A committee-signed roster arrives retained: from now on only the
+	// keys it gives a role sign commands of that role.
+	tech := rostertest.NewMember(t, "tech-1", roster.Technician)
+	chair := rostertest.NewMember(t, "chair", roster.Committee)
+	renv := rostertest.Sign(t, rostertest.YAML(rostertest.Spec{Serial: 4, Issued: now.Add(-time.Hour).UTC().Truncate(time.Second),
+		Members: []rostertest.Member{chair, tech}}), committeeKey)
+	if err := in.Publish(contract.RosterTopic, renv, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = in.Publish(contract.RosterTopic, nil, true) })
+	waitFor("roster.applied event", func(s string) bool {
+		return strings.HasPrefix(s, "linkguard/v1/vte-border-01/events ") && strings.Contains(s, `"type":"roster.applied"`)
+	})
+	if b, err := os.ReadFile(cfg.Policy.Roster); err != nil || string(b) != string(renv) {
+		t.Errorf("applied roster not kept in %s: %v", cfg.Policy.Roster, err)
+	}
+	result := func(id string) *contract.Result {
+		var got *contract.Result
+		waitFor("result of "+id, func(s string) bool {
+			if !strings.HasPrefix(s, "linkguard/v1/vte-border-01/cmd/result ") {
+				return false
+			}
+			var r contract.Result
+			json.Unmarshal([]byte(strings.SplitN(s, " ", 2)[1]), &r)
+			if r.CmdID == id {
+				got = &r
+			}
+			return got != nil
+		})
+		return got
+	}
+	for _, c := range []struct {
+		id     string
+		key    ed25519.PrivateKey
+		ok     bool
+		reason string
+	}{
+		{"ops-after-roster", opsKey, false, string(command.ReasonUntrusted)},
+		{"chair-ping", chair.Key, false, string(command.ReasonRole)},
+		{"tech-ping", tech.Key, true, ""},
+	} {
+		now := time.Now()
+		env, _ := command.Sign(command.Payload{ID: c.id, Target: "vte-border-01", Issued: now, Expires: now.Add(time.Minute), Type: command.Ping}, c.key)
+		if err := in.Publish(contract.CmdTopicFor("vte-border-01"), env, false); err != nil {
+			t.Fatal(err)
+		}
+		if r := result(c.id); r.OK != c.ok || r.Reason != c.reason {
+			t.Errorf("%s: ok %v reason %q (%s), want %v %q", c.id, r.OK, r.Reason, r.Error, c.ok, c.reason)
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)

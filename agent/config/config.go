@@ -47,6 +47,11 @@ type Policy struct {
 	File      string   `yaml:"file"`
 	Trust     []string `yaml:"trust"`
 	Threshold int      `yaml:"threshold"`
+	// Roster is the committee-signed roster of operators (who may sign
+	// which commands), watched like the policy file and kept there when it
+	// arrives over MQTT; default roster.signed.json beside the policy. It
+	// need not exist: until one is in force, mqtt.operators sign commands.
+	Roster string `yaml:"roster"`
 }
 
 // Log configures log/slog.

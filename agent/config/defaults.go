@@ -1,6 +1,7 @@
 package config
 
 import (
+	"path/filepath"
 	"time"
 
 	"periph.io/x/conn/v3/physic"
@@ -49,6 +50,7 @@ const (
 	DefaultWordOrder     = WordBig
 
 	DefaultMaxFetchMB     MB = update.DefaultMaxFetch >> 20
+	DefaultRosterFile        = "roster.signed.json" // beside the policy file
 	DefaultWatchdogDevice    = "/dev/watchdog"
 	DefaultWatchdogEvery     = 5 * time.Second
 )
@@ -81,6 +83,9 @@ func set[T comparable](v *T, def T) {
 func (c *Config) defaults() {
 	set(&c.StateDir, DefaultStateDir)
 	set(&c.Policy.Threshold, DefaultThreshold)
+	if c.Policy.Roster == "" && c.Policy.File != "" {
+		c.Policy.Roster = filepath.Join(filepath.Dir(c.Policy.File), DefaultRosterFile)
+	}
 	set(&c.Log.Level, DefaultLogLevel)
 	set(&c.Log.Format, DefaultLogFormat)
 	if l := c.Links; l != nil {

@@ -22,6 +22,7 @@ import (
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/atomicfile"
 	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/roster"
 	"linkguard.dev/linkguard/policy/store"
 )
 
@@ -52,6 +53,18 @@ func (l *Link) onMessage(_ paho.Client, m paho.Message) {
 		default:
 		}
 		l.policyIn <- m.Payload()
+		return
+	}
+	if m.Topic() == contract.RosterTopic {
+		if err := roster.Limits.CheckSize(len(m.Payload())); err != nil {
+			l.log.Warn("fleet roster message over the size limit ignored", "bytes", len(m.Payload()), "err", err)
+			return
+		}
+		select {
+		case <-l.rosterIn:
+		default:
+		}
+		l.rosterIn <- m.Payload()
 		return
 	}
 	in := inbound{topic: m.Topic(), retained: m.Retained(), payload: m.Payload()}
@@ -134,6 +147,8 @@ func (l *Link) policyLoop(ctx context.Context) error {
 			return nil
 		case env := <-l.policyIn:
 			l.applyPolicy(env)
+		case env := <-l.rosterIn:
+			l.applyRoster(env)
 		case <-l.policySwap:
 			// The state carries the policy serial. Not connected: connect
 			// publishes the state anyway.
@@ -187,6 +202,45 @@ func (l *Link) PolicyOutcome(o store.Outcome) {
 	}
 	f["reason"] = errString(o.Err)
 	l.Emit(report.PolicyRejected, report.Warning, f)
+}
+
+// applyRoster applies the fleet roster and writes it to the roster file,
+// as applyPolicy does the fleet policy; outcomes are reported through
+// RosterOutcome (the store's OnOutcome hook).
+func (l *Link) applyRoster(env []byte) {
+	if l.opt.Roster == nil {
+		return
+	}
+	sum := sha256.Sum256(env)
+	if sum == l.lastRosterRefused {
+		return
+	}
+	_, err := l.opt.Roster.Apply(env, "mqtt")
+	if errors.Is(err, roster.ErrUnchanged) {
+		return
+	}
+	if err != nil {
+		l.lastRosterRefused = sum
+		return
+	}
+	if l.opt.RosterFile != "" {
+		if err := atomicfile.Write(l.opt.RosterFile, env, 0o644); err != nil {
+			l.log.Error("applied fleet roster not written to the roster file", "path", l.opt.RosterFile, "err", err)
+			l.Emit(report.AgentError, report.Error, report.Fields{"error": err.Error(), "what": "roster file write"})
+		}
+	}
+}
+
+// RosterOutcome reports what became of a roster, from any source (use it
+// as the roster store's OnOutcome hook).
+func (l *Link) RosterOutcome(o roster.Outcome) {
+	f := report.Fields{"source": o.Source, "serial": o.Serial, "prev": o.Prev}
+	if o.Applied {
+		l.Emit(report.RosterApplied, report.Notice, f)
+		return
+	}
+	f["reason"] = errString(o.Err)
+	l.Emit(report.RosterRejected, report.Warning, f)
 }
 
 func errString(err error) string {

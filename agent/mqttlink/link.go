@@ -24,6 +24,7 @@ import (
 	"linkguard.dev/linkguard/agent/queue"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/roster"
 	"linkguard.dev/linkguard/policy/store"
 )
 
@@ -44,6 +45,11 @@ type Options struct {
 	Operators  *dsse.Keyring // who may sign commands
 	Policy     *store.Store  // the fleet policy is applied here; may be nil
 	PolicyFile string        // and written here once applied; may be empty
+	// Roster, when set, says who may sign which commands; the fleet roster
+	// is applied to it and written to RosterFile once applied.
+	Roster       *roster.Store
+	RosterFile   string
+	CommandFloor roster.Thresholds // the device's lower bounds on command thresholds
 
 	Logger   *slog.Logger
 	LevelVar *slog.LevelVar // for log.level; may be nil
@@ -80,6 +86,10 @@ type Link struct {
 
 	inbox    chan inbound
 	policyIn chan []byte
+	rosterIn chan []byte
+	// lastRosterRefused is the hash of the last fleet roster refused, so a
+	// redelivery is not refused (and reported) again.
+	lastRosterRefused [32]byte
 	// lastRefused is the digest of the last fleet policy the store refused:
 	// the broker hands the same retained message back on every reconnect,
 	// and one refusal event for it is enough. Owned by policyLoop.
@@ -153,10 +163,15 @@ func New(opt Options) (*Link, error) {
 		sections:  map[string]func() any{},
 		inbox:     make(chan inbound, 64),
 		policyIn:  make(chan []byte, 1),
+		rosterIn:  make(chan []byte, 1),
 
 		policySwap: make(chan struct{}, 1),
 	}
-	l.verify = &command.Verifier{Keys: opt.Operators, Device: opt.Device, Site: opt.Site, Seen: seen, Now: opt.Now}
+	l.verify = &command.Verifier{Keys: opt.Operators, Device: opt.Device, Site: opt.Site, Seen: seen, Now: opt.Now,
+		Floor: opt.CommandFloor, Authorizer: &l.cmds}
+	if opt.Roster != nil {
+		l.verify.Roster = opt.Roster
+	}
 	if err := l.loadChain(); err != nil {
 		q.Close()
 		return nil, err
@@ -306,6 +321,9 @@ func (l *Link) connect(ctx context.Context) error {
 		return err
 	}
 	subs := map[string]byte{l.topics.Cmd: 1, contract.AllCmdTopic: 1, contract.PolicyTopic: 1}
+	if l.opt.Roster != nil {
+		subs[contract.RosterTopic] = 1
+	}
 	if l.opt.Site != "" {
 		subs[l.topics.SiteCmd] = 1
 	}

@@ -45,6 +45,8 @@ type Fields map[string]any
 const (
 	PolicyApplied    = "policy.applied"
 	PolicyRejected   = "policy.rejected"
+	RosterApplied    = "roster.applied"
+	RosterRejected   = "roster.rejected"
 	LinkDenied       = "link.denied"
 	ApprovalRevoked  = "approval.revoked"
 	ThrottleChanged  = "throttle.changed"

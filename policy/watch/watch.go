@@ -41,6 +41,9 @@ type Watcher struct {
 	// OnMissing hears when the file is gone or unreadable; the store keeps
 	// enforcing what it has.
 	OnMissing func(path string, err error)
+	// What names the file in logs ("policy" when empty; "roster" for the
+	// roster the same watcher reloads).
+	What string
 
 	last    []byte // content last handed to the store
 	missing bool   // the file was missing or unreadable at the last look
@@ -103,7 +106,11 @@ func (w *Watcher) reload() {
 	if err != nil {
 		if !w.missing {
 			w.missing = true
-			w.Logger.Warn("policy file unreadable; keeping the enforced policy", "path", w.Path, "err", err)
+			what := w.What
+			if what == "" {
+				what = "policy"
+			}
+			w.Logger.Warn(what+" file unreadable; keeping the one in force", "path", w.Path, "err", err)
 			if w.OnMissing != nil {
 				w.OnMissing(w.Path, err)
 			}

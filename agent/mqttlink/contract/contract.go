@@ -98,7 +98,7 @@ func Validate(schema string, msg []byte) error {
 // topic outside the contract.
 func SchemaFor(topic string) string {
 	switch {
-	case topic == PolicyTopic:
+	case topic == PolicyTopic, topic == RosterTopic:
 		return SchemaEnvelope
 	case strings.HasSuffix(topic, "/cmd/result"):
 		return SchemaResult

@@ -4,6 +4,9 @@ package contract
 const (
 	Prefix      = "linkguard/v1/"
 	PolicyTopic = Prefix + "policy"
+	// RosterTopic carries the retained, committee-signed roster of
+	// operators (policy/roster).
+	RosterTopic = Prefix + "roster"
 	AllCmdTopic = Prefix + "all/cmd"
 )
 
