@@ -253,21 +253,27 @@ approvals:
 `, serial, now.UTC().Add(-time.Minute).Format(time.RFC3339), now.AddDate(0, 1, 0).UTC().Format(time.RFC3339))
 }
 
-// checkWatchLimit refuses a fleet larger than the kernel lets this user
-// watch files for: every device watches its policy file (an inotify
-// instance each), and the agents of the one user share
-// fs.inotify.max_user_instances.
+// checkWatchLimit makes sure the kernel lets this user watch files for the
+// whole fleet: every device watches its policy and roster files (an
+// inotify instance each), and the agents of the one user share
+// fs.inotify.max_user_instances. As root it raises the limit; otherwise a
+// fleet over it is refused with the command that would.
 func checkWatchLimit(agents int) error {
-	b, err := os.ReadFile("/proc/sys/fs/inotify/max_user_instances")
+	const path = "/proc/sys/fs/inotify/max_user_instances"
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil // not Linux, or no procfs: let the devices find out
 	}
 	limit, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || agents+16 <= limit {
+	need := 2*agents + 16
+	if err != nil || need <= limit {
 		return nil
 	}
-	return fmt.Errorf("fleet: %d agents watch %d policy files, over fs.inotify.max_user_instances (%d) less a margin for the rest of the machine: raise it (sysctl -w fs.inotify.max_user_instances=%d)",
-		agents, agents, limit, agents+1024)
+	if os.WriteFile(path, []byte(strconv.Itoa(need+1024)), 0o644) == nil {
+		return nil
+	}
+	return fmt.Errorf("fleet: %d agents watch %d policy and roster files, over fs.inotify.max_user_instances (%d) less a margin for the rest of the machine: raise it (sysctl -w fs.inotify.max_user_instances=%d)",
+		agents, 2*agents, limit, need+1024)
 }
 
 func waitFor(ctx context.Context, within time.Duration, cond func() bool) error {
