@@ -1,14 +1,21 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"time"
 
+	"periph.io/x/conn/v3/gpio/gpioreg"
+	host "periph.io/x/host/v3"
+
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/agent/feeds"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
+	"linkguard.dev/linkguard/hal/meter"
+	"linkguard.dev/linkguard/hal/modbus"
+	"linkguard.dev/linkguard/hal/relay"
 )
 
 // newFeeds opens the feeds' hardware through hw and builds the feed
@@ -59,4 +66,111 @@ func feedsSection(ts []feeds.FeedTelemetry) contract.Feeds {
 		out[i] = f
 	}
 	return out
+}
+
+// feedHardware is what openFeeds opened: the serial buses and their ports,
+// to close when the agent stops.
+type feedHardware struct {
+	Buses map[string]*modbus.Bus
+	ports []io.Closer
+}
+
+// Close closes the buses and their ports.
+func (h *feedHardware) Close() error {
+	var errs []error
+	for _, b := range h.Buses {
+		errs = append(errs, b.Close())
+	}
+	for _, p := range h.ports {
+		errs = append(errs, p.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// openFeeds opens the live hardware the feeds section names (serial buses,
+// meters, GPIO and Modbus relays) and translates the section into the
+// controller's specs: the feeds package knows its specs, not the config.
+func openFeeds(cfg *config.Config, log *slog.Logger) ([]feeds.Spec, *feedHardware, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hw := &feedHardware{Buses: map[string]*modbus.Bus{}}
+	bus := func(port string) (*modbus.Bus, error) {
+		if b := hw.Buses[port]; b != nil {
+			return b, nil
+		}
+		bc := cfg.Bus(port)
+		line := modbus.Line{Baud: bc.Baud, Parity: bc.Parity.String(), StopBits: bc.StopBits}
+		p, err := modbus.OpenSerial(port, line)
+		if err != nil {
+			return nil, err
+		}
+		hw.ports = append(hw.ports, p)
+		b := modbus.NewBus(p, modbus.Config{Baud: bc.Baud, CharBits: line.CharBits(), Timeout: bc.Timeout,
+			Retries: *bc.Retries}, log.With("bus", port))
+		hw.Buses[port] = b
+		return b, nil
+	}
+	gpioReady := false
+	var specs []feeds.Spec
+	fail := func(err error) ([]feeds.Spec, *feedHardware, error) {
+		hw.Close()
+		return nil, nil, err
+	}
+	for _, f := range cfg.Feeds {
+		s := feeds.Spec{ID: f.ID, MinOn: f.MinOn, MinOff: f.MinOff, MaxOpsPerHour: f.MaxOpsPerHour,
+			StaleAfter: f.StaleAfter, Hysteresis: f.Hysteresis.Power(),
+			Confirm: f.Confirm, Period: f.Period, StartJitter: f.StartJitter, ReadbackEvery: f.Readback,
+			OverrideFile: f.Override}
+		if f.SafeState == "hold" {
+			s.SafeState = feeds.Hold
+		}
+		var m meter.Map
+		switch f.Meter.Model {
+		case "sdm120":
+			m = meter.SDM120
+		case "sdm630":
+			m = meter.SDM630
+		default:
+			var err error
+			if m, err = meter.Generic(f.Meter.Registers, f.Meter.WordOrder.String()); err != nil {
+				return fail(fmt.Errorf("feeds: %s: %w", f.ID, err))
+			}
+		}
+		if f.Meter.WordOrder == "little" {
+			m.WordOrder = meter.LowWordFirst
+		}
+		b, err := bus(f.Meter.Bus)
+		if err != nil {
+			return fail(fmt.Errorf("feeds: %s: meter: %w", f.ID, err))
+		}
+		if s.Meter, err = meter.NewModbus(b, byte(f.Meter.Slave), m); err != nil {
+			return fail(fmt.Errorf("feeds: %s: %w", f.ID, err))
+		}
+		for _, c := range f.Circuits {
+			cs := feeds.CircuitSpec{ID: c.ID, Priority: c.Priority, Protected: c.Protected}
+			if c.Relay.GPIO != "" {
+				if !gpioReady {
+					if _, err := host.Init(); err != nil {
+						return fail(fmt.Errorf("feeds: gpio drivers: %w", err))
+					}
+					gpioReady = true
+				}
+				pin := gpioreg.ByName(c.Relay.GPIO)
+				if pin == nil {
+					return fail(fmt.Errorf("feeds: %s/%s: no GPIO line %q", f.ID, c.ID, c.Relay.GPIO))
+				}
+				cs.Relay = relay.NewGPIO(pin, c.Relay.ActiveLow)
+			} else {
+				b, err := bus(c.Relay.Bus)
+				if err != nil {
+					return fail(fmt.Errorf("feeds: %s/%s: %w", f.ID, c.ID, err))
+				}
+				cs.Relay = relay.NewCoil(b, byte(c.Relay.Slave), uint16(c.Relay.Coil))
+			}
+			s.Circuits = append(s.Circuits, cs)
+		}
+		specs = append(specs, s)
+	}
+	return specs, hw, nil
 }

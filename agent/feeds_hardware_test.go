@@ -1,4 +1,4 @@
-package feeds_test
+package agent
 
 import (
 	"context"
@@ -11,10 +11,10 @@ import (
 	"periph.io/x/conn/v3/physic"
 )
 
-// TestFromConfigRuns opens the hardware a feeds section names (here a
+// TestOpenFeedsRuns opens the hardware a feeds section names (here a
 // simulated meter and board on a pty) and runs the controller on the real
 // clock for a few periods.
-func TestFromConfigRuns(t *testing.T) {
+func TestOpenFeedsRuns(t *testing.T) {
 	sim := modbussim.New(modbussim.Config{MeterSlave: 1, BoardSlave: 2, Coils: 2, CoilsOn: true,
 		Circuits: []modbussim.Circuit{{ID: "c1", Coil: 0, Load: 3 * physic.KiloWatt}, {ID: "h", Coil: 1, Load: physic.KiloWatt}}})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -33,7 +33,7 @@ func TestFromConfigRuns(t *testing.T) {
 			MinOn: time.Minute, MinOff: time.Minute, MaxOpsPerHour: 6, StaleAfter: time.Second, SafeState: "hold",
 			Confirm: time.Second, Period: 20 * time.Millisecond, Readback: time.Second}},
 	}
-	specs, hw, err := feeds.FromConfig(cfg, nil)
+	specs, hw, err := openFeeds(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

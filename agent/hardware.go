@@ -44,7 +44,7 @@ type Hardware struct {
 
 // LiveHardware is the device's own hardware: AF_PACKET ports (with their
 // offloads set by openPort), the hal/bypass kernel bridge, serial RS-485
-// buses and GPIO lines (feeds.FromConfig), /dev/watchdog.
+// buses and GPIO lines (openFeeds), /dev/watchdog.
 func LiveHardware() *Hardware {
 	return &Hardware{
 		OpenPort: func(log *slog.Logger, name string, bridge, carry bool) (capture.Port, error) {
@@ -56,7 +56,7 @@ func LiveHardware() *Hardware {
 		},
 		PrepareInline: prepareInline,
 		OpenFeeds: func(cfg *config.Config, log *slog.Logger) ([]feeds.Spec, io.Closer, error) {
-			specs, hw, err := feeds.FromConfig(cfg, log)
+			specs, hw, err := openFeeds(cfg, log)
 			if err != nil {
 				return nil, nil, err
 			}
