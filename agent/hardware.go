@@ -12,6 +12,7 @@ import (
 	"linkguard.dev/linkguard/agent/feeds"
 	"linkguard.dev/linkguard/hal/bypass"
 	"linkguard.dev/linkguard/hal/capture"
+	"linkguard.dev/linkguard/hal/watchdog"
 )
 
 // Hardware is everything outside the process that Run drives: the link's
@@ -44,7 +45,7 @@ type Hardware struct {
 
 // LiveHardware is the device's own hardware: AF_PACKET ports (with their
 // offloads set by openPort), the hal/bypass kernel bridge, serial RS-485
-// buses and GPIO lines (openFeeds), /dev/watchdog.
+// buses and GPIO lines (openFeeds), /dev/watchdog (hal/watchdog).
 func LiveHardware() *Hardware {
 	return &Hardware{
 		OpenPort: func(log *slog.Logger, name string, bridge, carry bool) (capture.Port, error) {
@@ -63,7 +64,7 @@ func LiveHardware() *Hardware {
 			return specs, hw, nil
 		},
 		Watchdog: func(c *config.Watchdog, alive func(time.Time) bool, log *slog.Logger) func(context.Context) error {
-			w := &feeds.Watchdog{Device: c.Device, Every: c.Every, Alive: alive, Logger: log}
+			w := &watchdog.Feeder{Device: c.Device, Every: c.Every, Alive: alive, Logger: log}
 			return w.Run
 		},
 	}

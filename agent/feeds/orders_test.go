@@ -3,8 +3,6 @@ package feeds_test
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -148,42 +146,5 @@ func TestRampAndStartOffset(t *testing.T) {
 	}
 	if got := *p.telemetry().CapKW; got != 5 {
 		t.Fatalf("cap after the ramp = %v, want 5", got)
-	}
-}
-
-func TestWatchdog(t *testing.T) {
-	dev := filepath.Join(t.TempDir(), "watchdog")
-	if err := os.WriteFile(dev, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	alive := true
-	var mu = make(chan struct{}, 1)
-	mu <- struct{}{}
-	w := &feeds.Watchdog{Device: dev, Every: 5 * time.Millisecond, Alive: func(time.Time) bool {
-		<-mu
-		defer func() { mu <- struct{}{} }()
-		return alive
-	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- w.Run(ctx) }()
-	time.Sleep(50 * time.Millisecond)
-	<-mu
-	alive = false
-	mu <- struct{}{}
-	b, _ := os.ReadFile(dev)
-	fed := len(b)
-	time.Sleep(50 * time.Millisecond)
-	b, _ = os.ReadFile(dev)
-	if fed == 0 || len(b) > fed+1 {
-		t.Fatalf("fed %d times while alive, then %d more while stalled", fed, len(b)-fed)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	b, _ = os.ReadFile(dev)
-	if b[len(b)-1] != 'V' {
-		t.Fatal("no magic close on a clean stop")
 	}
 }
