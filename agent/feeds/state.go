@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"linkguard.dev/linkguard/hal/atomicfile"
 )
 
 // persisted is a feed's state on disk: enough to honour dwell timers,
@@ -53,7 +55,9 @@ func loadState(dir, feed string) (*persisted, error) {
 	return &p, nil
 }
 
-// saveState writes atomically: temp file, fsync, rename, fsync the directory.
+// saveState writes durably and atomically (hal/atomicfile): a power cut
+// leaves the old state or the new, and the dwell timers and operation
+// counts it holds must survive one.
 func saveState(dir, feed string, p *persisted) error {
 	path := statePath(dir, feed)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -63,28 +67,8 @@ func saveState(dir, feed string, p *persisted) error {
 	if err != nil {
 		return fmt.Errorf("feeds: %s: %w", feed, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), feed+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("feeds: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("feeds: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("feeds: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("feeds: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("feeds: %w", err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
+		return fmt.Errorf("feeds: %s: %w", feed, err)
 	}
 	return nil
 }
