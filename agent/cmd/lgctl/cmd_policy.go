@@ -842,106 +842,18 @@ func newPolicyDiffCmd() *cobra.Command {
 // errDiffers makes diff exit 1 when the policies differ, like diff(1).
 var errDiffers = fmt.Errorf("policies differ: %w", errSilent)
 
+// diff prints policy.Diff's changes one a line and returns how many change
+// what is enforced (a new serial alone does not).
 func diff(w io.Writer, old, cur *policy.Policy) int {
 	n := 0
-	line := func(format string, args ...any) {
-		n++
-		fmt.Fprintf(w, format+"\n", args...)
-	}
-	if old.Serial != cur.Serial {
-		fmt.Fprintf(w, "serial: %d -> %d\n", old.Serial, cur.Serial)
-	}
-	if !old.Expires.Equal(cur.Expires) {
-		line("expires: %s -> %s", old.Expires.Format(time.RFC3339), cur.Expires.Format(time.RFC3339))
-	}
-	if old.Default != cur.Default {
-		line("default: %s -> %s", old.Default, cur.Default)
-	}
-	if a, b := prefixes(old.Domestic), prefixes(cur.Domestic); !slices.Equal(a, b) {
-		line("domestic: %s -> %s", strings.Join(a, ", "), strings.Join(b, ", "))
-	}
-	oldByID := map[string]*policy.Approval{}
-	for i := range old.Approvals {
-		oldByID[old.Approvals[i].ID] = &old.Approvals[i]
-	}
-	seen := map[string]bool{}
-	for i := range cur.Approvals {
-		b := &cur.Approvals[i]
-		seen[b.ID] = true
-		a, ok := oldByID[b.ID]
-		if !ok {
-			line("+ %s (%s): %d remote prefixes", b.ID, b.Holder, len(b.Remote))
-			continue
-		}
-		if ch := changes(a, b); len(ch) > 0 {
-			line("~ %s (%s): %s", b.ID, b.Holder, strings.Join(ch, "; "))
-		}
-	}
-	for i := range old.Approvals {
-		if a := &old.Approvals[i]; !seen[a.ID] {
-			line("- %s (%s): revoked", a.ID, a.Holder)
+	for _, c := range policy.Diff(old, cur) {
+		fmt.Fprintln(w, c)
+		if c.Kind != policy.SerialChanged {
+			n++
 		}
 	}
 	if n == 0 {
 		fmt.Fprintln(w, "no approval changes")
 	}
 	return n
-}
-
-func changes(a, b *policy.Approval) []string {
-	var out []string
-	if a.Holder != b.Holder {
-		out = append(out, fmt.Sprintf("holder %q -> %q", a.Holder, b.Holder))
-	}
-	if !slices.Equal(a.Sites, b.Sites) {
-		out = append(out, fmt.Sprintf("sites [%s] -> [%s]", strings.Join(a.Sites, ", "), strings.Join(b.Sites, ", ")))
-	}
-	added, removed := setDiff(prefixes(a.Remote), prefixes(b.Remote))
-	if len(added) > 0 {
-		out = append(out, "remote added "+strings.Join(added, ", "))
-	}
-	if len(removed) > 0 {
-		out = append(out, "remote removed "+strings.Join(removed, ", "))
-	}
-	if x, y := services(a.Services), services(b.Services); !slices.Equal(x, y) {
-		out = append(out, fmt.Sprintf("services [%s] -> [%s]", strings.Join(x, ", "), strings.Join(y, ", ")))
-	}
-	if !a.ValidFrom.Equal(b.ValidFrom) || !a.ValidUntil.Equal(b.ValidUntil) {
-		out = append(out, fmt.Sprintf("window %s..%s -> %s..%s", when(a.ValidFrom), when(a.ValidUntil), when(b.ValidFrom), when(b.ValidUntil)))
-	}
-	return out
-}
-
-func when(t time.Time) string {
-	if t.IsZero() {
-		return "open"
-	}
-	return t.Format(time.RFC3339)
-}
-
-func prefixes[T fmt.Stringer](ps []T) []string {
-	out := make([]string, len(ps))
-	for i, p := range ps {
-		out[i] = p.String()
-	}
-	slices.Sort(out)
-	return out
-}
-
-func services(s []policy.Service) []string { return prefixes(s) }
-
-// setDiff returns what b has that a lacks, and what a has that b lacks;
-// both inputs are sorted.
-func setDiff(a, b []string) (added, removed []string) {
-	for _, x := range b {
-		if _, ok := slices.BinarySearch(a, x); !ok {
-			added = append(added, x)
-		}
-	}
-	for _, x := range a {
-		if _, ok := slices.BinarySearch(b, x); !ok {
-			removed = append(removed, x)
-		}
-	}
-	return added, removed
 }
