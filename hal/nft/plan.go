@@ -386,18 +386,35 @@ func (b *builder) familyTable(rs *Ruleset, t *nftables.Table) {
 	}
 	appChain := func(i int) string { return b.name("a" + strconv.Itoa(i)) }
 	tunChain := func(i int) string { return b.name("t" + strconv.Itoa(i)) }
+	// A flow an approval (or domestic space) passed carries its number in
+	// conntrack's mark; its next packets skip the sets and go straight to
+	// that approval's chain (the flow cache). The numbers are this
+	// generation's: after a swap no old flow finds its number, and each is
+	// judged afresh at its next packet.
+	var cached []nftables.SetElement
 	for _, i := range apps {
 		a := &rs.Approvals[i]
 		obj := ApprovalCounter(a.ID)
 		b.counter(t, obj)
 		b.p.approvalOf[obj] = a.ID
-		b.chain(t, appChain(i), b.approvalRules(a, obj, pass, false))
+		var mark []expr.Any
+		if i+1 < cacheDomestic {
+			// A cached flow goes straight to its approval's chain: window
+			// and service are checks of the packet's clock and conntrack
+			// entry, not lookups.
+			mark = setCtMark(b.cacheID(i + 1))
+			cached = append(cached, nftables.SetElement{Key: ne32(b.cacheID(i + 1)), VerdictData: jump(appChain(i))})
+		}
+		b.chain(t, appChain(i), b.approvalRules(a, obj, pass, false, mark))
 		b.p.chainsOf[a.ID] = append(b.p.chainsOf[a.ID], b.p.chains[len(b.p.chains)-1].chain)
 		if slices.Contains(tunApps, i) {
-			b.chain(t, tunChain(i), b.approvalRules(a, obj, pass, true))
+			b.chain(t, tunChain(i), b.approvalRules(a, obj, pass, true, nil))
 			b.p.chainsOf[a.ID] = append(b.p.chainsOf[a.ID], b.p.chains[len(b.p.chains)-1].chain)
 		}
 	}
+	domesticPass := b.chain(t, b.name("cdom"), [][]expr.Any{{objref(CounterDomestic), gotoChain(pass)}})
+	cached = append(cached, nftables.SetElement{Key: ne32(b.cacheID(cacheDomestic)), VerdictData: gotoChain(domesticPass)})
+	cache := b.addSet(&nftables.Set{Table: t, Name: b.name("flows"), KeyType: nftables.TypeMark, DataType: nftables.TypeVerdict, IsMap: true}, cached)
 	groups := &groupSet{b: b, t: t, prefix: "g", app: appChain, rs: rs, ids: map[string]int{}, single: map[int]int{}}
 	tgroups := &groupSet{b: b, t: t, prefix: "tg", app: tunChain, rs: rs, tunnels: true, ids: map[string]int{}, single: map[int]int{}}
 	remote := b.verdictMap(t, "remote", apps, rs, groups)
@@ -446,7 +463,7 @@ func (b *builder) familyTable(rs *Ruleset, t *nftables.Table) {
 			last = dflt(CounterMonitored)
 		}
 		judge[d] = b.chain(t, b.name("judge"+dir), [][]expr.Any{
-			cat(bothDomestic, objref(CounterDomestic), gotoChain(pass)),
+			cat(bothDomestic, setCtMark(b.cacheID(cacheDomestic)), objref(CounterDomestic), gotoChain(pass)),
 			// The remote end is the one that is not domestic; in transit
 			// (neither is), the end the flow was opened to.
 			cat(dst, lookup(dom, false), src, vmap(remote)),
@@ -460,6 +477,7 @@ func (b *builder) familyTable(rs *Ruleset, t *nftables.Table) {
 	b.baseChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: policy(nftables.ChainPolicyDrop)},
 		[][]expr.Any{
+			{&expr.Ct{Register: 1, Key: expr.CtKeyMARK}, vmap(cache)},
 			{jump(lc)},
 			cat(ctState(expr.CtStateBitINVALID), objref(CounterInvalid), drop()),
 			// Only a SYN opens a TCP flow, so the end that opened it is
@@ -484,7 +502,7 @@ func (b *builder) familyTable(rs *Ruleset, t *nftables.Table) {
 // a flow opened to one of its services is counted and passes. The tunnel
 // chain holds only the services naming a tunnel; the plain one, when the
 // approval names none, passes any protocol (tunnels never reach it).
-func (b *builder) approvalRules(a *Approval, obj, pass string, tunnels bool) [][]expr.Any {
+func (b *builder) approvalRules(a *Approval, obj, pass string, tunnels bool, mark []expr.Any) [][]expr.Any {
 	var rules [][]expr.Any
 	if !a.From.IsZero() {
 		rules = append(rules, cat(metaTime(), cmp(expr.CmpOpLt, be64(uint64(a.From.UnixNano()))), ret()))
@@ -492,7 +510,7 @@ func (b *builder) approvalRules(a *Approval, obj, pass string, tunnels bool) [][
 	if !a.Until.IsZero() {
 		rules = append(rules, cat(metaTime(), cmp(expr.CmpOpGte, be64(uint64(a.Until.UnixNano()))), ret()))
 	}
-	ok := []expr.Any{objref(obj), gotoChain(pass)}
+	ok := cat(mark, objref(obj), gotoChain(pass))
 	if len(a.Services) == 0 && !tunnels {
 		return append(rules, ok)
 	}
@@ -511,6 +529,23 @@ func (b *builder) approvalRules(a *Approval, obj, pass string, tunnels bool) [][
 		rules = append(rules, cat(r, ok))
 	}
 	return rules
+}
+
+// cacheDomestic is the flow-cache number of domestic flows; approval i is
+// number i+1, and those numbered from cacheDomestic on are not cached
+// (judged in full at every packet).
+const cacheDomestic = 1<<cacheBits - 1
+
+const cacheBits = 12
+
+// cacheID is the conntrack mark of flows passed under number n (from 1:
+// never 0, the mark of a flow nothing passed) in this generation: 20 bits
+// of generation, 12 of number.
+func (b *builder) cacheID(n int) uint32 { return b.gen<<cacheBits | uint32(n) }
+
+// setCtMark sets conntrack's mark of the packet's flow.
+func setCtMark(v uint32) []expr.Any {
+	return []expr.Any{&expr.Immediate{Register: 1, Data: ne32(v)}, &expr.Ct{Register: 1, Key: expr.CtKeyMARK, SourceRegister: true}}
 }
 
 // linkControl passes what the link itself needs, at its protocol's rate,
@@ -568,41 +603,47 @@ func (b *builder) bridgeTable(rs *Ruleset) {
 		}
 		spoofed := []expr.Any{objref(CounterSpoofed), drop()}
 		src4, src6 := nhLoad(12, 4), nhLoad(8, 16)
-		in4 = []expr.Any{jump(b.chain(t, b.name("in4"), [][]expr.Any{
+		in4 = []expr.Any{gotoChain(b.chain(t, b.name("in4"), [][]expr.Any{
 			cat(port(b.o.Outside), src4, lookup(d4, false), spoofed),
 			// From inside: domestic, or unspecified (DHCP), or link-local.
 			cat(port(b.o.Inside), src4, lookup(d4, true), cmp(expr.CmpOpNeq, []byte{0, 0, 0, 0}),
 				bitwiseMask(make([]byte, 4), []byte{0xff, 0xff, 0, 0}), cmp(expr.CmpOpNeq, []byte{169, 254, 0, 0}), spoofed),
+			{accept()},
 		}))}
 		ll := make([]byte, 16)
 		ll[0], ll[1] = 0xff, 0xc0
-		in6 = []expr.Any{jump(b.chain(t, b.name("in6"), [][]expr.Any{
+		in6 = []expr.Any{gotoChain(b.chain(t, b.name("in6"), [][]expr.Any{
 			cat(port(b.o.Outside), src6, lookup(d6, false), spoofed),
 			cat(port(b.o.Inside), src6, lookup(d6, true), cmp(expr.CmpOpNeq, make([]byte, 16)),
 				bitwiseMask(make([]byte, 16), ll), cmp(expr.CmpOpNeq, append([]byte{0xfe, 0x80}, make([]byte, 14)...)), spoofed),
+			{accept()},
 		}))}
+	}
+	if in4 == nil {
+		in4, in6 = []expr.Any{accept()}, []expr.Any{accept()}
 	}
 	rules := [][]expr.Any{
 		// Only frames this ruleset accepts carry the mark out.
 		b.markClear(),
+		cat(ipv4, in4), // on to the ip table
+		cat(ipv6, in6),
 		cat(etherType(unix.ETH_P_ARP), limit(ndRate, ndBurst), objref(CounterLinkControl), b.markSet(), accept()),
 		cat(etherType(unix.ETH_P_ARP), objref(CounterLinkControlLimited), drop()),
+		cat(objref(CounterOther), drop()),
 	}
-	if in4 != nil {
-		rules = append(rules, cat(ipv4, in4), cat(ipv6, in6))
-	}
-	rules = append(rules, cat(ipv4, accept()), cat(ipv6, accept()), cat(objref(CounterOther), drop()))
 	b.baseChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityConntrack, Policy: policy(nftables.ChainPolicyDrop)}, rules)
 	// Forwarded IP that reaches the way out unmarked was never judged by
 	// the ip and ip6 tables (br_netfilter not loaded, or nf_call_iptables
 	// off): drop it. (Frames the bridge device sends itself have no input
 	// port; the guard drops those.)
-	unmarked := cat(metaLoad(expr.MetaKeyIIF), cmp(expr.CmpOpNeq, ne32(0)),
-		metaLoad(expr.MetaKeyMARK), bitwise(ne32(b.o.Mark)), cmp(expr.CmpOpEq, ne32(0)), objref(CounterUnjudged), drop())
+	unmarked := cat(metaLoad(expr.MetaKeyIIF), cmp(expr.CmpOpNeq, ne32(0)), objref(CounterUnjudged), drop())
 	b.baseChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityFilter, Policy: policy(nftables.ChainPolicyAccept)},
-		[][]expr.Any{cat(ipv4, unmarked), cat(ipv6, unmarked)})
+		[][]expr.Any{
+			cat(metaLoad(expr.MetaKeyMARK), bitwise(ne32(b.o.Mark)), cmp(expr.CmpOpNeq, ne32(0)), accept()),
+			cat(ipv4, unmarked), cat(ipv6, unmarked),
+		})
 }
 
 // The mark is a host-order u32 in a register, as is ct state.
