@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,8 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
@@ -33,8 +30,10 @@ type fleetPolicy struct {
 	Parsed   *policy.Policy
 }
 
+// approvalNode is an approval revoked here, kept to be approved again as it
+// was (policy.Edited.Removed).
 type approvalNode struct {
-	node   *yaml.Node
+	yaml   []byte
 	holder string
 }
 
@@ -127,82 +126,48 @@ type NewApproval struct {
 
 // Revoke publishes a new fleet policy without the approval id.
 func (c *Console) Revoke(id string) (*Action, error) {
-	return c.editPolicy("revoke", id, func(approvals *yaml.Node) error {
-		for i, n := range approvals.Content {
-			if scalar(n, "id") == id {
-				c.revoked[id] = approvalNode{node: n, holder: scalar(n, "holder")}
-				approvals.Content = slices.Delete(approvals.Content, i, i+1)
-				return nil
+	return c.editPolicy("revoke", id, func(doc []byte, r policy.Reissue) (*policy.Edited, error) {
+		e, err := policy.Revoke(doc, id, r)
+		if err != nil {
+			return nil, err
+		}
+		holder := ""
+		for _, a := range c.policy.Parsed.Approvals {
+			if a.ID == id {
+				holder = a.Holder
 			}
 		}
-		return fmt.Errorf("%w: no approval %q in the fleet policy", ErrBadAction, id)
+		c.revoked[id] = approvalNode{yaml: e.Removed, holder: holder}
+		return e, nil
 	})
 }
 
 // Approve publishes a new fleet policy with an approval: one revoked
 // earlier in this console (a.Remote empty) or a new one.
 func (c *Console) Approve(a NewApproval) (*Action, error) {
-	return c.editPolicy("approve", a.ID, func(approvals *yaml.Node) error {
-		for _, n := range approvals.Content {
-			if scalar(n, "id") == a.ID {
-				return fmt.Errorf("%w: approval %q is already in force", ErrBadAction, a.ID)
-			}
-		}
+	return c.editPolicy("approve", a.ID, func(doc []byte, r policy.Reissue) (*policy.Edited, error) {
+		var approval []byte
 		if len(a.Remote) == 0 {
 			old, ok := c.revoked[a.ID]
 			if !ok {
-				return fmt.Errorf("%w: approval %q needs remote prefixes", ErrBadAction, a.ID)
+				return nil, fmt.Errorf("%w: approval %q needs remote prefixes", ErrBadAction, a.ID)
 			}
-			approvals.Content = append(approvals.Content, old.node)
-			return nil
+			approval = old.yaml
+		} else {
+			var err error
+			if approval, err = policy.NewApprovalYAML(a.ID, a.Holder, a.Sites, a.Remote, a.Services); err != nil {
+				return nil, fmt.Errorf("console: %w", err)
+			}
 		}
-		m := map[string]any{"id": a.ID, "holder": a.Holder, "remote": a.Remote}
-		if len(a.Sites) > 0 {
-			m["sites"] = a.Sites
-		}
-		if len(a.Services) > 0 {
-			m["services"] = a.Services
-		}
-		b, err := yaml.Marshal(m)
-		if err != nil {
-			return err
-		}
-		var n yaml.Node
-		if err := yaml.Unmarshal(b, &n); err != nil {
-			return err
-		}
-		approvals.Content = append(approvals.Content, n.Content[0])
-		return nil
+		return policy.Approve(doc, approval, r)
 	})
 }
 
-func scalar(m *yaml.Node, key string) string {
-	if m.Kind != yaml.MappingNode {
-		return ""
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i+1].Value
-		}
-	}
-	return ""
-}
-
-func setScalar(m *yaml.Node, key, value, tag string) {
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			m.Content[i+1] = &yaml.Node{Kind: yaml.ScalarNode, Value: value, Tag: tag}
-			return
-		}
-	}
-	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key},
-		&yaml.Node{Kind: yaml.ScalarNode, Value: value, Tag: tag})
-}
-
-// editPolicy changes the fleet policy's approvals, bumps the serial above
-// every serial seen, signs it with the committee keys and publishes it
-// retained.
-func (c *Console) editPolicy(kind, id string, edit func(approvals *yaml.Node) error) (*Action, error) {
+// editPolicy has the fleet policy edited (policy.Revoke or policy.Approve)
+// with a serial above every serial seen and a fresh issued time and expiry
+// (the validity of the policy it replaces), signs it with the committee
+// keys and publishes it retained.
+func (c *Console) editPolicy(kind, id string, edit func(doc []byte, r policy.Reissue) (*policy.Edited, error)) (*Action, error) {
 	if len(c.opt.Committee) == 0 {
 		return nil, fmt.Errorf("%w: the console was given no committee key", ErrNoKey)
 	}
@@ -214,67 +179,50 @@ func (c *Console) editPolicy(kind, id string, edit func(approvals *yaml.Node) er
 		c.mu.Unlock()
 		return nil, ErrNoPolicy
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(c.policy.Doc, &root); err != nil || len(root.Content) == 0 {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("console: fleet policy YAML: %v", err)
-	}
-	doc := root.Content[0]
-	var approvals *yaml.Node
-	for i := 0; i+1 < len(doc.Content); i += 2 {
-		if doc.Content[i].Value == "approvals" {
-			approvals = doc.Content[i+1]
-		}
-	}
-	if approvals == nil {
-		approvals = &yaml.Node{Kind: yaml.SequenceNode}
-		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "approvals"}, approvals)
-	}
-	if approvals.Kind != yaml.SequenceNode {
-		approvals.Kind, approvals.Tag, approvals.Value = yaml.SequenceNode, "", ""
-	}
-	approvals.Style = 0
-	if err := edit(approvals); err != nil {
-		c.mu.Unlock()
-		return nil, err
-	}
-	serial := c.policy.Parsed.Serial
+	old := c.policy.Parsed
+	serial := old.Serial
 	for _, d := range c.devices {
 		serial = max(serial, d.PolicySerial)
 	}
 	serial++
 	now := c.opt.Now().UTC()
-	setScalar(doc, "serial", fmt.Sprint(serial), "!!int")
-	setScalar(doc, "issued", now.Add(-time.Minute).Format(time.RFC3339), "")
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(&root); err != nil {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("console: policy YAML: %w", err)
-	}
-	newDoc := buf.Bytes()
-	p, err := policy.Parse(newDoc)
+	// Issued a minute back, so a device whose clock is a little behind
+	// does not see a policy from the future.
+	r := policy.Reissue{Serial: serial, Issued: now.Add(-time.Minute), Validity: old.Expires.Sub(old.Issued)}
+	e, err := edit(c.policy.Doc, r)
 	if err != nil {
 		c.mu.Unlock()
-		return nil, fmt.Errorf("%w: the edited policy is invalid: %v", ErrBadAction, err)
+		if errors.Is(err, ErrBadAction) {
+			return nil, err
+		}
+		// The operator's request does not fit the policy (no such
+		// approval, one already in force, an invalid edit).
+		return nil, fmt.Errorf("%w: %w", ErrBadAction, err)
 	}
-	env, err := dsse.Sign(policy.PayloadType, newDoc, c.opt.Committee...)
+	env, err := dsse.Sign(policy.PayloadType, e.Doc, c.opt.Committee...)
 	if err != nil {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("console: sign policy: %w", err)
 	}
-	c.policy = &fleetPolicy{Envelope: env, Doc: newDoc, Parsed: p}
+	c.policy = &fleetPolicy{Envelope: env, Doc: e.Doc, Parsed: e.Policy}
 	a := &Action{ID: fmt.Sprintf("policy-%d", serial), Kind: kind, Target: "all", Detail: id, At: now, Serial: serial}
 	c.actions = append(c.actions, a)
 	c.mu.Unlock()
 	tok := c.client.Publish(contract.PolicyTopic, 1, true, env)
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return a, fmt.Errorf("console: publish policy: %v", tok.Error())
+		return a, fmt.Errorf("console: publish policy: %w", publishErr(tok.Error()))
 	}
 	c.log.Info("console published a fleet policy", "serial", serial, "action", kind, "approval", id)
 	c.notify()
 	return a, nil
+}
+
+// publishErr is a publish's error, or one saying it timed out.
+func publishErr(err error) error {
+	if err == nil {
+		return errors.New("no acknowledgement from the broker in time")
+	}
+	return err
 }
 
 // Command signs a command with the operator key and publishes it to target
@@ -293,7 +241,7 @@ func (c *Console) Command(target, typ string, args any) (*Action, error) {
 	if args != nil {
 		b, err := json.Marshal(args)
 		if err != nil {
-			return nil, fmt.Errorf("%w: args: %v", ErrBadAction, err)
+			return nil, fmt.Errorf("%w: args: %w", ErrBadAction, err)
 		}
 		raw = b
 	}
@@ -310,7 +258,7 @@ func (c *Console) Command(target, typ string, args any) (*Action, error) {
 	c.mu.Unlock()
 	tok := c.client.Publish(contract.CmdTopicFor(target), 1, false, env)
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return a, fmt.Errorf("console: publish command: %v", tok.Error())
+		return a, fmt.Errorf("console: publish command: %w", publishErr(tok.Error()))
 	}
 	c.notify()
 	return a, nil
@@ -324,7 +272,7 @@ func (c *Console) PublishRetained(topic string, payload []byte) (bool, error) {
 	}
 	tok := c.client.Publish(topic, 1, true, payload)
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return false, fmt.Errorf("console: publish %s: %v", topic, tok.Error())
+		return false, fmt.Errorf("console: publish %s: %w", topic, publishErr(tok.Error()))
 	}
 	return true, nil
 }
