@@ -22,7 +22,7 @@ type Power physic.Power
 func (p *Power) UnmarshalText(b []byte) error {
 	var v physic.Power
 	if err := v.Set(string(b)); err != nil {
-		return fmt.Errorf("%q is not a power like 500W or 2kW (%v)", b, err)
+		return fmt.Errorf("%q is not a power like 500W or 2kW (%w)", b, err)
 	}
 	*p = Power(v)
 	return nil

@@ -548,8 +548,11 @@ func (l *Link) loadChain() error {
 	l.chainSeq, l.chainHash = 0, contract.Genesis
 	if b, err := os.ReadFile(l.chainPath); err == nil {
 		var h chainHead
-		if err := json.Unmarshal(b, &h); err != nil || len(h.Hash) != 64 {
-			return fmt.Errorf("mqttlink: event chain %s is damaged: %v", l.chainPath, err)
+		if err := json.Unmarshal(b, &h); err != nil {
+			return fmt.Errorf("mqttlink: event chain %s is damaged: %w", l.chainPath, err)
+		}
+		if len(h.Hash) != 64 {
+			return fmt.Errorf("mqttlink: event chain %s is damaged: a head hash of %d characters", l.chainPath, len(h.Hash))
 		}
 		l.chainSeq, l.chainHash = h.Seq, h.Hash
 		l.chainSaved = h

@@ -128,7 +128,10 @@ func supervise(ctx context.Context, s *slot.Store, cfg *Config, b slot.Boot, bin
 			if st, err := s.Load(); err == nil && st.Candidate == "" && st.Active == b.Slot {
 				return code, false, nil // committed just before exiting
 			}
-			return code, true, fmt.Errorf("launcher: candidate exited before reporting healthy: %v", werr)
+			if werr == nil {
+				return code, true, errors.New("launcher: candidate exited (status 0) before reporting healthy")
+			}
+			return code, true, fmt.Errorf("launcher: candidate exited before reporting healthy: %w", werr)
 		case sig := <-sigs:
 			stopping = true
 			_ = cmd.Process.Signal(sig)

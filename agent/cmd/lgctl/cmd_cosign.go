@@ -380,8 +380,11 @@ func sendAndWait(cmd *cobra.Command, bf *brokerFlags, p command.Payload, env []b
 		return fmt.Errorf("subscribe to results: %w", err)
 	}
 	tok := c.Publish(contract.CmdTopicFor(p.Target), 1, false, env)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return fmt.Errorf("publish command: %v", tok.Error())
+	if !tok.WaitTimeout(10 * time.Second) {
+		return errors.New("publish command: no answer from the broker in 10s")
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("publish command: %w", err)
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "sent %s %s to %s; waiting %v for results\n", p.Type, p.ID, p.Target, timeout)

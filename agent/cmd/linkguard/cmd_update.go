@@ -91,7 +91,7 @@ func restartService() error {
 		return errors.New("no systemd and no /etc/init.d/linkguard: restart the service by hand")
 	}
 	if out, err := c.CombinedOutput(); err != nil {
-		return fmt.Errorf("restart: %v: %s", err, out)
+		return fmt.Errorf("restart: %w: %s", err, out)
 	}
 	return nil
 }
