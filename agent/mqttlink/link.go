@@ -23,6 +23,7 @@ import (
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/queue"
 	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/hal/atomicfile"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/roster"
 	"linkguard.dev/linkguard/policy/store"
@@ -613,12 +614,7 @@ func (l *Link) saveChain() {
 		return
 	}
 	hb, _ := json.Marshal(head)
-	tmp := l.chainPath + ".tmp"
-	err := os.WriteFile(tmp, hb, 0o600)
-	if err == nil {
-		err = os.Rename(tmp, l.chainPath)
-	}
-	if err != nil {
+	if err := atomicfile.Replace(l.chainPath, hb, 0o600); err != nil {
 		l.log.Error("event chain head not saved", "err", err)
 		return
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"linkguard.dev/linkguard/hal/atomicfile"
 )
 
 // Class decides what is dropped first when the queue is full.
@@ -628,11 +630,7 @@ func (q *Queue) saveCursor() error {
 	var b [12]byte
 	binary.LittleEndian.PutUint64(b[:8], q.acked)
 	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
-	tmp := filepath.Join(q.dir, cursorName+".tmp")
-	if err := os.WriteFile(tmp, b[:], 0o600); err != nil {
-		return fmt.Errorf("queue: cursor: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(q.dir, cursorName)); err != nil {
+	if err := atomicfile.Replace(filepath.Join(q.dir, cursorName), b[:], 0o600); err != nil {
 		return fmt.Errorf("queue: cursor: %w", err)
 	}
 	q.cursorAt, q.cursorDone = time.Now(), q.acked
