@@ -8,6 +8,8 @@ import (
 
 	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
+	"linkguard.dev/linkguard/agent/mqttlink"
+	"linkguard.dev/linkguard/agent/queue"
 	"linkguard.dev/linkguard/firmware/provision/layout"
 	"linkguard.dev/linkguard/firmware/update"
 	"linkguard.dev/linkguard/policy/yamlpos"
@@ -23,14 +25,14 @@ const (
 	DefaultLogFormat = FormatJSON
 
 	DefaultEvidenceMB     MB = 64
-	DefaultMaxFlows          = 65536 // ~7.5 MB of flow table: RSS 31 MB with a 100k-prefix policy, 39 MB with both bridge ports open (BenchmarkMemory100k, BenchmarkMemory100kPorts)
+	DefaultMaxFlows          = linkfilter.DefaultMaxFlows
 	DefaultFail              = FailClosed
 	DefaultIngress           = IngressStrict
 	DefaultPickupGrace       = linkfilter.DefaultPickupGrace
 	DefaultMaxEncap          = packet.DefaultMaxEncap
-	DefaultTelemetryEvery    = 10 * time.Second
-	DefaultKeepalive         = 30 * time.Second
-	DefaultQueueMB        MB = 32
+	DefaultTelemetryEvery    = mqttlink.DefaultTelemetryEvery
+	DefaultKeepalive         = mqttlink.DefaultKeepalive
+	DefaultQueueMB        MB = queue.DefaultMaxBytes >> 20
 
 	DefaultBaud       = 9600
 	DefaultParity     = ParityNone

@@ -54,7 +54,7 @@ type Options struct {
 	Site     string
 	Mode     Mode // default ModeInline
 	Reset    bool // monitor mode: tear denied TCP flows down with RSTs
-	MaxFlows int  // hard cap on tracked flows; default 65536
+	MaxFlows int  // hard cap on tracked flows; default DefaultMaxFlows
 	// FailOpen passes IP traffic, reported as monitored, while no policy
 	// is loaded, instead of dropping it (links.fail: open).
 	FailOpen bool
@@ -146,6 +146,11 @@ func (s Side) String() string {
 // enough that it is no window to plan an evasion around.
 const DefaultPickupGrace = 10 * time.Second
 
+// DefaultMaxFlows is the default of Options.MaxFlows: about 7.5 MB of flow
+// table (RSS with a 100k-prefix policy and both bridge ports open in
+// BENCHMARKS.md).
+const DefaultMaxFlows = 65536
+
 // polState is one policy generation as the packet path sees it.
 type polState struct {
 	m      *match.Matcher // nil: no policy
@@ -209,7 +214,7 @@ func New(o Options) *Filter {
 		o.Mode = ModeInline
 	}
 	if o.MaxFlows <= 0 {
-		o.MaxFlows = 65536
+		o.MaxFlows = DefaultMaxFlows
 	}
 	o.Timeouts.defaults()
 	if o.Events == nil {

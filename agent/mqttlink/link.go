@@ -59,6 +59,12 @@ type Options struct {
 	InFlight int
 }
 
+// Defaults of Options.
+const (
+	DefaultTelemetryEvery = 10 * time.Second
+	DefaultKeepalive      = 30 * time.Second
+)
+
 // Link is a device's connection to the broker.
 type Link struct {
 	opt    Options
@@ -121,10 +127,10 @@ func New(opt Options) (*Link, error) {
 		opt.Now = time.Now
 	}
 	if opt.TelemetryEvery <= 0 {
-		opt.TelemetryEvery = 10 * time.Second
+		opt.TelemetryEvery = DefaultTelemetryEvery
 	}
 	if opt.Keepalive <= 0 {
-		opt.Keepalive = 30 * time.Second
+		opt.Keepalive = DefaultKeepalive
 	}
 	if opt.MinBackoff <= 0 {
 		opt.MinBackoff = 500 * time.Millisecond

@@ -60,9 +60,12 @@ type Options struct {
 	MaxRecord int
 }
 
+// DefaultMaxBytes is the default of Options.MaxBytes.
+const DefaultMaxBytes = 32 << 20
+
 func (o *Options) fill() {
 	if o.MaxBytes <= 0 {
-		o.MaxBytes = 32 << 20
+		o.MaxBytes = DefaultMaxBytes
 	}
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = min(max(o.MaxBytes/16, 64<<10), 4<<20)
