@@ -28,9 +28,14 @@
 //     TCP flow opened by anything but a plain SYN: dropped), then tunnels,
 //     then the approvals. Each packet is judged as its flow, by the flow's
 //     original direction (conntrack's direction tells which way the packet
-//     goes), on every packet: no `ct state established accept` short-cuts
-//     the sets, so a swap or a closing window applies to established flows
-//     at their next packet, with no conntrack flush.
+//     goes). Nothing accepts an established flow on conntrack's word: a
+//     flow an approval passed carries that approval's number for this
+//     generation of the ruleset in conntrack's mark, and its next packets
+//     go from one hash lookup straight to the approval's chain, which
+//     checks window and service again and counts them. A swap changes
+//     every number and a revocation empties the chain, so both apply to
+//     established flows at their next packet, with no conntrack flush.
+//     The kernel path owns the conntrack mark of bridged flows.
 //
 // Domestic space is an interval set per family. Each approval's remote
 // prefixes go into an interval verdict map per family: the prefixes,
