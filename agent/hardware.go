@@ -10,6 +10,7 @@ import (
 
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/agent/feeds"
+	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/hal/bypass"
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/hal/watchdog"
@@ -41,6 +42,10 @@ type Hardware struct {
 	// Watchdog returns the loop that feeds the hardware watchdog c names
 	// while alive reports progress, and stops feeding when it does not.
 	Watchdog func(c *config.Watchdog, alive func(time.Time) bool, log *slog.Logger) func(context.Context) error
+	// OpenKernel sets up the kernel fast path of links.enforce: nftables
+	// (a kernel bridge between the ports, filtered by nftables). Nil: the
+	// device has none.
+	OpenKernel func(o linkfilter.KernelOptions) (*linkfilter.Kernel, error)
 }
 
 // LiveHardware is the device's own hardware: AF_PACKET ports (with their
@@ -56,6 +61,7 @@ func LiveHardware() *Hardware {
 			return p, nil
 		},
 		PrepareInline: prepareInline,
+		OpenKernel:    linkfilter.OpenKernel,
 		OpenFeeds: func(cfg *config.Config, log *slog.Logger) ([]feeds.Spec, io.Closer, error) {
 			specs, hw, err := openFeeds(cfg, log)
 			if err != nil {

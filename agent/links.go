@@ -23,6 +23,7 @@ import (
 // frames from the ports, and the ports' counters for telemetry.
 type links struct {
 	f       *linkfilter.Filter
+	kernel  *linkfilter.Kernel // links.enforce: nftables; nil otherwise
 	loop    interface{ Run(context.Context) error }
 	stats   *linkStats
 	release func() // closes the ports and evidence, undoes PrepareInline
@@ -36,6 +37,12 @@ func newLinks(site string, l *config.Links, hw *Hardware, policy *store.Store, u
 	mode, err := linkfilter.ParseMode(l.Mode.String())
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
+	}
+	// With the kernel fast path the kernel bridges and filters; the pcap
+	// path watches the same ports as a monitor.
+	kernelPath := l.Enforce == config.EnforceNftables
+	if kernelPath {
+		mode = linkfilter.ModeMonitor
 	}
 	if hw.OpenPort == nil {
 		return nil, missing("capture ports for links")
@@ -92,8 +99,32 @@ func newLinks(site string, l *config.Links, hw *Hardware, policy *store.Store, u
 		return nil
 	}
 	var loop interface{ Run(context.Context) error }
-	switch mode {
-	case linkfilter.ModeInline:
+	var kernel *linkfilter.Kernel
+	switch {
+	case kernelPath:
+		if hw.OpenKernel == nil {
+			return fail(missing("the nftables fast path"))
+		}
+		if hw.PrepareInline != nil { // MTUs, and no stale lgbypass holding the ports
+			undo, err := hw.PrepareInline(log, l)
+			if err != nil {
+				return fail(err)
+			}
+			closers = append(closers, undo)
+		}
+		k, err := hw.OpenKernel(linkfilter.KernelOptions{Site: site, Inside: l.Inside, Outside: l.Outside,
+			Ingress: ingress, Events: up.events, Logger: log.With("path", "kernel")})
+		if err != nil {
+			return fail(err)
+		}
+		kernel = k
+		closers = append(closers, k.Close) // the ruleset stays in force when the agent stops
+		if err := errors.Join(open(l.Inside, false), open(l.Outside, false)); err != nil {
+			return fail(err)
+		}
+		stats.kernel = k
+		loop = linkfilter.NewMonitor(f, ports...)
+	case mode == linkfilter.ModeInline:
 		if hw.PrepareInline != nil {
 			undo, err := hw.PrepareInline(log, l)
 			if err != nil {
@@ -106,7 +137,7 @@ func newLinks(site string, l *config.Links, hw *Hardware, policy *store.Store, u
 		}
 		stats.bridge = linkfilter.NewBridge(f, ports[0], ports[1])
 		loop = stats.bridge
-	case linkfilter.ModeMonitor:
+	case mode == linkfilter.ModeMonitor:
 		for _, name := range []string{l.Inside, l.Outside} {
 			if name == "" {
 				continue
@@ -119,11 +150,20 @@ func newLinks(site string, l *config.Links, hw *Hardware, policy *store.Store, u
 	}
 	// The filter follows every policy swap; until the first, it drops IP
 	// (fail closed) or passes it, reported (fail open).
-	policy.Subscribe(func(c *store.Current) { f.SetMatcher(c.Matcher) })
+	policy.Subscribe(func(c *store.Current) {
+		f.SetMatcher(c.Matcher)
+		// The ports are bridged only once a ruleset is in force; a refused
+		// one is reported and the previous one stays.
+		if kernel != nil && kernel.SetMatcher(c.Matcher) == nil {
+			if err := kernel.Attach(); err != nil {
+				log.Error("kernel bridge not attached", "err", err)
+			}
+		}
+	})
 	up.telemetry.AddSection(contract.SectionLinks, func() any { return stats.read() })
-	log.Info("link filter ready", "mode", mode, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows,
+	log.Info("link filter ready", "mode", mode, "enforce", l.Enforce, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows,
 		"offloads", l.Offloads && mode == linkfilter.ModeInline, "ingress", ingress, "link_local", linkLocal.String(), "pickup_grace", grace, "max_encap", l.MaxEncap)
-	return &links{f: f, loop: loop, stats: stats, release: release}, nil
+	return &links{f: f, kernel: kernel, loop: loop, stats: stats, release: release}, nil
 }
 
 // run sweeps the flow table and judges the ports' frames until ctx ends.
@@ -131,6 +171,9 @@ func (l *links) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return l.f.Run(ctx) })
 	g.Go(func() error { return l.loop.Run(ctx) })
+	if l.kernel != nil {
+		g.Go(func() error { return l.kernel.Run(ctx) })
+	}
 	return g.Wait()
 }
 
@@ -179,6 +222,8 @@ type portCounters interface {
 type linkStats struct {
 	f      *linkfilter.Filter
 	bridge *linkfilter.Bridge // nil in monitor mode
+	kernel *linkfilter.Kernel // with the nftables fast path: its counters are the approvals'
+
 	mu     sync.Mutex
 	ports  []portCounters
 	counts []contract.PortCounters
@@ -202,7 +247,11 @@ func (s *linkStats) read() contract.Links {
 			s.counts[i].RingDropped += drop
 		}
 	}
-	t := linksSection(s.f.Snapshot())
+	snap := s.f.Snapshot()
+	if s.kernel != nil {
+		_ = s.kernel.Fill(&snap) // the kernel's per-approval counts; on error the pcap path's stand
+	}
+	t := linksSection(snap)
 	t.Ports = slices.Clone(s.counts)
 	if t.Ports == nil {
 		t.Ports = []contract.PortCounters{}

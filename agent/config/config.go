@@ -80,6 +80,12 @@ type Links struct {
 	// ports that the agent holds shut while it runs and the kernel opens
 	// when it exits, and passes traffic (reported) until a first policy.
 	Fail FailMode `yaml:"fail"`
+	// Enforce (inline mode) is where frames are judged: "userspace" (the
+	// default: the agent copies each allowed frame) or "nftables" (the
+	// kernel bridges the ports, filtered by nftables compiled from each
+	// policy; the agent watches the same ports as a monitor for events,
+	// evidence and what only it sees inside tunnels; SECURITY.md).
+	Enforce Enforce `yaml:"enforce"`
 	// Ingress binds source addresses to the side they arrive on:
 	// "strict" (default) drops a domestic source from the outside and a
 	// foreign one from the inside as spoofed; "loose" does not check.

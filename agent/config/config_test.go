@@ -66,6 +66,8 @@ func TestErrors(t *testing.T) {
 		{"alias bomb", "device: {id: r, site: s, kind: router}\nbuses: &b [" + strings.Repeat("{port: x},", 10) + "]\nfeeds: [" + strings.Repeat("{circuits: *b},", 2000) + "]\n", []string{"more than 1000 aliases"}},
 		{"bad mode", strings.Replace(string(base), "mode: inline", "mode: bridge", 1), []string{`line 9: links.mode: "bridge" is not one of inline, monitor`}},
 		{"bad ingress", strings.Replace(string(base), "mode: inline", "mode: inline\n  ingress: lax", 1), []string{`links.ingress: "lax" is not one of strict, loose`}},
+		{"bad enforce", strings.Replace(string(base), "mode: inline", "mode: inline\n  enforce: ebpf", 1), []string{`links.enforce: "ebpf" is not one of userspace, nftables`}},
+		{"nftables fails open", strings.Replace(string(base), "mode: inline", "mode: inline\n  enforce: nftables\n  fail: open", 1), []string{`links.enforce: nftables keeps the link filtered by its last ruleset`}},
 		{"bad format", strings.Replace(string(base), "format: json", "format: xml", 1), []string{`line 7: log.format: "xml" is not one of json, text`}},
 		{"bad parity", strings.Replace(string(relay), "parity: none", "parity: mark", 1), []string{`line 6: buses[0].parity: "mark" is not one of none, even, odd`}},
 		{"bad safe state", strings.Replace(string(relay), "safe_state: restore", "safe_state: off", 1), []string{`line 18: feeds[0].safe_state: "off" is not one of restore, hold`}},

@@ -27,6 +27,7 @@ const (
 	DefaultEvidenceMB     MB = 64
 	DefaultMaxFlows          = linkfilter.DefaultMaxFlows
 	DefaultFail              = FailClosed
+	DefaultEnforce           = EnforceUserspace
 	DefaultIngress           = IngressStrict
 	DefaultPickupGrace       = linkfilter.DefaultPickupGrace
 	DefaultMaxEncap          = packet.DefaultMaxEncap
@@ -95,6 +96,7 @@ func (c *Config) defaults() {
 		set(&l.Evidence.Dir, c.StateDir+"/evidence")
 		set(&l.MaxFlows, DefaultMaxFlows)
 		set(&l.Fail, DefaultFail)
+		set(&l.Enforce, DefaultEnforce)
 		set(&l.Ingress, DefaultIngress)
 		if l.LinkLocal == nil {
 			ll := packet.DefaultLinkLocal.Names()

@@ -85,6 +85,19 @@ func (FailMode) Values() []FailMode              { return []FailMode{FailClosed,
 func (f *FailMode) UnmarshalText(b []byte) error { return setEnum(f, b) }
 func (f FailMode) String() string                { return string(f) }
 
+// Enforce is links.enforce: where an inline link's frames are judged.
+type Enforce string
+
+// Enforcement paths.
+const (
+	EnforceUserspace Enforce = "userspace" // the agent bridges the ports itself (the default)
+	EnforceNftables  Enforce = "nftables"  // a kernel bridge filtered by nftables compiled from the policy
+)
+
+func (Enforce) Values() []Enforce               { return []Enforce{EnforceUserspace, EnforceNftables} }
+func (e *Enforce) UnmarshalText(b []byte) error { return setEnum(e, b) }
+func (e Enforce) String() string                { return string(e) }
+
 // Ingress is links.ingress: how strictly sources are bound to their side.
 type Ingress string
 

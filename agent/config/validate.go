@@ -69,6 +69,15 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 			bad([]any{"links", "reset"}, "only applies in monitor mode (inline mode drops frames instead)")
 		}
 		add(oneOf(doc, l.Fail, "links", "fail"))
+		if l.Enforce == EnforceNftables && l.Mode != ModeInline {
+			bad([]any{"links", "enforce"}, "nftables only applies in inline mode")
+		}
+		if l.Enforce == EnforceNftables && l.Fail == FailOpen {
+			bad([]any{"links", "enforce"}, "nftables keeps the link filtered by its last ruleset when the agent stops: fail open does not apply")
+		}
+		if l.Enforce == EnforceNftables && l.Offloads {
+			bad([]any{"links", "offloads"}, "does not apply with enforce: nftables (the kernel bridge keeps the ports' offloads)")
+		}
 		if l.Fail == FailOpen && l.Mode != ModeInline {
 			bad([]any{"links", "fail"}, "only applies in inline mode (a monitor never cuts a link)")
 		}
