@@ -10,6 +10,7 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/agent/linkfilter"
@@ -112,8 +113,15 @@ func newLinks(site string, l *config.Links, hw *Hardware, policy *store.Store, u
 			}
 			closers = append(closers, undo)
 		}
+		// Pin the kernel path to the namespace the agent is built in: the
+		// policy swaps that attach the bridge run on other threads.
+		ns, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(fmt.Errorf("network namespace: %w", err))
+		}
+		closers = append(closers, func() error { return unix.Close(ns) })
 		k, err := hw.OpenKernel(linkfilter.KernelOptions{Site: site, Inside: l.Inside, Outside: l.Outside,
-			Ingress: ingress, Events: up.events, Logger: log.With("path", "kernel")})
+			Ingress: ingress, Events: up.events, Logger: log.With("path", "kernel"), NetNS: ns})
 		if err != nil {
 			return fail(err)
 		}
@@ -151,14 +159,15 @@ func newLinks(site string, l *config.Links, hw *Hardware, policy *store.Store, u
 	// The filter follows every policy swap; until the first, it drops IP
 	// (fail closed) or passes it, reported (fail open).
 	policy.Subscribe(func(c *store.Current) {
-		f.SetMatcher(c.Matcher)
 		// The ports are bridged only once a ruleset is in force; a refused
-		// one is reported and the previous one stays.
+		// one is reported and the previous one stays. The kernel goes
+		// first, so the filter shows a policy only once the link has it.
 		if kernel != nil && kernel.SetMatcher(c.Matcher) == nil {
 			if err := kernel.Attach(); err != nil {
 				log.Error("kernel bridge not attached", "err", err)
 			}
 		}
+		f.SetMatcher(c.Matcher)
 	})
 	up.telemetry.AddSection(contract.SectionLinks, func() any { return stats.read() })
 	log.Info("link filter ready", "mode", mode, "enforce", l.Enforce, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows,
