@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,7 +113,7 @@ var (
 )
 
 func approving(serial uint64, ps ...netip.Prefix) *nft.Ruleset {
-	rs := &nft.Ruleset{Serial: serial, Domestic: domestic}
+	rs := &nft.Ruleset{Serial: serial, Domestic: slices.Clone(domestic)} // a test may spoil its copy
 	for i, p := range ps {
 		rs.Approvals = append(rs.Approvals, nft.Approval{ID: fmt.Sprintf("LA-%d", i+1), Remote: []netip.Prefix{p}})
 	}
