@@ -170,77 +170,79 @@ func (l *Link) applyPolicy(env []byte) {
 	if l.opt.Policy == nil {
 		return
 	}
+	l.applyRetained("policy", env, &l.lastRefused, l.opt.PolicyFile, func() error {
+		_, err := l.opt.Policy.Apply(env, "mqtt")
+		if errors.Is(err, store.ErrUnchanged) {
+			return errUnchanged
+		}
+		return err
+	})
+	// The state is republished on the store's swap signal (policyLoop).
+}
+
+// errUnchanged: the retained document is the one in force already.
+var errUnchanged = errors.New("unchanged")
+
+// applyRetained applies a retained fleet document (policy, roster) with
+// apply, remembers one it refused so its redelivery is not refused again
+// (the store reports the refusal), and keeps an applied one in file.
+func (l *Link) applyRetained(what string, env []byte, lastRefused *[32]byte, file string, apply func() error) {
 	sum := sha256.Sum256(env)
-	if sum == l.lastRefused {
-		l.log.Debug("retained fleet policy already refused; ignoring the redelivery")
+	if sum == *lastRefused {
+		l.log.Debug("retained fleet " + what + " already refused; ignoring the redelivery")
 		return
 	}
-	_, err := l.opt.Policy.Apply(env, "mqtt")
-	if errors.Is(err, store.ErrUnchanged) {
+	switch err := apply(); {
+	case errors.Is(err, errUnchanged):
+		return
+	case err != nil:
+		*lastRefused = sum
 		return
 	}
-	if err != nil {
-		l.lastRefused = sum
-		return // refused and reported by the store
-	}
-	if l.opt.PolicyFile != "" {
-		if err := atomicfile.Write(l.opt.PolicyFile, env, 0o644); err != nil {
-			l.log.Error("applied fleet policy not written to the policy file", "path", l.opt.PolicyFile, "err", err)
-			l.Emit(report.AgentError, report.Error, report.Fields{"error": err.Error(), "what": "policy file write"})
+	if file != "" {
+		if err := atomicfile.Write(file, env, 0o644); err != nil {
+			l.log.Error("applied fleet "+what+" not written to its file", "path", file, "err", err)
+			l.Emit(report.AgentError, report.Error, report.Fields{"error": err.Error(), "what": what + " file write"})
 		}
 	}
-	// The state is republished on the store's swap signal (policyLoop).
+}
+
+// outcome turns a store's outcome into an applied or rejected event.
+func (l *Link) outcome(applied, rejected string, source string, serial, prev uint64, ok bool, err error) {
+	f := report.Fields{"source": source, "serial": serial, "prev": prev}
+	if ok {
+		l.Emit(applied, report.Notice, f)
+		return
+	}
+	f["reason"] = errString(err)
+	l.Emit(rejected, report.Warning, f)
 }
 
 // PolicyOutcome turns the policy store's outcomes into events; pass it as
 // store.Options.OnOutcome.
 func (l *Link) PolicyOutcome(o store.Outcome) {
-	f := report.Fields{"source": o.Source, "serial": o.Serial, "prev": o.Prev}
-	if o.Applied {
-		l.Emit(report.PolicyApplied, report.Notice, f)
-		return
-	}
-	f["reason"] = errString(o.Err)
-	l.Emit(report.PolicyRejected, report.Warning, f)
+	l.outcome(report.PolicyApplied, report.PolicyRejected, o.Source, o.Serial, o.Prev, o.Applied, o.Err)
 }
 
-// applyRoster applies the fleet roster and writes it to the roster file,
-// as applyPolicy does the fleet policy; outcomes are reported through
-// RosterOutcome (the store's OnOutcome hook).
+// applyRoster applies the fleet roster and keeps it in the roster file, as
+// applyPolicy does the fleet policy; outcomes come through RosterOutcome.
 func (l *Link) applyRoster(env []byte) {
 	if l.opt.Roster == nil {
 		return
 	}
-	sum := sha256.Sum256(env)
-	if sum == l.lastRosterRefused {
-		return
-	}
-	_, err := l.opt.Roster.Apply(env, "mqtt")
-	if errors.Is(err, roster.ErrUnchanged) {
-		return
-	}
-	if err != nil {
-		l.lastRosterRefused = sum
-		return
-	}
-	if l.opt.RosterFile != "" {
-		if err := atomicfile.Write(l.opt.RosterFile, env, 0o644); err != nil {
-			l.log.Error("applied fleet roster not written to the roster file", "path", l.opt.RosterFile, "err", err)
-			l.Emit(report.AgentError, report.Error, report.Fields{"error": err.Error(), "what": "roster file write"})
+	l.applyRetained("roster", env, &l.lastRosterRefused, l.opt.RosterFile, func() error {
+		_, err := l.opt.Roster.Apply(env, "mqtt")
+		if errors.Is(err, roster.ErrUnchanged) {
+			return errUnchanged
 		}
-	}
+		return err
+	})
 }
 
 // RosterOutcome reports what became of a roster, from any source (use it
 // as the roster store's OnOutcome hook).
 func (l *Link) RosterOutcome(o roster.Outcome) {
-	f := report.Fields{"source": o.Source, "serial": o.Serial, "prev": o.Prev}
-	if o.Applied {
-		l.Emit(report.RosterApplied, report.Notice, f)
-		return
-	}
-	f["reason"] = errString(o.Err)
-	l.Emit(report.RosterRejected, report.Warning, f)
+	l.outcome(report.RosterApplied, report.RosterRejected, o.Source, o.Serial, o.Prev, o.Applied, o.Err)
 }
 
 func errString(err error) string {
