@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,8 +45,18 @@ type Outcome struct {
 
 // Options configure a Store.
 type Options struct {
+	// Trust holds the committee keys the device was provisioned with, its
+	// trust anchors, and Threshold how many distinct ones must sign.
 	Trust     *dsse.Keyring
 	Threshold int
+	// TrustFrom, when set, is asked at every verification (Apply, Restore,
+	// TrustChanged) for the trust in force now: the agent hands in the
+	// anchors together with the committee of the roster in force. Its Keys
+	// must hold every anchor (a hook that drops one is ignored, with an
+	// error logged: a roster adds signers, it never removes an anchor), and
+	// its Threshold counts only above Threshold: it raises the bar, never
+	// lowers it. A zero Trust (nil Keys) means the anchors alone.
+	TrustFrom func() Trust
 	StateDir  string // the last-known-good policy is kept in StateDir/policy/
 	Logger    *slog.Logger
 	Now       func() time.Time // nil: time.Now
@@ -59,8 +70,18 @@ type Store struct {
 	opts Options
 	cur  atomic.Pointer[Current]
 
-	mu   sync.Mutex // serialises Apply and Subscribe
+	mu   sync.Mutex // serialises Apply, Restore, TrustChanged and Subscribe
 	subs []func(*Current)
+	// refused is the last policy refused for its signatures alone (too few
+	// trusted signers), kept for TrustChanged: a policy signed by a
+	// committee member a roster adds can arrive before that roster does.
+	refused *candidate
+}
+
+// candidate is an envelope and where it came from.
+type candidate struct {
+	envelope []byte
+	source   string
 }
 
 // New returns an empty store. Call Restore to load the last-known-good policy.
@@ -78,6 +99,30 @@ func New(opts Options) (*Store, error) {
 		opts.Now = time.Now
 	}
 	return &Store{opts: opts}, nil
+}
+
+// Trust is the trust a policy is verified against now: the anchors, or
+// what Options.TrustFrom says, never less.
+func (s *Store) Trust() Trust {
+	anchors := Trust{Keys: s.opts.Trust, Threshold: s.opts.Threshold}
+	if s.opts.TrustFrom == nil {
+		return anchors
+	}
+	t := s.opts.TrustFrom()
+	if t.Keys == nil {
+		return anchors
+	}
+	have := t.Keys.IDs()
+	for _, id := range s.opts.Trust.IDs() {
+		if _, found := slices.BinarySearch(have, id); !found {
+			s.opts.Logger.Error("policy trust from the roster leaves out a provisioned anchor; verifying against the anchors alone",
+				"anchor", s.opts.Trust.Name(id))
+			anchors.Threshold = max(anchors.Threshold, t.Threshold)
+			return anchors
+		}
+	}
+	t.Threshold = max(t.Threshold, s.opts.Threshold)
+	return t
 }
 
 // Current returns the enforced policy, or nil when none is loaded.
@@ -122,8 +167,16 @@ func (s *Store) Restore() (*Current, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: last-known-good: %w", err)
 	}
-	v, err := Verify(data, s.opts.Trust, s.opts.Threshold, s.opts.Now())
+	// The same trust as Apply: a policy signed by members the roster in
+	// force names is restored once that roster is (the agent restores the
+	// roster first).
+	v, err := s.Trust().Verify(data, s.opts.Now())
 	if err != nil && !(v != nil && errors.Is(err, ErrExpired)) {
+		if errors.Is(err, dsse.ErrThreshold) || errors.Is(err, dsse.ErrKeyringTooFew) {
+			s.mu.Lock()
+			s.refused = &candidate{envelope: data, source: "last-known-good"}
+			s.mu.Unlock()
+		}
 		return nil, fmt.Errorf("store: last-known-good %s no longer verifies: %w", p, err)
 	}
 	if err != nil {
@@ -141,12 +194,37 @@ func (s *Store) Restore() (*Current, error) {
 func (s *Store) Apply(envelope []byte, source string) (*Current, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.apply(envelope, source, true)
+}
+
+// TrustChanged tells the store that the trust TrustFrom gives has changed
+// (a roster came into force) and tries again the last policy it refused
+// for too few trusted signers, if any. It returns ErrUnchanged when there
+// was none; a policy that still fails is not reported again.
+func (s *Store) TrustChanged() (*Current, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.refused
+	if c == nil {
+		return s.cur.Load(), ErrUnchanged
+	}
+	s.refused = nil
+	s.opts.Logger.Info("policy trust changed; trying again the policy refused for its signatures", "source", c.source)
+	return s.apply(c.envelope, c.source, false)
+}
+
+// apply must be called with s.mu held. report: a refusal is reported
+// (OnOutcome, a warning); an applied policy always is.
+func (s *Store) apply(envelope []byte, source string, report bool) (*Current, error) {
 	prev := s.cur.Load()
 	if prev != nil && bytes.Equal(prev.Envelope, envelope) {
 		return prev, ErrUnchanged
 	}
 	out := Outcome{Source: source, Prev: prev.Serial()}
-	v, err := Verify(envelope, s.opts.Trust, s.opts.Threshold, s.opts.Now())
+	v, err := s.Trust().Verify(envelope, s.opts.Now())
+	if errors.Is(err, dsse.ErrThreshold) || errors.Is(err, dsse.ErrKeyringTooFew) {
+		s.refused = &candidate{envelope: envelope, source: source}
+	}
 	if v != nil {
 		out.Serial = v.Policy.Serial
 	}
@@ -159,8 +237,10 @@ func (s *Store) Apply(envelope []byte, source string) (*Current, error) {
 	if err != nil {
 		err = fmt.Errorf("store: %s: %w", source, err)
 		out.Err = err
-		s.opts.Logger.Warn("policy refused; keeping the enforced one", "source", source, "serial", out.Serial, "enforced", out.Prev, "err", err)
-		s.report(out)
+		if report {
+			s.opts.Logger.Warn("policy refused; keeping the enforced one", "source", source, "serial", out.Serial, "enforced", out.Prev, "err", err)
+			s.report(out)
+		}
 		return prev, err
 	}
 	if p := s.lkgPath(); p != "" {
