@@ -101,8 +101,9 @@ type Link struct {
 	// the broker hands the same retained message back on every reconnect,
 	// and one refusal event for it is enough. Owned by policyLoop.
 	lastRefused [32]byte
-	// policySwap is signalled whenever the store swaps the policy, from
-	// MQTT or the policy file alike: the retained state carries the serial.
+	// policySwap is signalled whenever the policy or the roster in force
+	// swaps, from MQTT or a file alike: the retained state carries both
+	// serials.
 	policySwap chan struct{}
 	stateMu    sync.Mutex // orders state snapshots with their publication
 	dropsShown [2]uint64
@@ -184,13 +185,19 @@ func New(opt Options) (*Link, error) {
 		return nil, err
 	}
 	l.registerBuiltins()
+	// The state names the policy and the roster in force: republish it
+	// when either swaps.
+	republish := func() {
+		select {
+		case l.policySwap <- struct{}{}:
+		default: // a republish is already due
+		}
+	}
 	if opt.Policy != nil {
-		opt.Policy.Subscribe(func(*store.Current) {
-			select {
-			case l.policySwap <- struct{}{}:
-			default: // a republish is already due
-			}
-		})
+		opt.Policy.Subscribe(func(*store.Current) { republish() })
+	}
+	if opt.Roster != nil {
+		opt.Roster.Subscribe(func(*roster.Current) { republish() })
 	}
 	return l, nil
 }
@@ -399,6 +406,13 @@ func (l *Link) state(online bool) contract.State {
 			s.Policy = &contract.PolicyState{Serial: c.Serial(), Expires: &exp}
 		} else {
 			s.Policy = &contract.PolicyState{}
+		}
+	}
+	if l.opt.Roster != nil {
+		s.Roster = &contract.RosterState{}
+		if c := l.opt.Roster.Current(); c != nil {
+			exp := c.Roster.Expires.UTC()
+			s.Roster = &contract.RosterState{Serial: c.Serial(), Expires: &exp}
 		}
 	}
 	return s

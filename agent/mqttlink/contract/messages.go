@@ -15,12 +15,20 @@ type State struct {
 	Version      string       `json:"version,omitempty"`
 	BootID       string       `json:"boot_id"`
 	Policy       *PolicyState `json:"policy,omitempty"`
+	Roster       *RosterState `json:"roster,omitempty"`
 	Capabilities []string     `json:"capabilities,omitempty"`
 	TS           time.Time    `json:"ts"`
 }
 
 // PolicyState names the enforced policy.
 type PolicyState struct {
+	Serial  uint64     `json:"serial"`
+	Expires *time.Time `json:"expires,omitempty"`
+}
+
+// RosterState names the roster in force (serial 0: none yet). A device
+// past Expires refuses every command until a newer roster arrives.
+type RosterState struct {
 	Serial  uint64     `json:"serial"`
 	Expires *time.Time `json:"expires,omitempty"`
 }
