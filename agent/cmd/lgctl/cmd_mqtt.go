@@ -207,11 +207,17 @@ func humanLine(topic string, payload []byte) string {
 			if s.Online {
 				online = "online"
 			}
-			serial := "-"
+			serial, rost := "-", "-"
 			if s.Policy != nil {
 				serial = fmt.Sprint(s.Policy.Serial)
 			}
-			return fmt.Sprintf("%-8s %-20s %s site=%s kind=%s version=%s policy=%s boot=%.8s", "STATE", dev, online, s.Site, s.Kind, s.Version, serial, s.BootID)
+			if r := s.Roster; r != nil {
+				rost = fmt.Sprint(r.Serial)
+				if r.Expires != nil && !time.Now().Before(*r.Expires) {
+					rost += "(EXPIRED)"
+				}
+			}
+			return fmt.Sprintf("%-8s %-20s %s site=%s kind=%s version=%s policy=%s roster=%s boot=%.8s", "STATE", dev, online, s.Site, s.Kind, s.Version, serial, rost, s.BootID)
 		}
 	case "events":
 		var e contract.Event

@@ -557,7 +557,7 @@ func newPolicyVerifyCmd() *cobra.Command {
 }
 
 // retainedWait is how long publish waits for the broker to hand over the
-// retained fleet policy after subscribing; brokers send it with the
+// retained fleet policy or roster after subscribing; brokers send it with the
 // subscription's acknowledgement, so a second is generous.
 const retainedWait = time.Second
 
@@ -589,39 +589,17 @@ func newPolicyPublishCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			c, err := bf.connect(ctx, "lgctl-policy")
-			if err != nil {
-				return err
-			}
-			defer c.Disconnect(100)
-			cur, err := retainedPolicy(ctx, c)
-			if err != nil {
-				return err
-			}
 			p := r.policy
-			if cur != nil {
-				old, oerr := store.Verify(cur, ring, need, now)
-				switch {
-				case old == nil:
-					fmt.Fprintf(stderr, "note: the retained fleet policy does not verify against these keys; replacing it:\n  %s\n", strings.ReplaceAll(oerr.Error(), "\n", "\n  "))
-				case bytes.Equal(cur, env):
-					fmt.Fprintf(cmd.OutOrStdout(), "serial %d is already the fleet policy on %s\n", p.Serial, contract.PolicyTopic)
-					return nil
-				case old.Policy.Serial >= p.Serial:
-					return fmt.Errorf("%s: the fleet policy is serial %d, signed by %s; devices refuse serial %d as a rollback: not published",
-						r.path, old.Policy.Serial, strings.Join(labels(ring, old.Signers), ", "), p.Serial)
-				}
-			}
-			tok := c.Publish(contract.PolicyTopic, 1, true, env)
-			select {
-			case <-tok.Done():
-			case <-ctx.Done():
-				return fmt.Errorf("publish: %w", ctx.Err())
-			}
-			if err := tok.Error(); err != nil {
-				return fmt.Errorf("publish: %w", err)
+			published, err := publishRetained(cmd, &bf, retainedDoc{what: "fleet policy", topic: contract.PolicyTopic, client: "lgctl-policy",
+				path: r.path, serial: p.Serial, retained: func(cur []byte) (uint64, []string, error) {
+					old, err := store.Verify(cur, ring, need, now)
+					if old == nil { // an expired one still bars a rollback
+						return 0, nil, err
+					}
+					return old.Policy.Serial, labels(ring, old.Signers), nil
+				}}, env)
+			if err != nil || !published {
+				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "published serial %d (signed by %s; expires %s, %s) as the retained fleet policy on %s\n",
 				p.Serial, strings.Join(r.signers(), ", "), p.Expires.UTC().Format(time.RFC3339), untilText(p.Expires, now), contract.PolicyTopic)
@@ -641,11 +619,67 @@ func labels(ring *dsse.Keyring, ids []string) []string {
 	return out
 }
 
-// retainedPolicy returns the retained fleet policy, or nil when the broker
+// retainedDoc is a signed document devices take from a retained topic (the
+// fleet policy, the roster), as publish sees it.
+type retainedDoc struct {
+	what   string // "fleet policy", "fleet roster"
+	topic  string
+	client string // MQTT client id
+	path   string // of the envelope to publish
+	serial uint64 // of the envelope to publish
+	// retained reads what the broker holds: its serial and who signed it
+	// when it verifies (expired or not), or why it does not.
+	retained func(env []byte) (serial uint64, signers []string, err error)
+}
+
+// publishRetained publishes env, verified by the caller, retained on
+// d.topic. It first reads what the broker holds there: when that is env
+// already it says so and publishes nothing (false, nil); when it verifies
+// and its serial is not older, devices would refuse env as a rollback and
+// publishRetained refuses too; one that does not verify (a device
+// certificate can publish anything) is replaced, with a note saying why.
+func publishRetained(cmd *cobra.Command, bf *brokerFlags, d retainedDoc, env []byte) (bool, error) {
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	c, err := bf.connect(ctx, d.client)
+	if err != nil {
+		return false, err
+	}
+	defer c.Disconnect(100)
+	cur, err := retained(ctx, c, d.topic)
+	if err != nil {
+		return false, err
+	}
+	if cur != nil {
+		serial, signers, verr := d.retained(cur)
+		switch {
+		case verr != nil:
+			fmt.Fprintf(cmd.ErrOrStderr(), "note: the retained %s does not verify against these keys; replacing it:\n  %s\n", d.what, strings.ReplaceAll(verr.Error(), "\n", "\n  "))
+		case bytes.Equal(cur, env):
+			fmt.Fprintf(cmd.OutOrStdout(), "serial %d is already the %s on %s\n", d.serial, d.what, d.topic)
+			return false, nil
+		case serial >= d.serial:
+			return false, fmt.Errorf("%s: the %s is serial %d, signed by %s; devices refuse serial %d as a rollback: not published",
+				d.path, d.what, serial, strings.Join(signers, ", "), d.serial)
+		}
+	}
+	tok := c.Publish(d.topic, 1, true, env)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return false, fmt.Errorf("publish: %w", ctx.Err())
+	}
+	if err := tok.Error(); err != nil {
+		return false, fmt.Errorf("publish: %w", err)
+	}
+	return true, nil
+}
+
+// retained returns the message retained on topic, or nil when the broker
 // holds none.
-func retainedPolicy(ctx context.Context, c paho.Client) ([]byte, error) {
+func retained(ctx context.Context, c paho.Client, topic string) ([]byte, error) {
 	got := make(chan []byte, 1)
-	err := subscribe(ctx, c, contract.PolicyTopic, func(_ paho.Client, m paho.Message) {
+	err := subscribe(ctx, c, topic, func(_ paho.Client, m paho.Message) {
 		if m.Retained() {
 			select {
 			case got <- bytes.Clone(m.Payload()):
@@ -654,9 +688,9 @@ func retainedPolicy(ctx context.Context, c paho.Client) ([]byte, error) {
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("subscribe to %s: %w", contract.PolicyTopic, err)
+		return nil, fmt.Errorf("subscribe to %s: %w", topic, err)
 	}
-	defer c.Unsubscribe(contract.PolicyTopic)
+	defer c.Unsubscribe(topic)
 	t := time.NewTimer(retainedWait)
 	defer t.Stop()
 	select {

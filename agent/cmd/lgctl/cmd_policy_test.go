@@ -205,6 +205,13 @@ func writeMerged(t *testing.T, path, env, other string) {
 // lgctl's own checks (for expired and invalid policies).
 func signEnvelope(t *testing.T, dir, name, body string, ms ...member) string {
 	t.Helper()
+	return signedAs(t, policy.PayloadType, dir, name, body, ms...)
+}
+
+// signedAs signs body as payloadType with the members' keys into dir/name
+// and returns its path.
+func signedAs(t *testing.T, payloadType, dir, name, body string, ms ...member) string {
+	t.Helper()
 	var keys []ed25519.PrivateKey
 	for _, m := range ms {
 		k, err := dsse.LoadPrivateKey(m.key)
@@ -213,7 +220,7 @@ func signEnvelope(t *testing.T, dir, name, body string, ms ...member) string {
 		}
 		keys = append(keys, k)
 	}
-	env, err := dsse.Sign(policy.PayloadType, []byte(body), keys...)
+	env, err := dsse.Sign(payloadType, []byte(body), keys...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,24 +406,7 @@ func TestPolicyPublish(t *testing.T) {
 		args := append(append([]string{"policy", "publish"}, conn...), trustArgs(a, b, c)...)
 		return run(append(append(args, extra...), file)...)
 	}
-	retained := func() []byte {
-		got := make(chan []byte, 1)
-		unsub, err := inline.Subscribe(contract.PolicyTopic, func(_ string, p []byte, r bool) {
-			if r {
-				got <- bytes.Clone(p)
-			}
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer unsub()
-		select {
-		case p := <-got:
-			return p
-		case <-time.After(300 * time.Millisecond):
-			return nil
-		}
-	}
+	retained := func() []byte { return retainedOn(t, inline, contract.PolicyTopic) }
 
 	one := signEnvelope(t, dir, "one.json", policyYAML(5), a)
 	if _, stderr, err := publish(one, "--threshold", "2"); !errors.Is(err, errSilent) || !strings.Contains(stderr, "not published") || !strings.Contains(stderr, "1 of 2 needed") {

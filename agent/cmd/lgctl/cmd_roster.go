@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/roster"
 )
@@ -19,11 +20,12 @@ import (
 // signs the YAML into an envelope (roster sign), the others add their
 // signatures over its exact payload (roster cosign), and anyone checks who
 // has signed and who is missing (roster status) against the committee keys
-// devices were provisioned with.
+// devices were provisioned with; a fully signed one is published retained on
+// the roster topic (roster publish), where devices take it from.
 
 func newRosterCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "roster", Short: "Sign, co-sign, check and show the roster of operators, their keys and roles"}
-	cmd.AddCommand(newRosterSignCmd(), newRosterCosignCmd(), newRosterStatusCmd(), newRosterVerifyCmd(), newRosterShowCmd())
+	cmd.AddCommand(newRosterSignCmd(), newRosterCosignCmd(), newRosterStatusCmd(), newRosterVerifyCmd(), newRosterPublishCmd(), newRosterShowCmd())
 	return cmd
 }
 
@@ -139,6 +141,16 @@ type anchorFlags struct {
 	threshold int
 }
 
+// read loads the anchors and reads the signed roster at path.
+func (a *anchorFlags) read(path string) (*dsse.Keyring, *signedFile, error) {
+	ring, err := loadKeyFiles(a.trust)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := readSigned(path, roster.PayloadType, "roster", roster.Limits)
+	return ring, f, err
+}
+
 func (a *anchorFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&a.trust, "trust", nil, "committee public key file, as provisioned on devices (repeatable)")
 	cmd.Flags().IntVar(&a.threshold, "threshold", 0, "signatures needed from distinct committee keys (default: the roster's own committee threshold)")
@@ -152,11 +164,7 @@ func newRosterStatusCmd() *cobra.Command {
 		Short: "List which committee keys signed a roster, which are missing and whether the threshold is met (exit 0 only when met)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ring, err := loadKeyFiles(af.trust)
-			if err != nil {
-				return err
-			}
-			f, err := readSigned(args[0], roster.PayloadType, "roster", roster.Limits)
+			ring, f, err := af.read(args[0])
 			if err != nil {
 				return err
 			}
@@ -232,6 +240,50 @@ func newRosterVerifyCmd() *cobra.Command {
 			return nil
 		},
 	}
+	af.add(cmd)
+	return cmd
+}
+
+func newRosterPublishCmd() *cobra.Command {
+	var af anchorFlags
+	var bf brokerFlags
+	cmd := &cobra.Command{
+		Use:   "publish --broker URL [--ca CA --tls-cert CERT --tls-key KEY] --trust PUB... [--threshold N] ENVELOPE",
+		Short: "Publish a fully signed, unexpired roster as the retained fleet roster (refused below the threshold or as a rollback)",
+		Example: `  lgctl roster publish --broker mqtts://broker:8883 --ca ca.pem --tls-cert ops.pem --tls-key ops.key \
+    --trust committee-a.pub --trust committee-b.pub --trust committee-c.pub --threshold 2 roster.signed.json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ring, f, err := af.read(args[0])
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			need := max(af.threshold, 1)
+			// As a device verifies it: threshold, its own committee
+			// threshold, parse, expiry, issue time.
+			v, err := roster.Verify(f.data, ring, need, now)
+			if err != nil {
+				return fmt.Errorf("%s: %w\n%s: not published", f.path, err, f.path)
+			}
+			r := v.Roster
+			published, err := publishRetained(cmd, &bf, retainedDoc{what: "fleet roster", topic: contract.RosterTopic, client: "lgctl-roster",
+				path: f.path, serial: r.Serial, retained: func(cur []byte) (uint64, []string, error) {
+					old, err := roster.Verify(cur, ring, need, now)
+					if old == nil { // an expired one still bars a rollback
+						return 0, nil, err
+					}
+					return old.Roster.Serial, labels(ring, old.Signers), nil
+				}}, f.data)
+			if err != nil || !published {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "published roster serial %d (%d operators; signed by %s; expires %s, %s) as the retained fleet roster on %s\n",
+				r.Serial, len(r.Operators), strings.Join(labels(ring, v.Signers), ", "), r.Expires.UTC().Format(time.RFC3339), untilText(r.Expires, now), contract.RosterTopic)
+			return nil
+		},
+	}
+	bf.add(cmd)
 	af.add(cmd)
 	return cmd
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/roster"
 )
@@ -174,5 +178,132 @@ func TestRosterRefusals(t *testing.T) {
 	pol, _ := dsse.Sign("application/vnd.linkguard.policy+yaml", payload, key)
 	if _, _, err := run("roster", "cosign", "--key", b.key, write("policy.signed.json", string(pol))); err == nil || !strings.Contains(err.Error(), "is not a roster") {
 		t.Fatalf("cosign of a policy as a roster: %v", err)
+	}
+}
+
+// signedRoster signs body with the members' keys into dir/name and returns
+// its path; unlike roster sign it signs what devices would refuse too.
+func signedRoster(t *testing.T, dir, name, body string, ms ...member) string {
+	t.Helper()
+	return signedAs(t, roster.PayloadType, dir, name, body, ms...)
+}
+
+// TestRosterPublish: roster publish puts a fully signed roster retained on
+// the roster topic, and refuses, leaving the topic alone, one under the
+// threshold (the flag's or the roster's own), expired, not parsing, a YAML,
+// or older than the verified one retained; an unverifiable retained one is
+// replaced with a note.
+func TestRosterPublish(t *testing.T) {
+	pki := brokertest.NewPKI(t)
+	br := brokertest.Mochi(t, pki)
+	inline := br.(brokertest.Inline)
+	a, b, c := newMember(t, "aye"), newMember(t, "bounmy"), newMember(t, "chai")
+	roles := map[string]string{"aye": "committee", "bounmy": "committee", "chai": "committee"}
+	dir := t.TempDir()
+	cert, key := pki.Client(t, "committee")
+	conn := []string{"--broker", br.URL(), "--ca", pki.CA, "--tls-cert", cert, "--tls-key", key}
+	publish := func(file string, extra ...string) (string, string, error) {
+		args := append(append([]string{"roster", "publish"}, conn...), trustArgs(a, b, c)...)
+		return run(append(append(args, extra...), file)...)
+	}
+	retainedRoster := func() []byte { return retainedOn(t, inline, contract.RosterTopic) }
+
+	for _, tt := range []struct {
+		name, file string
+		extra      []string
+		want       error
+		says       string
+	}{
+		{"one signature, --threshold 2", signedRoster(t, dir, "one.json", rosterText(t, 5, "", roles, a, b, c), a), []string{"--threshold", "2"}, dsse.ErrThreshold, "1 of 2"},
+		{"two signatures, its own threshold 3", signedRoster(t, dir, "own.json", rosterText(t, 5, "{committee: 3}", roles, a, b, c), a, b), nil, roster.ErrThreshold, "2 of 3"},
+		{"expired", signedRoster(t, dir, "expired.json", rosterFrom(t, time.Now().AddDate(0, -2, 0), 5, "", roles, a, b, c), a, b), nil, roster.ErrExpired, "expired at"},
+		{"not a roster", signedRoster(t, dir, "junk.json", "serial: x\n", a, b), nil, roster.ErrInvalid, "not published"},
+		{"a YAML", a.copyOf(t, "roster.yaml", rosterText(t, 5, "", roles, a, b, c)), nil, errNotEnvelope, "not a signed envelope"},
+	} {
+		if _, _, err := publish(tt.file, tt.extra...); !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.says) {
+			t.Errorf("%s: %v, want %v saying %q", tt.name, err, tt.want, tt.says)
+		}
+	}
+	if got := retainedRoster(); got != nil {
+		t.Fatalf("a refused publish left a retained roster: %s", got)
+	}
+
+	good := signedRoster(t, dir, "good.json", rosterText(t, 5, "{committee: 2}", roles, a, b, c), a, b)
+	out, _, err := publish(good)
+	if err != nil || !strings.Contains(out, "published roster serial 5 (3 operators; signed by aye.pub (") {
+		t.Fatalf("publish: %v %s", err, out)
+	}
+	want, _ := os.ReadFile(good)
+	if got := retainedRoster(); !bytes.Equal(got, want) {
+		t.Fatalf("retained roster %q, want the envelope", got)
+	}
+	if out, _, err := publish(good); err != nil || !strings.Contains(out, "already the fleet roster") {
+		t.Fatalf("publish again: %v %s", err, out)
+	}
+	older := signedRoster(t, dir, "older.json", rosterText(t, 4, "", roles, a, b, c), a, b, c)
+	if _, _, err := publish(older); err == nil || !strings.Contains(err.Error(), "fleet roster is serial 5") {
+		t.Fatalf("publish an older serial: %v", err)
+	}
+	if got := retainedRoster(); !bytes.Equal(got, want) {
+		t.Fatal("a refused publish replaced the fleet roster")
+	}
+	// An unsigned retained roster (a device certificate can publish one)
+	// is replaced, with a note.
+	if err := inline.Publish(contract.RosterTopic, []byte(`{"payloadType":"x","payload":"eA==","signatures":[]}`), true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inline.Publish(contract.RosterTopic, nil, true) })
+	newer := signedRoster(t, dir, "newer.json", rosterText(t, 6, "", roles, a, b, c), a, b)
+	_, stderr, err := publish(newer, "--threshold", "2")
+	if err != nil || !strings.Contains(stderr, "does not verify") {
+		t.Fatalf("publish over an unsigned retained roster: %v %s", err, stderr)
+	}
+	want, _ = os.ReadFile(newer)
+	if got := retainedRoster(); !bytes.Equal(got, want) {
+		t.Fatal("the fully signed roster did not replace the unsigned one")
+	}
+}
+
+// TestWatchLineNamesRoster: lgctl watch prints the roster serial beside the
+// policy's, and says when the roster has expired.
+func TestWatchLineNamesRoster(t *testing.T) {
+	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	for _, tt := range []struct {
+		state contract.State
+		want  string
+	}{
+		{contract.State{Online: true, Policy: &contract.PolicyState{Serial: 7}, Roster: &contract.RosterState{Serial: 3, Expires: &future}}, "policy=7 roster=3 "},
+		{contract.State{Online: true, Policy: &contract.PolicyState{Serial: 7}, Roster: &contract.RosterState{Serial: 3, Expires: &past}}, "roster=3(EXPIRED) "},
+		{contract.State{Online: true, Policy: &contract.PolicyState{Serial: 7}}, "policy=7 roster=- "},
+	} {
+		b, _ := json.Marshal(tt.state)
+		if got := humanLine(contract.Prefix+"r1/state", b); !strings.Contains(got, tt.want) {
+			t.Errorf("%s: %q, want %q in it", b, got, tt.want)
+		}
+	}
+}
+
+// retainedOn returns what the broker retains on topic, nil when nothing
+// arrives within 300ms.
+func retainedOn(t *testing.T, inline brokertest.Inline, topic string) []byte {
+	t.Helper()
+	got := make(chan []byte, 1)
+	unsub, err := inline.Subscribe(topic, func(_ string, p []byte, r bool) {
+		if r {
+			select {
+			case got <- bytes.Clone(p):
+			default:
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsub()
+	select {
+	case p := <-got:
+		return p
+	case <-time.After(300 * time.Millisecond):
+		return nil
 	}
 }
