@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -18,6 +20,7 @@ import (
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/agent/version"
+	"linkguard.dev/linkguard/hal/atomicfile"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/roster"
 	"linkguard.dev/linkguard/policy/store"
@@ -109,10 +112,34 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("agent: state dir: %w", err)
 	}
-	// The store reports outcomes to the link, which needs the store: link
-	// is set right after, before anything can apply a policy.
+	// The stores report outcomes to the link, which needs the stores: link
+	// is set right after, before anything can apply a policy or a roster.
 	var link *mqttlink.Link
-	policy, err := openPolicy(cfg, log, func(o store.Outcome) {
+	// The roster comes first: who may sign policies is the provisioned
+	// committee and the committee of the roster in force (committeeTrust),
+	// on restore as on apply. It also says who may sign which commands;
+	// watched like the policy and delivered like it over MQTT.
+	rost, err := openRoster(cfg, log, func(o roster.Outcome) {
+		if link != nil {
+			link.RosterOutcome(o)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	trust, err := newCommitteeTrust(cfg.Policy.Trust)
+	if err != nil {
+		return err
+	}
+	trustChanged := make(chan struct{}, 1)
+	rost.Subscribe(func(c *roster.Current) {
+		trust.update(c)
+		select {
+		case trustChanged <- struct{}{}:
+		default: // a reconsideration is already due
+		}
+	})
+	policy, err := openPolicy(cfg, trust.get, log, func(o store.Outcome) {
 		if link != nil {
 			link.PolicyOutcome(o)
 		}
@@ -120,25 +147,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	var runs []func(context.Context) error
+	rw := &watch.Watcher{Path: cfg.Policy.Roster, What: "roster", Store: rosterApplier{rost}, Logger: log.With("part", "roster-watch"),
+		OnMissing: func(string, error) {}}
+	runs := []func(context.Context) error{rw.Run, reconsider(cfg, policy, trustChanged, log)}
 	up := reporting{events: report.Discard, telemetry: offline{}, commands: offline{}}
 	if m := cfg.MQTT; m != nil {
-		// Who may sign which commands: the committee-signed roster, watched
-		// like the policy and delivered like it over MQTT.
-		rost, err := openRoster(cfg, log, func(o roster.Outcome) {
-			if link != nil {
-				link.RosterOutcome(o)
-			}
-		})
-		if err != nil {
-			return err
-		}
 		if link, err = openLink(cfg, m, policy, rost, opts.LevelVar, log); err != nil {
 			return err
 		}
-		rw := &watch.Watcher{Path: cfg.Policy.Roster, What: "roster", Store: rosterApplier{rost}, Logger: log.With("part", "roster-watch"),
-			OnMissing: func(string, error) {}}
-		runs = append(runs, rw.Run)
 		up = reporting{events: link, telemetry: link, commands: link}
 	}
 	a := &Agent{policy: policy, link: link}
@@ -195,15 +211,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	return err
 }
 
-// openPolicy makes the policy store and restores its last-known-good
-// policy.
-func openPolicy(cfg *config.Config, log *slog.Logger, outcome func(store.Outcome)) (*store.Store, error) {
-	trust, err := dsse.LoadKeyring(cfg.Policy.Trust...)
+// openPolicy makes the policy store, its trust from trust, and restores
+// its last-known-good policy.
+func openPolicy(cfg *config.Config, trust func() store.Trust, log *slog.Logger, outcome func(store.Outcome)) (*store.Store, error) {
+	anchors, err := dsse.LoadKeyring(cfg.Policy.Trust...)
 	if err != nil {
 		return nil, fmt.Errorf("agent: policy trust: %w", err)
 	}
 	st, err := store.New(store.Options{
-		Trust: trust, Threshold: cfg.Policy.Threshold, StateDir: cfg.StateDir, Logger: log.With("part", "policy"),
+		Trust: anchors, Threshold: cfg.Policy.Threshold, TrustFrom: trust, StateDir: cfg.StateDir, Logger: log.With("part", "policy"),
 		OnOutcome: outcome,
 	})
 	if err != nil {
@@ -217,6 +233,86 @@ func openPolicy(cfg *config.Config, log *slog.Logger, outcome func(store.Outcome
 		log.Warn("no last-known-good policy: enforcing nothing until a signed policy arrives")
 	}
 	return st, nil
+}
+
+// committeeTrust is who may sign policies: the committee keys the device
+// was provisioned with (its anchors) and the keys of the committee members
+// of the roster in force, under the higher of the configured threshold and
+// the roster's committee threshold. The roster adds signers; it never
+// removes an anchor (the store makes sure). An expired roster still counts
+// here, though commands are refused under it: dropping its members at
+// expiry would leave the last-known-good policy they signed unverifiable
+// at the next restart, cutting the links for a late committee.
+type committeeTrust struct {
+	paths   []string
+	anchors []ed25519.PublicKey
+	cur     atomic.Pointer[store.Trust] // nil until a roster is in force: the anchors alone
+}
+
+func newCommitteeTrust(paths []string) (*committeeTrust, error) {
+	t := &committeeTrust{paths: paths}
+	for _, p := range paths {
+		pub, err := dsse.LoadPublicKey(p)
+		if err != nil {
+			return nil, fmt.Errorf("agent: policy trust: %w", err)
+		}
+		t.anchors = append(t.anchors, pub)
+	}
+	return t, nil
+}
+
+// update compiles the trust of the roster c once, when it comes into
+// force, for every verification after.
+func (t *committeeTrust) update(c *roster.Current) {
+	ring := dsse.NewKeyring()
+	for i, pub := range t.anchors {
+		ring.Add(pub, t.paths[i])
+	}
+	r := c.Roster
+	for _, o := range r.Holders(roster.Committee) {
+		for _, k := range o.Keys {
+			ring.Add(k.Public, o.ID)
+		}
+	}
+	// A person is one signer whatever keys they hold, anchors included.
+	signer := func(id string) string {
+		if o := r.ByKey(id); o != nil {
+			return "operator:" + o.ID
+		}
+		return "key:" + id
+	}
+	t.cur.Store(&store.Trust{Keys: ring, Threshold: c.Thresholds.Committee, Signer: signer})
+}
+
+func (t *committeeTrust) get() store.Trust {
+	if p := t.cur.Load(); p != nil {
+		return *p
+	}
+	return store.Trust{}
+}
+
+// reconsider tries again, after each roster change, the last policy the
+// store refused for too few trusted signers (it may have arrived, over
+// MQTT or in the policy file, before the roster naming its signers). One
+// that came otherwise than from the policy file is then kept there, as the
+// link keeps the fleet policy it applies.
+func reconsider(cfg *config.Config, policy *store.Store, changed <-chan struct{}, log *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changed:
+			}
+			c, err := policy.TrustChanged()
+			if err != nil || c.Source == "file:"+cfg.Policy.File {
+				continue
+			}
+			if err := atomicfile.Write(cfg.Policy.File, c.Envelope, 0o644); err != nil {
+				log.Error("policy applied after a roster change not written to the policy file", "path", cfg.Policy.File, "err", err)
+			}
+		}
+	}
 }
 
 // openRoster makes the roster store, anchored in the committee keys the
