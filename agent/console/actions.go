@@ -1,34 +1,13 @@
 package console
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
 
-	"linkguard.dev/linkguard/agent/command"
-	"linkguard.dev/linkguard/agent/mqttlink/contract"
-	"linkguard.dev/linkguard/policy"
-	"linkguard.dev/linkguard/policy/dsse"
+	"linkguard.dev/linkguard/policy/roster"
 )
-
-// Sentinel errors the HTTP layer maps to status codes.
-var (
-	ErrNoKey     = errors.New("console: no key for this action")
-	ErrNoPolicy  = errors.New("console: no fleet policy on the broker")
-	ErrBadAction = errors.New("console: bad action")
-	ErrOffline   = errors.New("console: not connected to the broker")
-)
-
-// fleetPolicy is the retained fleet policy, as published.
-type fleetPolicy struct {
-	Envelope []byte
-	Doc      []byte // the signed YAML
-	Parsed   *policy.Policy
-}
 
 // approvalNode is an approval revoked here, kept to be approved again as it
 // was (policy.Edited.Removed).
@@ -40,9 +19,14 @@ type approvalNode struct {
 // PolicyView is the fleet policy for the page.
 type PolicyView struct {
 	Serial    uint64         `json:"serial"`
+	Issued    time.Time      `json:"issued"`
 	Expires   time.Time      `json:"expires"`
+	Expired   bool           `json:"expired,omitempty"`
+	Verified  bool           `json:"verified"`
+	Problem   string         `json:"problem,omitempty"`
+	Signers   []string       `json:"signers,omitempty"`
+	Needed    int            `json:"needed"`
 	Approvals []ApprovalView `json:"approvals"`
-	CanSign   bool           `json:"can_sign"`
 }
 
 // ApprovalView is one approval, in force or revoked here.
@@ -55,49 +39,96 @@ type ApprovalView struct {
 	Revoked  bool     `json:"revoked,omitempty"`
 }
 
+// RosterView is the roster in force for the page.
+type RosterView struct {
+	Serial     uint64            `json:"serial"`
+	Expires    time.Time         `json:"expires"`
+	Thresholds roster.Thresholds `json:"thresholds"`
+	Operators  []OperatorView    `json:"operators"`
+}
+
+// OperatorView is one operator of the roster.
+type OperatorView struct {
+	ID    string        `json:"id"`
+	Name  string        `json:"name,omitempty"`
+	Roles []roster.Role `json:"roles"`
+	Keys  []string      `json:"keys"` // key ids
+}
+
+// NewApproval is an approval the committee adds.
+type NewApproval struct {
+	ID       string   `json:"id"`
+	Holder   string   `json:"holder"`
+	Sites    []string `json:"sites,omitempty"`
+	Remote   []string `json:"remote"`
+	Services []string `json:"services,omitempty"`
+}
+
+// setPolicy takes the retained fleet policy: verified against the committee
+// before anything is shown or built on it. An unverifiable one is kept only
+// to be shown as such.
 func (c *Console) setPolicy(env []byte) {
-	if len(env) == 0 {
-		c.mu.Lock()
-		c.policy = nil
-		c.mu.Unlock()
-		return
-	}
-	e, err := dsse.Parse(env)
-	if err != nil {
-		c.log.Warn("console: fleet policy is not an envelope", "err", err)
-		return
-	}
-	doc, err := base64.StdEncoding.DecodeString(e.Payload)
-	if err != nil {
-		c.log.Warn("console: fleet policy payload", "err", err)
-		return
-	}
-	p, err := policy.Parse(doc)
-	if err != nil {
-		c.log.Warn("console: fleet policy does not parse", "err", err)
-		return
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.policy != nil && c.policy.Parsed.Serial > p.Serial {
+	c.setPolicyLocked(env)
+}
+
+func (c *Console) setPolicyLocked(env []byte) {
+	if len(env) == 0 {
+		c.policy = nil
 		return
 	}
-	c.policy = &fleetPolicy{Envelope: env, Doc: doc, Parsed: p}
-	for _, a := range p.Approvals {
-		delete(c.revoked, a.ID)
+	fp := c.trust.judgePolicy(env)
+	if !fp.Verified {
+		c.log.Warn("console: the fleet policy on the broker does not verify", "problem", fp.Problem)
 	}
+	c.policy = fp
+	if fp.Verified {
+		for _, a := range fp.Parsed.Approvals {
+			delete(c.revoked, a.ID)
+		}
+	}
+}
+
+// setRoster takes a retained roster: the roster store verifies it against
+// the committee anchors and keeps the newest good one.
+func (c *Console) setRoster(env []byte) {
+	if len(env) == 0 {
+		return
+	}
+	cur, err := c.trust.roster.Apply(env, "mqtt")
+	switch {
+	case errors.Is(err, roster.ErrUnchanged):
+		return
+	case err != nil:
+		c.log.Warn("console: roster refused", "err", err)
+		c.audit(AuditRecord{Kind: "roster.refused", Detail: jsonDetail(map[string]string{"error": err.Error()}), Signed: env})
+		return
+	}
+	c.audit(AuditRecord{Kind: "roster", Subject: "roster", Detail: jsonDetail(map[string]any{"serial": cur.Serial(), "signers": cur.Signers}), Signed: env})
+	// The policy's trust may have changed with it.
+	c.mu.Lock()
+	if c.policy != nil {
+		c.setPolicyLocked(c.policy.Envelope)
+	}
+	c.mu.Unlock()
 }
 
 // Policy returns the fleet policy view, ok false when there is none.
 func (c *Console) Policy() (PolicyView, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	v := PolicyView{CanSign: len(c.opt.Committee) > 0}
+	v := PolicyView{Needed: c.trust.thresholds().Committee}
 	if c.policy == nil {
 		return v, false
 	}
+	v.Verified, v.Problem, v.Signers = c.policy.Verified, c.policy.Problem, c.policy.Signers
 	p := c.policy.Parsed
-	v.Serial, v.Expires = p.Serial, p.Expires
+	if p == nil {
+		return v, true
+	}
+	v.Serial, v.Issued, v.Expires = p.Serial, p.Issued, p.Expires
+	v.Expired = !c.opt.Now().Before(p.Expires)
 	for _, a := range p.Approvals {
 		av := ApprovalView{ID: a.ID, Holder: a.Holder, Sites: a.Sites}
 		for _, r := range a.Remote {
@@ -115,106 +146,22 @@ func (c *Console) Policy() (PolicyView, bool) {
 	return v, true
 }
 
-// NewApproval is an approval the operator adds.
-type NewApproval struct {
-	ID       string   `json:"id"`
-	Holder   string   `json:"holder"`
-	Sites    []string `json:"sites,omitempty"`
-	Remote   []string `json:"remote"`
-	Services []string `json:"services,omitempty"`
-}
-
-// Revoke publishes a new fleet policy without the approval id.
-func (c *Console) Revoke(id string) (*Action, error) {
-	return c.editPolicy("revoke", id, func(doc []byte, r policy.Reissue) (*policy.Edited, error) {
-		e, err := policy.Revoke(doc, id, r)
-		if err != nil {
-			return nil, err
+// Roster returns the roster in force, ok false when there is none.
+func (c *Console) Roster() (RosterView, bool) {
+	cur := c.trust.current()
+	if cur == nil {
+		return RosterView{}, false
+	}
+	r := cur.Roster
+	v := RosterView{Serial: r.Serial, Expires: r.Expires, Thresholds: c.trust.thresholds()}
+	for _, o := range r.Operators {
+		ov := OperatorView{ID: o.ID, Name: o.Name, Roles: o.Roles}
+		for _, k := range o.Keys {
+			ov.Keys = append(ov.Keys, k.ID)
 		}
-		holder := ""
-		for _, a := range c.policy.Parsed.Approvals {
-			if a.ID == id {
-				holder = a.Holder
-			}
-		}
-		c.revoked[id] = approvalNode{yaml: e.Removed, holder: holder}
-		return e, nil
-	})
-}
-
-// Approve publishes a new fleet policy with an approval: one revoked
-// earlier in this console (a.Remote empty) or a new one.
-func (c *Console) Approve(a NewApproval) (*Action, error) {
-	return c.editPolicy("approve", a.ID, func(doc []byte, r policy.Reissue) (*policy.Edited, error) {
-		var approval []byte
-		if len(a.Remote) == 0 {
-			old, ok := c.revoked[a.ID]
-			if !ok {
-				return nil, fmt.Errorf("%w: approval %q needs remote prefixes", ErrBadAction, a.ID)
-			}
-			approval = old.yaml
-		} else {
-			var err error
-			if approval, err = policy.NewApprovalYAML(a.ID, a.Holder, a.Sites, a.Remote, a.Services); err != nil {
-				return nil, fmt.Errorf("console: %w", err)
-			}
-		}
-		return policy.Approve(doc, approval, r)
-	})
-}
-
-// editPolicy has the fleet policy edited (policy.Revoke or policy.Approve)
-// with a serial above every serial seen and a fresh issued time and expiry
-// (the validity of the policy it replaces), signs it with the committee
-// keys and publishes it retained.
-func (c *Console) editPolicy(kind, id string, edit func(doc []byte, r policy.Reissue) (*policy.Edited, error)) (*Action, error) {
-	if len(c.opt.Committee) == 0 {
-		return nil, fmt.Errorf("%w: the console was given no committee key", ErrNoKey)
+		v.Operators = append(v.Operators, ov)
 	}
-	if c.client == nil || !c.client.IsConnectionOpen() {
-		return nil, ErrOffline
-	}
-	c.mu.Lock()
-	if c.policy == nil {
-		c.mu.Unlock()
-		return nil, ErrNoPolicy
-	}
-	old := c.policy.Parsed
-	serial := old.Serial
-	for _, d := range c.devices {
-		serial = max(serial, d.PolicySerial)
-	}
-	serial++
-	now := c.opt.Now().UTC()
-	// Issued a minute back, so a device whose clock is a little behind
-	// does not see a policy from the future.
-	r := policy.Reissue{Serial: serial, Issued: now.Add(-time.Minute), Validity: old.Expires.Sub(old.Issued)}
-	e, err := edit(c.policy.Doc, r)
-	if err != nil {
-		c.mu.Unlock()
-		if errors.Is(err, ErrBadAction) {
-			return nil, err
-		}
-		// The operator's request does not fit the policy (no such
-		// approval, one already in force, an invalid edit).
-		return nil, fmt.Errorf("%w: %w", ErrBadAction, err)
-	}
-	env, err := dsse.Sign(policy.PayloadType, e.Doc, c.opt.Committee...)
-	if err != nil {
-		c.mu.Unlock()
-		return nil, fmt.Errorf("console: sign policy: %w", err)
-	}
-	c.policy = &fleetPolicy{Envelope: env, Doc: e.Doc, Parsed: e.Policy}
-	a := &Action{ID: fmt.Sprintf("policy-%d", serial), Kind: kind, Target: "all", Detail: id, At: now, Serial: serial}
-	c.actions = append(c.actions, a)
-	c.mu.Unlock()
-	tok := c.client.Publish(contract.PolicyTopic, 1, true, env)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return a, fmt.Errorf("console: publish policy: %w", publishErr(tok.Error()))
-	}
-	c.log.Info("console published a fleet policy", "serial", serial, "action", kind, "approval", id)
-	c.notify()
-	return a, nil
+	return v, true
 }
 
 // publishErr is a publish's error, or one saying it timed out.
@@ -223,56 +170,4 @@ func publishErr(err error) error {
 		return errors.New("no acknowledgement from the broker in time")
 	}
 	return err
-}
-
-// Command signs a command with the operator key and publishes it to target
-// (a device id, "site:NAME" or "all").
-func (c *Console) Command(target, typ string, args any) (*Action, error) {
-	if c.opt.Operator == nil {
-		return nil, fmt.Errorf("%w: the console was given no operator key", ErrNoKey)
-	}
-	if target == "" || typ == "" {
-		return nil, fmt.Errorf("%w: target and type are required", ErrBadAction)
-	}
-	if c.client == nil || !c.client.IsConnectionOpen() {
-		return nil, ErrOffline
-	}
-	var raw json.RawMessage
-	if args != nil {
-		b, err := json.Marshal(args)
-		if err != nil {
-			return nil, fmt.Errorf("%w: args: %w", ErrBadAction, err)
-		}
-		raw = b
-	}
-	now := c.opt.Now().UTC()
-	p := command.Payload{ID: newID(), Target: target, Issued: now, Expires: now.Add(10 * time.Minute), Type: typ, Args: raw}
-	env, err := command.Sign(p, c.opt.Operator)
-	if err != nil {
-		return nil, err
-	}
-	a := &Action{ID: p.ID, Kind: typ, Target: target, Detail: string(raw), At: now}
-	c.mu.Lock()
-	c.actions = append(c.actions, a)
-	c.byCmd[p.ID] = a
-	c.mu.Unlock()
-	tok := c.client.Publish(contract.CmdTopicFor(target), 1, false, env)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return a, fmt.Errorf("console: publish command: %w", publishErr(tok.Error()))
-	}
-	c.notify()
-	return a, nil
-}
-
-// PublishRetained publishes a retained message (an empty payload clears
-// it). Tools use it to place or clear a fleet policy they signed elsewhere.
-func (c *Console) PublishRetained(topic string, payload []byte) (bool, error) {
-	if c.client == nil || !c.client.IsConnectionOpen() {
-		return false, ErrOffline
-	}
-	tok := c.client.Publish(topic, 1, true, payload)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return false, fmt.Errorf("console: publish %s: %w", topic, publishErr(tok.Error()))
-	}
-	return true, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -18,7 +19,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
-	"linkguard.dev/linkguard/policy/dsse"
 )
 
 // Options configure a Console.
@@ -37,11 +37,25 @@ type Options struct {
 	Share string
 	TLS   TLSFiles
 
-	Operator     ed25519.PrivateKey // signs commands; required for actions
-	OperatorName string
-	// Committee signs new policies (revoke, approve); as many keys as the
-	// devices' threshold needs. Empty: policy actions are refused.
-	Committee []ed25519.PrivateKey
+	// Trust are the committee's public keys: the anchors the devices were
+	// provisioned with. The fleet policy and the roster are verified
+	// against them (and the roster's committee) before anything is shown
+	// or built on them. The console holds no private key.
+	Trust      []ed25519.PublicKey
+	Threshold  int    // committee signatures a policy or roster needs at the least
+	RosterFile string // a signed roster to start from; later ones come retained
+	// StateDir keeps the console's store (console.db: audit log, pending
+	// actions, enrolments) and the last good roster. Empty: memory only.
+	StateDir string
+	// Hosts are the names (host:port) the console answers to; every
+	// other Host header is refused. Empty: DefaultHosts of the listener.
+	Hosts  []string
+	Secure bool // served over TLS: cookies are Secure, origins https
+	// SessionTTL is how long a login lasts (default 30 minutes).
+	SessionTTL time.Duration
+	// PolicyValidity is how long a proposed policy is valid from its
+	// issue (default 30 days).
+	PolicyValidity time.Duration
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -57,6 +71,13 @@ type Console struct {
 	opt    Options
 	log    *slog.Logger
 	client paho.Client
+	trust  *trust
+	auth   auth
+	store  *Audit
+	hosts  []string
+
+	pmu     sync.Mutex // pending; taken before mu
+	pending map[string]*Pending
 
 	mu      sync.RWMutex
 	devices map[string]*Device
@@ -94,14 +115,59 @@ func New(opt Options) (*Console, error) {
 	if opt.MaxEvents <= 0 {
 		opt.MaxEvents = 2000
 	}
-	if opt.OperatorName == "" && opt.Operator != nil {
-		opt.OperatorName = dsse.KeyID(opt.Operator.Public().(ed25519.PublicKey))
+	if opt.SessionTTL <= 0 {
+		opt.SessionTTL = 30 * time.Minute
 	}
-	return &Console{
-		opt: opt, log: opt.Logger,
+	if opt.PolicyValidity <= 0 {
+		opt.PolicyValidity = 30 * 24 * time.Hour
+	}
+	t, err := newTrust(&opt)
+	if err != nil {
+		return nil, err
+	}
+	dbPath := ""
+	if opt.StateDir != "" {
+		dbPath = filepath.Join(opt.StateDir, "console.db")
+	}
+	st, err := OpenAudit(dbPath)
+	if err != nil {
+		return nil, err
+	}
+	c := &Console{
+		opt: opt, log: opt.Logger, trust: t, store: st, pending: map[string]*Pending{},
+		auth:    auth{challenges: map[string]time.Time{}, sessions: map[string]*Session{}},
 		devices: map[string]*Device{}, byCmd: map[string]*Action{},
 		revoked: map[string]approvalNode{}, changed: make(chan struct{}),
-	}, nil
+	}
+	for _, h := range opt.Hosts {
+		c.hosts = append(c.hosts, strings.ToLower(h))
+	}
+	if err := c.loadPending(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// SetListener names the console after the address it serves on when no
+// Hosts were configured.
+func (c *Console) SetListener(addr string) {
+	if len(c.hosts) == 0 {
+		c.hosts = DefaultHosts(addr)
+	}
+}
+
+// Close closes the console's store.
+func (c *Console) Close() error { return c.store.Close() }
+
+// audit records r; a failure to write is logged, never silent.
+func (c *Console) audit(r AuditRecord) {
+	if r.At.IsZero() {
+		r.At = c.opt.Now()
+	}
+	if _, err := c.store.Add(r); err != nil {
+		c.log.Error("console: audit record lost", "kind", r.Kind, "err", err)
+	}
 }
 
 func newID() string {
@@ -133,6 +199,7 @@ func (c *Console) Run(ctx context.Context) error {
 		subs := map[string]byte{
 			contract.Prefix + "+/state":               1,
 			contract.PolicyTopic:                      1,
+			contract.RosterTopic:                      1,
 			c.topic(contract.Prefix + "+/telemetry"):  0,
 			c.topic(contract.Prefix + "+/events"):     1,
 			c.topic(contract.Prefix + "+/cmd/result"): 1,
@@ -188,8 +255,13 @@ func (c *Console) onMessage(_ paho.Client, m paho.Message) {
 // ingest takes one message of the contract; exported behaviour for tests
 // lives in Ingest.
 func (c *Console) ingest(topic string, payload []byte) {
-	if topic == contract.PolicyTopic {
+	switch topic {
+	case contract.PolicyTopic:
 		c.setPolicy(payload)
+		c.notify()
+		return
+	case contract.RosterTopic:
+		c.setRoster(payload)
 		c.notify()
 		return
 	}
@@ -232,6 +304,7 @@ func (c *Console) ingest(topic string, payload []byte) {
 		if json.Unmarshal(payload, &r) == nil {
 			if a := c.byCmd[r.CmdID]; a != nil {
 				a.Results = append(a.Results, r)
+				defer c.audit(AuditRecord{Kind: "result", Subject: r.CmdID, Detail: payload})
 			}
 		}
 	default:

@@ -1,17 +1,32 @@
-// Package console is the central operator's web console, served by lgctl
-// console: it follows the fleet over MQTT (retained state, telemetry,
-// events, command results and the retained fleet policy), keeps a live
-// model of it, serves a server-rendered page whose vanilla JavaScript
-// polls a JSON API (/api/state, /api/events), and carries out the
-// operator's actions (POST /api/action): revoke or approve a link (a new
-// policy, edited from the retained one and signed with the committee keys
-// it was given), set or clear a throttle, rebirth — commands signed here
-// with the operator's key, which never reaches the browser.
+// Package console is the operators' web console, served by lgctl console:
+// it follows the fleet over MQTT (retained state, telemetry, events,
+// command results, the retained fleet policy and roster), keeps a live
+// model of it, and serves a page whose vanilla JavaScript polls a JSON API.
+//
+// It holds no signing key. Operators log in with their own Ed25519 key —
+// made in the browser with WebCrypto, non-extractable, kept in IndexedDB,
+// or a key file through Client (lgctl console sign) — by signing a
+// single-use challenge bound to the console's host name; the key must be
+// in the committee-signed roster, whose roles decide what the session may
+// do. Sessions are short-lived HttpOnly SameSite=Strict cookies; every
+// request's Host (and a POST's Origin) must name this console, and every
+// POST carries the session's CSRF token.
+//
+// Every action is signed by the operator who takes it: a command is built
+// and signed in the browser and only verified (role, threshold, validity)
+// and relayed here; a policy change is a proposal (Pending) that the
+// console builds from the verified fleet policy — next serial, fresh issue
+// time, configured validity — and that committee members co-sign, in their
+// browsers or with lgctl policy cosign, until the threshold is met and it is
+// published. The fleet policy and roster are verified against the
+// committee anchors before anything is shown as good or built on;
+// device-reported serials are display only. Logins, proposals, signatures,
+// publications, commands and devices' results go to the SQLite store
+// (Audit), which survives a restart and exports as CSV.
 //
 // Everything it knows of devices it reads through the wire contract alone
-// (agent/mqttlink/contract: topics, messages, telemetry sections); it signs
-// with agent/command and policy/dsse and reads policies with policy. It
-// must not import the device side (agent, mqttlink, queue, linkfilter,
-// feeds, policy/store) or testbench, which agent's layering test enforces;
-// hal and policy never import it.
+// (agent/mqttlink/contract); it verifies with agent/command, policy,
+// policy/roster and policy/dsse. It must not import the device side
+// (agent, mqttlink, queue, linkfilter, feeds, policy/store) or testbench,
+// which agent's layering test enforces; hal and policy never import it.
 package console

@@ -3,44 +3,38 @@ package console
 import (
 	"context"
 	"embed"
+	"encoding/base64"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
-	"html/template"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+
+	"linkguard.dev/linkguard/policy/dsse"
 )
 
 //go:embed static
 var static embed.FS
 
-var page = template.Must(template.New("index.html").Funcs(template.FuncMap{
-	"ts": func(t *time.Time) string {
-		if t == nil || t.IsZero() {
-			return "—"
-		}
-		return t.UTC().Format("2006-01-02 15:04Z")
-	},
-}).ParseFS(static, "static/index.html"))
-
-// actionHeader must accompany every POST: a cross-site form cannot set it
-// without a CORS preflight, which this server never grants.
-const actionHeader = "X-LinkGuard-Console"
-
 // StateView is what /api/state returns.
 type StateView struct {
-	Now        time.Time  `json:"now"`
-	Connected  bool       `json:"connected"`
-	ConnError  string     `json:"conn_error,omitempty"`
-	Devices    []Device   `json:"devices"`
-	Policy     PolicyView `json:"policy"`
-	HasPolicy  bool       `json:"has_policy"`
-	Actions    []Action   `json:"actions"`
-	Ingested   uint64     `json:"ingested"`
-	IngestRate float64    `json:"ingest_rate"`
-	Operator   string     `json:"operator,omitempty"`
+	Now        time.Time   `json:"now"`
+	Connected  bool        `json:"connected"`
+	ConnError  string      `json:"conn_error,omitempty"`
+	Devices    []Device    `json:"devices"`
+	Policy     PolicyView  `json:"policy"`
+	HasPolicy  bool        `json:"has_policy"`
+	Roster     *RosterView `json:"roster,omitempty"`
+	Pending    []Pending   `json:"pending"`
+	Actions    []Action    `json:"actions"`
+	Ingested   uint64      `json:"ingested"`
+	IngestRate float64     `json:"ingest_rate"`
+	Session    *Session    `json:"session,omitempty"`
 }
 
 // State is the whole view at once.
@@ -51,23 +45,42 @@ func (c *Console) State() StateView {
 	if len(acts) > 50 {
 		acts = acts[:50]
 	}
-	return StateView{Now: c.opt.Now().UTC(), Connected: up, ConnError: e, Devices: c.Devices(), Policy: pv, HasPolicy: ok,
-		Actions: acts, Ingested: c.Ingested(), IngestRate: c.IngestRate(), Operator: c.opt.OperatorName}
+	pend := c.Pendings()
+	if len(pend) > 50 {
+		pend = pend[:50]
+	}
+	v := StateView{Now: c.opt.Now().UTC(), Connected: up, ConnError: e, Devices: c.Devices(), Policy: pv, HasPolicy: ok,
+		Pending: pend, Actions: acts, Ingested: c.Ingested(), IngestRate: c.IngestRate()}
+	if r, ok := c.Roster(); ok {
+		v.Roster = &r
+	}
+	return v
 }
 
-// Handler serves the page, its assets and the JSON API.
+// Handler serves the page, its assets and the JSON API, behind the Host,
+// Origin, session and CSRF checks of guard.
 func (c *Console) Handler() http.Handler {
 	mux := http.NewServeMux()
 	sub, _ := fs.Sub(static, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(sub)))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		if err := page.Execute(w, c.State()); err != nil {
-			c.log.Warn("console: page", "err", err)
-		}
+		w.Header().Set("Cache-Control", "no-store")
+		b, _ := static.ReadFile("static/index.html")
+		w.Write(b)
 	})
-	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, c.State()) })
-	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /api/login/challenge", c.serveChallenge)
+	mux.HandleFunc("POST /api/login", c.serveLogin)
+	mux.HandleFunc("POST /api/logout", c.serveLogout)
+	mux.HandleFunc("GET /api/session", c.needSession(func(w http.ResponseWriter, r *http.Request, s *Session) { writeJSON(w, http.StatusOK, s) }))
+	mux.HandleFunc("POST /api/enrol", c.serveEnrol)
+	mux.HandleFunc("GET /api/enrolments", c.needSession(c.serveEnrolments))
+	mux.HandleFunc("GET /api/state", c.needSession(func(w http.ResponseWriter, r *http.Request, s *Session) {
+		v := c.State()
+		v.Session = s
+		writeJSON(w, http.StatusOK, v)
+	}))
+	mux.HandleFunc("GET /api/events", c.needSession(func(w http.ResponseWriter, r *http.Request, _ *Session) {
 		q := r.URL.Query()
 		after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
 		limit, _ := strconv.Atoi(q.Get("limit"))
@@ -79,74 +92,135 @@ func (c *Console) Handler() http.Handler {
 			ev = []EventRecord{}
 		}
 		writeJSON(w, http.StatusOK, ev)
-	})
-	mux.HandleFunc("POST /api/action", c.serveAction)
-	return securityHeaders(mux)
+	}))
+	mux.HandleFunc("GET /api/pending", c.needSession(func(w http.ResponseWriter, r *http.Request, _ *Session) {
+		writeJSON(w, http.StatusOK, c.Pendings())
+	}))
+	mux.HandleFunc("GET /api/pending/{id}/envelope", c.needSession(func(w http.ResponseWriter, r *http.Request, _ *Session) {
+		env, err := c.PendingEnvelope(r.PathValue("id"))
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+r.PathValue("id")+`.signed.json"`)
+		w.Write(env)
+	}))
+	mux.HandleFunc("POST /api/pending/{id}/sign", c.withSession(func(w http.ResponseWriter, r *http.Request, s *Session) {
+		var req struct {
+			Signature []byte `json:"signature"`
+		}
+		if !decodeBody(w, r, &req, 4<<10) {
+			return
+		}
+		p, err := c.addSignature(r.PathValue("id"), s.pub, req.Signature)
+		c.reply(w, p, err)
+	}))
+	mux.HandleFunc("POST /api/pending/{id}/envelope", c.withSession(func(w http.ResponseWriter, r *http.Request, s *Session) {
+		env, err := io.ReadAll(http.MaxBytesReader(w, r.Body, dsse.MaxEnvelopeSize))
+		if err != nil {
+			writeJSON(w, http.StatusRequestEntityTooLarge, apiError{err.Error()})
+			return
+		}
+		p, n, err := c.addEnvelope(r.PathValue("id"), env)
+		if err == nil {
+			c.audit(AuditRecord{Kind: "upload", Operator: s.Operator, KeyID: s.KeyID, Subject: r.PathValue("id"), Detail: jsonDetail(map[string]int{"signatures_added": n})})
+		}
+		c.reply(w, p, err)
+	}))
+	mux.HandleFunc("POST /api/proposals", c.withSession(func(w http.ResponseWriter, r *http.Request, s *Session) {
+		var req Proposal
+		if !decodeBody(w, r, &req, 64<<10) {
+			return
+		}
+		p, err := c.Propose(s, req)
+		c.reply(w, p, err)
+	}))
+	mux.HandleFunc("POST /api/commands", c.withSession(func(w http.ResponseWriter, r *http.Request, s *Session) {
+		var req CommandRequest
+		if !decodeBody(w, r, &req, 128<<10) {
+			return
+		}
+		p, err := c.SubmitCommand(s, req)
+		c.reply(w, p, err)
+	}))
+	mux.HandleFunc("GET /api/audit", c.needSession(c.serveAudit))
+	return securityHeaders(c.guard(mux))
 }
 
-// ActionRequest is the body of POST /api/action.
-type ActionRequest struct {
-	Action   string       `json:"action"` // revoke approve throttle.set throttle.clear rebirth
-	Target   string       `json:"target,omitempty"`
-	Approval string       `json:"approval,omitempty"`
-	New      *NewApproval `json:"new,omitempty"`
-	Feed     string       `json:"feed,omitempty"`
-	CapKW    float64      `json:"cap_kw,omitempty"`
+// withSession is needSession for POSTs (guard has checked the CSRF token).
+func (c *Console) withSession(fn func(w http.ResponseWriter, r *http.Request, s *Session)) http.HandlerFunc {
+	return c.needSession(fn)
 }
 
-func (c *Console) serveAction(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get(actionHeader) != "1" {
-		writeJSON(w, http.StatusForbidden, map[string]string{"error": "missing " + actionHeader + " header"})
-		return
-	}
-	var req ActionRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-		return
-	}
-	a, err := c.Do(req)
+// reply answers with the pending action, or the error's status; a pending
+// action whose publication failed is returned beside the error.
+func (c *Console) reply(w http.ResponseWriter, p *Pending, err error) {
 	if err != nil {
-		code := http.StatusInternalServerError
-		switch {
-		case errors.Is(err, ErrBadAction), errors.Is(err, ErrNoPolicy):
-			code = http.StatusBadRequest
-		case errors.Is(err, ErrNoKey):
-			code = http.StatusForbidden
-		case errors.Is(err, ErrOffline):
-			code = http.StatusServiceUnavailable
+		code := errStatus(err)
+		body := map[string]any{"error": err.Error()}
+		if p != nil {
+			body["pending"] = p
 		}
-		writeJSON(w, code, map[string]string{"error": err.Error()})
+		writeJSON(w, code, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, p)
 }
 
-// Do carries out one action request.
-func (c *Console) Do(req ActionRequest) (*Action, error) {
-	switch req.Action {
-	case "revoke":
-		return c.Revoke(req.Approval)
-	case "approve":
-		if req.New != nil {
-			return c.Approve(*req.New)
-		}
-		return c.Approve(NewApproval{ID: req.Approval})
-	case "throttle.set":
-		if req.Feed == "" || req.CapKW <= 0 {
-			return nil, errors.Join(ErrBadAction, errors.New("throttle.set needs a feed and a cap_kw above 0"))
-		}
-		return c.Command(req.Target, "throttle.set", map[string]any{"feed": req.Feed, "cap_kw": req.CapKW})
-	case "throttle.clear":
-		if req.Feed == "" {
-			return nil, errors.Join(ErrBadAction, errors.New("throttle.clear needs a feed"))
-		}
-		return c.Command(req.Target, "throttle.clear", map[string]any{"feed": req.Feed})
-	case "rebirth":
-		return c.Command(req.Target, "rebirth", nil)
+func errStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrBadAction), errors.Is(err, ErrNoPolicy):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrOffline):
+		return http.StatusServiceUnavailable
 	}
-	return nil, errors.Join(ErrBadAction, errors.New("unknown action "+strconv.Quote(req.Action)))
+	return http.StatusInternalServerError
+}
+
+func writeErr(w http.ResponseWriter, err error) { writeJSON(w, errStatus(err), apiError{err.Error()}) }
+
+// serveAudit lists the audit log as JSON, or as CSV to export.
+func (c *Console) serveAudit(w http.ResponseWriter, r *http.Request, _ *Session) {
+	q := r.URL.Query()
+	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
+	limit, _ := strconv.Atoi(q.Get("limit"))
+	if q.Get("format") != "csv" && (limit <= 0 || limit > 1000) {
+		limit = 200
+	}
+	recs, err := c.store.List(r.Context(), AuditFilter{Subject: q.Get("subject"), Kind: q.Get("kind"), After: after, Limit: limit})
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if recs == nil {
+		recs = []AuditRecord{}
+	}
+	if q.Get("format") != "csv" {
+		writeJSON(w, http.StatusOK, recs)
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="linkguard-console-audit.csv"`)
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"n", "at", "kind", "operator", "key_id", "subject", "detail", "signed_base64"})
+	for _, a := range recs {
+		cw.Write([]string{strconv.FormatInt(a.N, 10), a.At.UTC().Format(time.RFC3339Nano), a.Kind, a.Operator, a.KeyID, a.Subject,
+			csvSafe(string(a.Detail)), base64.StdEncoding.EncodeToString(a.Signed)})
+	}
+	cw.Flush()
+}
+
+// csvSafe keeps a spreadsheet from taking a field for a formula.
+func csvSafe(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -211,4 +211,5 @@ type Action struct {
 	Serial  uint64            `json:"serial,omitempty"`  // policy actions: the new serial
 	Results []contract.Result `json:"results,omitempty"` // commands: each device's answer
 	Applied []string          `json:"applied,omitempty"` // policy actions: devices now enforcing Serial
+	By      []string          `json:"by,omitempty"`      // the operators who signed it
 }

@@ -1,12 +1,14 @@
 package console
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
+	"linkguard.dev/linkguard/policy/policytest"
 )
 
 func mustJSON(t *testing.T, v any) []byte {
@@ -20,7 +22,7 @@ func mustJSON(t *testing.T, v any) []byte {
 
 func newTestConsole(t *testing.T) *Console {
 	t.Helper()
-	c, err := New(Options{Broker: "tcp://127.0.0.1:1", MaxEvents: 5})
+	c, err := New(Options{Broker: "tcp://127.0.0.1:1", MaxEvents: 5, Trust: []ed25519.PublicKey{policytest.Key(t).Public().(ed25519.PublicKey)}})
 	if err != nil {
 		t.Fatal(err)
 	}

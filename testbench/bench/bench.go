@@ -16,7 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
+
+	"linkguard.dev/linkguard/policy/roster"
 
 	"linkguard.dev/linkguard/agent/console"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest/embedded"
@@ -37,7 +40,15 @@ type Options struct {
 	Feeds          []Site
 	TelemetryEvery time.Duration // default 1s
 	BrokerAddr     string        // default 127.0.0.1:0
-	ConsoleAddr    string        // "" : no HTTP console (the console model still runs)
+	ConsoleAddr    string        // default 127.0.0.1:0: the console always serves, actions go through it
+	// Threshold is how many committee signatures policies and rosters
+	// need (the devices' policy.threshold); the bench makes that many
+	// anchor keys, each a committee member of its roster. Default 1.
+	Threshold int
+	// AutoEnrol plays the committee for the demo: every enrolment request
+	// at the console is added to the roster as a committee, grid and
+	// technician operator at once. Never outside a demo.
+	AutoEnrol bool
 	// Observe, if set, hears every message on the broker, from before the
 	// first device starts (the embedded broker's inline client; mochi
 	// races a late inline subscription against retained publishes).
@@ -60,6 +71,18 @@ type Bench struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	serial uint64
+
+	rmu     sync.Mutex
+	members []Member
+	rserial uint64
+	clients map[string]*console.Client
+}
+
+// Member is an operator of the bench's roster.
+type Member struct {
+	ID    string
+	Roles []roster.Role
+	Keys  []ed25519.PublicKey
 }
 
 // Start builds and starts everything; Close stops it.
@@ -77,7 +100,7 @@ func Start(ctx context.Context, opt Options) (b *Bench, err error) {
 		opt.BrokerAddr = "127.0.0.1:0"
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	b = &Bench{opt: opt, log: opt.Logger, Routers: map[string]*sim.Router{}, Feeds: map[string]*sim.Feed{}, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	b = &Bench{opt: opt, log: opt.Logger, clients: map[string]*console.Client{}, Routers: map[string]*sim.Router{}, Feeds: map[string]*sim.Feed{}, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			b.Close()
@@ -98,9 +121,27 @@ func Start(ctx context.Context, opt Options) (b *Bench, err error) {
 			return b, err
 		}
 	}
-	// The console first, so it sees every message from the start.
+	if err := b.Keys.AddAnchors(opt.Threshold); err != nil {
+		return b, err
+	}
+	// The roster: each anchor a committee member, the operator key a grid,
+	// technician and release operator. Retained before anyone subscribes.
+	for i, a := range b.Keys.AllAnchors() {
+		b.members = append(b.members, Member{ID: anchorID(i), Roles: []roster.Role{roster.Committee}, Keys: []ed25519.PublicKey{a.Public().(ed25519.PublicKey)}})
+	}
+	b.members = append(b.members, Member{ID: "operator", Roles: []roster.Role{roster.Grid, roster.Technician, roster.Release},
+		Keys: []ed25519.PublicKey{b.Keys.Operator.Public().(ed25519.PublicKey)}})
+	if err := b.publishRoster(); err != nil {
+		return b, err
+	}
+	// The console first, so it sees every message from the start. It
+	// holds no key: the bench's operators log in to it like anyone.
+	var trust []ed25519.PublicKey
+	for _, a := range b.Keys.AllAnchors() {
+		trust = append(trust, a.Public().(ed25519.PublicKey))
+	}
 	b.Console, err = console.New(console.Options{Broker: b.Broker.URL(), ClientID: "testbench-console", Persistent: true,
-		Operator: b.Keys.Operator, OperatorName: "operator", Committee: []ed25519.PrivateKey{b.Keys.Committee},
+		Trust: trust, Threshold: max(opt.Threshold, 1), StateDir: filepath.Join(opt.Dir, "console"),
 		Logger: opt.Logger.With("part", "console")})
 	if err != nil {
 		return b, err
@@ -109,13 +150,18 @@ func Start(ctx context.Context, opt Options) (b *Bench, err error) {
 		defer close(b.done)
 		b.Console.Run(ctx)
 	}()
-	if opt.ConsoleAddr != "" {
-		ln, err := net.Listen("tcp", opt.ConsoleAddr)
-		if err != nil {
-			return b, fmt.Errorf("bench: console: %w", err)
-		}
-		b.ConsoleURL = "http://" + ln.Addr().String() + "/"
-		go console.Serve(ctx, ln, b.Console.Handler())
+	if opt.ConsoleAddr == "" {
+		opt.ConsoleAddr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", opt.ConsoleAddr)
+	if err != nil {
+		return b, fmt.Errorf("bench: console: %w", err)
+	}
+	b.Console.SetListener(ln.Addr().String())
+	b.ConsoleURL = "http://" + ln.Addr().String() + "/"
+	go console.Serve(ctx, ln, b.Console.Handler())
+	if opt.AutoEnrol {
+		go b.autoEnrol(ctx)
 	}
 	b.serial = 1
 	env, err := b.Keys.SignPolicy(sim.PolicyYAML(b.serial, time.Now()))
@@ -255,6 +301,9 @@ func (b *Bench) Close() error {
 		case <-b.done:
 		case <-time.After(5 * time.Second):
 		}
+	}
+	if b.Console != nil {
+		errs = append(errs, b.Console.Close())
 	}
 	if b.Broker != nil {
 		errs = append(errs, b.Broker.Close())

@@ -48,7 +48,7 @@ func TestConsoleShowsWhatDevicesPublish(t *testing.T) {
 	gen, stopGen := context.WithCancel(ctx)
 	defer stopGen()
 	go b.Routers["router-a"].Generate(gen, 1, 200*time.Millisecond)
-	if _, err := b.Console.Command("relay-a", "throttle.set", map[string]any{"feed": "feed-1", "cap_kw": 25}); err != nil {
+	if _, err := b.Command(ctx, "relay-a", "throttle.set", map[string]any{"feed": "feed-1", "cap_kw": 25}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -50,7 +50,7 @@ func Run(ctx context.Context, out io.Writer, opt Options) error {
 	fmt.Fprintf(out, "LinkGuard demo in %s\n", opt.Dir)
 	fmt.Fprintln(out, "No network namespaces are used: the routers' links are in-memory wires, their traffic is generated and replayed through the real classifier (no root needed).")
 	o := bench.Options{Dir: opt.Dir, Routers: Routers, Feeds: Feeds, TelemetryEvery: 2 * time.Second,
-		BrokerAddr: opt.BrokerAddr, ConsoleAddr: opt.ConsoleAddr, Logger: opt.Logger}
+		BrokerAddr: opt.BrokerAddr, ConsoleAddr: opt.ConsoleAddr, Logger: opt.Logger, AutoEnrol: true}
 	b, err := bench.Start(ctx, o)
 	if err != nil && (o.BrokerAddr != "127.0.0.1:0" || o.ConsoleAddr != "127.0.0.1:0") {
 		// The default ports are taken (another demo, a local mosquitto): any port will do.
@@ -69,8 +69,9 @@ func Run(ctx context.Context, out io.Writer, opt Options) error {
 	for _, a := range b.Agents() {
 		fmt.Fprintf(out, "Device:  %-14s %-6s at %s\n", a.ID(), a.Kind(), a.Site())
 	}
-	fmt.Fprintf(out, "Keys:    %s (operator.key signs commands, committee.key signs policies)\n", b.Keys.Dir)
-	fmt.Fprintf(out, "\nConsole: %s\n\nTry: revoke %s and watch the routers' denied counts rise; set a throttle of 20 kW on %s and watch the power fall under it.\nCtrl-C stops.\n",
+	fmt.Fprintf(out, "Keys:    %s (the simulated committee's and operator's; the console holds none)\n", b.Keys.Dir)
+	fmt.Fprintf(out, "\nConsole: %s\n\nOpen it, make your key (it stays in your browser) and log in: in this demo the simulated committee\nadds every enrolled key to the roster at once, as a committee, grid and technician operator.\n"+
+		"Try: revoke %s and watch the routers' denied counts rise; set a throttle of 20 kW on %s and watch the power fall under it.\nCtrl-C stops.\n",
 		b.ConsoleURL, "LA-2026-0017", "relay-vte-01")
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nstopping…")

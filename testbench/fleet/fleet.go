@@ -13,6 +13,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"linkguard.dev/linkguard/agent/command"
 	"linkguard.dev/linkguard/agent/console"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/report"
@@ -136,17 +138,26 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		cancel()
 		wg.Wait()
 	}()
-	con, err := console.New(console.Options{Broker: opt.Broker, Operator: operator, Logger: opt.Logger})
+	// The console holds no key: the committee's and the operator's
+	// messages go out from this harness's own client, as lgctl would send
+	// them.
+	con, err := console.New(console.Options{Broker: opt.Broker, Trust: []ed25519.PublicKey{committee.Public().(ed25519.PublicKey)}, Logger: opt.Logger})
 	if err != nil {
 		return res, err
 	}
+	defer con.Close()
+	h, err := newHarnessClient(opt.Broker)
+	if err != nil {
+		return res, err
+	}
+	defer h.close()
 	wg.Add(1)
 	go func() { defer wg.Done(); con.Run(ctx) }()
 	if err := waitFor(ctx, opt.Timeout, func() bool { up, _ := con.Connected(); return up }); err != nil {
 		return res, fmt.Errorf("fleet: console did not connect: %w", err)
 	}
 	// Clear what an earlier run left retained.
-	if _, err := con.PublishRetained(contract.PolicyTopic, nil); err != nil {
+	if _, err := h.publish(contract.PolicyTopic, nil); err != nil {
 		return res, err
 	}
 
@@ -198,7 +209,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		return res, err
 	}
 	t1 := time.Now()
-	if _, err := con.PublishRetained(contract.PolicyTopic, env); err != nil {
+	if _, err := h.publish(contract.PolicyTopic, env); err != nil {
 		return res, err
 	}
 	if err := waitFor(ctx, opt.Timeout, func() bool { return online(1) >= opt.Agents }); err != nil {
@@ -207,18 +218,16 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	res.PolicyPushS = time.Since(t1).Seconds()
 
 	t2 := time.Now()
-	act, err := con.Command("all", "ping", nil)
+	now := time.Now().UTC()
+	ping := command.Payload{ID: fmt.Sprintf("fleet-ping-%d", now.UnixNano()), Target: "all", Issued: now, Expires: now.Add(10 * time.Minute), Type: command.Ping}
+	cmdEnv, err := command.Sign(ping, operator)
 	if err != nil {
 		return res, err
 	}
-	results := func() int {
-		for _, a := range con.Actions() {
-			if a.ID == act.ID {
-				return len(a.Results)
-			}
-		}
-		return 0
+	if err := h.send(contract.AllCmdTopic, cmdEnv, ping.ID); err != nil {
+		return res, err
 	}
+	results := func() int { return h.answered(ping.ID) }
 	if err := waitFor(ctx, opt.Timeout, func() bool { return results() >= opt.Agents }); err != nil {
 		return res, fmt.Errorf("fleet: %d of %d answered: %w", results(), opt.Agents, err)
 	}
@@ -234,7 +243,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	res.StayedOnline = online(1)
 	res.RSSMB = float64(report.RSS()) / (1 << 20)
 	res.Goroutines = runtime.NumGoroutine()
-	if _, err := con.PublishRetained(contract.PolicyTopic, nil); err != nil {
+	if _, err := h.publish(contract.PolicyTopic, nil); err != nil {
 		return res, err
 	}
 	return res, nil

@@ -135,7 +135,7 @@ func (r *runner) denied(dev string) uint64 {
 func (r *runner) step(ctx context.Context, st Step) (map[string]any, error) {
 	obs := map[string]any{}
 	evStart, deniedBefore := r.lastEventN(), r.denied(st.Device)
-	var act *console.Action
+	var act *console.Pending
 	var err error
 	agent, _ := r.b.Agent(st.Device)
 	needDevice := func() error {
@@ -159,13 +159,13 @@ func (r *runner) step(ctx context.Context, st Step) (map[string]any, error) {
 		}
 		rt.Send(max(1, st.Rounds))
 	case "revoke":
-		act, err = r.c.Revoke(st.Approval)
+		act, err = r.b.Revoke(ctx, st.Approval)
 	case "approve":
-		act, err = r.c.Approve(console.NewApproval{ID: st.Approval})
+		act, err = r.b.Approve(ctx, console.NewApproval{ID: st.Approval})
 	case "push-policy":
 		// A fleet-wide policy update signed by the committee: the console
 		// approves a new link for it.
-		act, err = r.c.Approve(console.NewApproval{ID: st.Approval, Holder: "scenario", Remote: []string{"100.64.0.0/24"}})
+		act, err = r.b.Approve(ctx, console.NewApproval{ID: st.Approval, Holder: "scenario", Remote: []string{"100.64.0.0/24"}})
 	case "throttle":
 		args := map[string]any{"feed": st.Feed, "cap_kw": st.CapKW}
 		if st.Ramp > 0 {
@@ -174,19 +174,19 @@ func (r *runner) step(ctx context.Context, st Step) (map[string]any, error) {
 		if st.Until > 0 {
 			args["until"] = time.Now().Add(time.Duration(st.Until)).UTC().Format(time.RFC3339Nano)
 		}
-		act, err = r.c.Command(st.Device, "throttle.set", args)
+		act, err = r.b.Command(ctx, st.Device, "throttle.set", args)
 	case "relay":
-		act, err = r.c.Command(st.Device, "relay.set", map[string]any{"feed": st.Feed, "circuit": st.Circuit, "state": st.State})
+		act, err = r.b.Command(ctx, st.Device, "relay.set", map[string]any{"feed": st.Feed, "circuit": st.Circuit, "state": st.State})
 	case "push-update":
 		var args map[string]any
 		if args, err = r.pushUpdate(st); err == nil {
 			obs["bundle_sha256"] = args["sha256"]
-			act, err = r.c.Command(st.Device, "update.fetch", args)
+			act, err = r.b.Command(ctx, st.Device, "update.fetch", args)
 		}
 	case "clear-throttle":
-		act, err = r.c.Command(st.Device, "throttle.clear", map[string]any{"feed": st.Feed})
+		act, err = r.b.Command(ctx, st.Device, "throttle.clear", map[string]any{"feed": st.Feed})
 	case "rebirth":
-		act, err = r.c.Command(st.Device, "rebirth", nil)
+		act, err = r.b.Command(ctx, st.Device, "rebirth", nil)
 	case "kill":
 		if err = needDevice(); err == nil {
 			err = agent.Kill()

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,22 +91,26 @@ func (a *Agent) Running() bool {
 // Config is the device's configuration file.
 func (a *Agent) Config() []byte {
 	k := a.opt.Keys
-	return deviceConfig(a.opt.ID, a.opt.Site, a.dev.kind(), a.opt.Dir, k.CommitteePub, k.OperatorPub,
+	return deviceConfig(a.opt.ID, a.opt.Site, a.dev.kind(), a.opt.Dir, k.TrustFiles(), max(k.Threshold, 1), k.OperatorPub,
 		a.proxy.url(), a.opt.TelemetryEvery, a.dev.config(a))
 }
 
 // deviceConfig is a device's configuration file: its identity, state and
 // policy file in dir, mqtt, and the sections of its kind.
-func deviceConfig(id, site, kind, dir, committeePub, operatorPub, url string, telemetryEvery time.Duration, sections string) []byte {
+func deviceConfig(id, site, kind, dir string, trust []string, threshold int, operatorPub, url string, telemetryEvery time.Duration, sections string) []byte {
+	quoted := make([]string, len(trust))
+	for i, t := range trust {
+		quoted[i] = strconv.Quote(t)
+	}
 	return fmt.Appendf(nil, `device: {id: %q, site: %q, kind: %s}
 state_dir: %q
-policy: {file: %q, trust: [%q], threshold: 1}
+policy: {file: %q, trust: [%s], threshold: %d}
 mqtt:
   url: %q
   telemetry_every: %s
   keepalive: 10s
   operators: [%q]
-%s`, id, site, kind, dir, filepath.Join(dir, "policy.signed.json"), committeePub,
+%s`, id, site, kind, dir, filepath.Join(dir, "policy.signed.json"), strings.Join(quoted, ", "), threshold,
 		url, max(telemetryEvery, time.Second), operatorPub, sections)
 }
 
@@ -125,7 +131,7 @@ func RunBare(ctx context.Context, o BareOptions) error {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
-	cfg, err := config.Parse("sim:"+o.ID, deviceConfig(o.ID, o.Site, config.KindRouter, o.Dir, o.CommitteePub, o.OperatorPub,
+	cfg, err := config.Parse("sim:"+o.ID, deviceConfig(o.ID, o.Site, config.KindRouter, o.Dir, []string{o.CommitteePub}, 1, o.OperatorPub,
 		o.Broker, o.TelemetryEvery, ""))
 	if err != nil {
 		return fmt.Errorf("sim: %s: %w", o.ID, err)

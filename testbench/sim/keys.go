@@ -16,7 +16,38 @@ type Keys struct {
 	CommitteeKey, CommitteePub   string // file paths
 	OperatorKey, OperatorPub     string
 	ReleaseKey, ReleasePub       string
+	// More committee anchors beside Committee, for a threshold above one
+	// (AddAnchors); devices trust them all and need Threshold of them.
+	Anchors    []ed25519.PrivateKey
+	AnchorPubs []string
+	Threshold  int // 0: 1
 }
+
+// AddAnchors makes committee keys until there are n anchors in all, and
+// sets the devices' threshold to n.
+func (k *Keys) AddAnchors(n int) error {
+	for i := len(k.Anchors) + 2; i <= n; i++ {
+		key, pub, err := dsse.GenerateKeyFiles(k.Dir, fmt.Sprintf("committee-%d", i))
+		if err != nil {
+			return fmt.Errorf("sim: %w", err)
+		}
+		priv, err := dsse.LoadPrivateKey(key)
+		if err != nil {
+			return fmt.Errorf("sim: %w", err)
+		}
+		k.Anchors, k.AnchorPubs = append(k.Anchors, priv), append(k.AnchorPubs, pub)
+	}
+	k.Threshold = max(n, 1)
+	return nil
+}
+
+// AllAnchors are the committee keys the devices trust.
+func (k *Keys) AllAnchors() []ed25519.PrivateKey {
+	return append([]ed25519.PrivateKey{k.Committee}, k.Anchors...)
+}
+
+// TrustFiles are the public key files of AllAnchors.
+func (k *Keys) TrustFiles() []string { return append([]string{k.CommitteePub}, k.AnchorPubs...) }
 
 // NewKeys makes the key files in dir.
 func NewKeys(dir string) (*Keys, error) {

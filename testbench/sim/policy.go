@@ -47,7 +47,7 @@ approvals:
 
 // SignPolicy signs a policy document with the committee key.
 func (k *Keys) SignPolicy(doc []byte) ([]byte, error) {
-	env, err := dsse.Sign(policy.PayloadType, doc, k.Committee)
+	env, err := dsse.Sign(policy.PayloadType, doc, k.AllAnchors()...)
 	if err != nil {
 		return nil, fmt.Errorf("sim: sign policy: %w", err)
 	}

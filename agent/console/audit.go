@@ -1,0 +1,189 @@
+package console
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // pure Go: the console stays CGO_ENABLED=0
+)
+
+// AuditRecord is one entry of the console's audit log: who did what, with
+// the bytes they signed and what the devices answered.
+type AuditRecord struct {
+	N        int64           `json:"n"`
+	At       time.Time       `json:"at"`
+	Kind     string          `json:"kind"` // login, login.refused, enrol, proposal, signature, publish, command, result, refused
+	Operator string          `json:"operator,omitempty"`
+	KeyID    string          `json:"key_id,omitempty"`
+	Subject  string          `json:"subject,omitempty"` // proposal or command id, device
+	Detail   json.RawMessage `json:"detail,omitempty"`
+	Signed   []byte          `json:"signed,omitempty"` // the envelope or signature as received
+}
+
+// Audit is the console's durable store: the audit log, the proposals
+// awaiting signatures and the enrolment requests. SQLite, so one file holds
+// it and it survives a restart.
+type Audit struct {
+	db *sql.DB
+}
+
+const schema = `
+PRAGMA journal_mode=WAL;
+PRAGMA busy_timeout=5000;
+CREATE TABLE IF NOT EXISTS audit (
+	n        INTEGER PRIMARY KEY AUTOINCREMENT,
+	at       TEXT NOT NULL,
+	kind     TEXT NOT NULL,
+	operator TEXT NOT NULL DEFAULT '',
+	key_id   TEXT NOT NULL DEFAULT '',
+	subject  TEXT NOT NULL DEFAULT '',
+	detail   TEXT NOT NULL DEFAULT '',
+	signed   BLOB
+);
+CREATE INDEX IF NOT EXISTS audit_subject ON audit(subject);
+CREATE TABLE IF NOT EXISTS pending (
+	id   TEXT PRIMARY KEY,
+	doc  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS enrolments (
+	key_id TEXT PRIMARY KEY,
+	doc    TEXT NOT NULL
+);
+`
+
+// OpenAudit opens (creating) the SQLite database at path. An empty path
+// keeps everything in memory, for tests that do not restart.
+func OpenAudit(path string) (*Audit, error) {
+	dsn := "file::memory:?cache=shared"
+	if path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("console: store: %w", err)
+		}
+		dsn = "file:" + path
+	}
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("console: store %s: %w", path, err)
+	}
+	// One writer: SQLite serialises them anyway, and one connection keeps
+	// an in-memory database one database.
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("console: store %s: %w", path, err)
+	}
+	return &Audit{db: db}, nil
+}
+
+// Close closes the database.
+func (a *Audit) Close() error { return a.db.Close() }
+
+// Add appends a record and returns its number.
+func (a *Audit) Add(r AuditRecord) (int64, error) {
+	if r.At.IsZero() {
+		r.At = time.Now()
+	}
+	res, err := a.db.Exec(`INSERT INTO audit(at, kind, operator, key_id, subject, detail, signed) VALUES(?,?,?,?,?,?,?)`,
+		r.At.UTC().Format(time.RFC3339Nano), r.Kind, r.Operator, r.KeyID, r.Subject, string(r.Detail), r.Signed)
+	if err != nil {
+		return 0, fmt.Errorf("console: audit: %w", err)
+	}
+	return res.LastInsertId()
+}
+
+// AuditFilter selects audit records.
+type AuditFilter struct {
+	Subject string
+	Kind    string
+	After   int64
+	Limit   int // 0: all
+}
+
+// List returns the records f selects, oldest first.
+func (a *Audit) List(ctx context.Context, f AuditFilter) ([]AuditRecord, error) {
+	q := `SELECT n, at, kind, operator, key_id, subject, detail, signed FROM audit WHERE n > ?`
+	args := []any{f.After}
+	if f.Subject != "" {
+		q += ` AND subject = ?`
+		args = append(args, f.Subject)
+	}
+	if f.Kind != "" {
+		q += ` AND kind = ?`
+		args = append(args, f.Kind)
+	}
+	if f.Limit > 0 {
+		// The newest Limit, still oldest first.
+		q = `SELECT * FROM (` + q + ` ORDER BY n DESC LIMIT ?) ORDER BY n`
+		args = append(args, f.Limit)
+	} else {
+		q += ` ORDER BY n`
+	}
+	rows, err := a.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("console: audit: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditRecord
+	for rows.Next() {
+		var r AuditRecord
+		var at, detail string
+		if err := rows.Scan(&r.N, &at, &r.Kind, &r.Operator, &r.KeyID, &r.Subject, &detail, &r.Signed); err != nil {
+			return nil, fmt.Errorf("console: audit: %w", err)
+		}
+		r.At, _ = time.Parse(time.RFC3339Nano, at)
+		if detail != "" {
+			r.Detail = json.RawMessage(detail)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// putDoc stores a JSON document in table under id.
+func (a *Audit) putDoc(table, id string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = a.db.Exec(`INSERT INTO `+table+`(`+keyCol(table)+`, doc) VALUES(?, ?) ON CONFLICT DO UPDATE SET doc = excluded.doc`, id, string(b))
+	if err != nil {
+		return fmt.Errorf("console: store %s: %w", table, err)
+	}
+	return nil
+}
+
+func keyCol(table string) string {
+	if table == "enrolments" {
+		return "key_id"
+	}
+	return "id"
+}
+
+// docs decodes every document of table with fn.
+func (a *Audit) docs(table string, fn func([]byte) error) error {
+	rows, err := a.db.Query(`SELECT doc FROM ` + table)
+	if err != nil {
+		return fmt.Errorf("console: store %s: %w", table, err)
+	}
+	defer rows.Close()
+	var errs []error
+	for rows.Next() {
+		var doc string
+		if err := rows.Scan(&doc); err != nil {
+			return err
+		}
+		errs = append(errs, fn([]byte(doc)))
+	}
+	return errors.Join(append(errs, rows.Err())...)
+}
+
+func (a *Audit) deleteDoc(table, id string) error {
+	_, err := a.db.Exec(`DELETE FROM `+table+` WHERE `+keyCol(table)+` = ?`, id)
+	return err
+}

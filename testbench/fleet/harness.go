@@ -1,0 +1,90 @@
+package fleet
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
+)
+
+// harnessClient publishes what the committee and the operator sign (on
+// their own machines; here, the harness) and counts the devices' answers
+// to the command it sent.
+type harnessClient struct {
+	c       paho.Client
+	mu      sync.Mutex
+	watch   string
+	answers map[string]bool
+}
+
+func newHarnessClient(broker string) (*harnessClient, error) {
+	o, err := contract.BrokerOptions(broker, "", "", "")
+	if err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	h := &harnessClient{answers: map[string]bool{}}
+	o.SetClientID(fmt.Sprintf("fleet-harness-%d", time.Now().UnixNano())).SetAutoReconnect(true)
+	h.c = paho.NewClient(o)
+	if tok := h.c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("fleet: harness connect: %w", publishErr(tok.Error()))
+	}
+	tok := h.c.Subscribe(contract.Prefix+"+/cmd/result", 1, func(_ paho.Client, m paho.Message) {
+		var r contract.Result
+		if json.Unmarshal(m.Payload(), &r) != nil {
+			return
+		}
+		h.mu.Lock()
+		if r.CmdID == h.watch {
+			h.answers[r.Device] = true
+		}
+		h.mu.Unlock()
+	})
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("fleet: harness subscribe: %w", publishErr(tok.Error()))
+	}
+	return h, nil
+}
+
+func publishErr(err error) error {
+	if err == nil {
+		return fmt.Errorf("no answer from the broker in time")
+	}
+	return err
+}
+
+// publish publishes a retained message (empty clears it).
+func (h *harnessClient) publish(topic string, payload []byte) (bool, error) {
+	tok := h.c.Publish(topic, 1, true, payload)
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		return false, fmt.Errorf("fleet: publish %s: %w", topic, publishErr(tok.Error()))
+	}
+	return true, nil
+}
+
+// send publishes a command and counts answers to id from then on.
+func (h *harnessClient) send(topic string, env []byte, id string) error {
+	h.mu.Lock()
+	h.watch, h.answers = id, map[string]bool{}
+	h.mu.Unlock()
+	tok := h.c.Publish(topic, 1, false, env)
+	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		return fmt.Errorf("fleet: send %s: %w", topic, publishErr(tok.Error()))
+	}
+	return nil
+}
+
+// answered counts the distinct devices that answered the command sent.
+func (h *harnessClient) answered(id string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.watch != id {
+		return 0
+	}
+	return len(h.answers)
+}
+
+func (h *harnessClient) close() { h.c.Disconnect(250) }
