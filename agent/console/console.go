@@ -61,6 +61,10 @@ type Options struct {
 	Now    func() time.Time
 	// MaxEvents bounds the event history kept (default 2000).
 	MaxEvents int
+	// Silence marks a device offline when nothing came from it for this
+	// long (default 45 s), whatever its last state said: on a clustered
+	// broker the will of a client on a node that died is never sent.
+	Silence time.Duration
 }
 
 // TLSFiles are PEM files for an mqtts:// broker.
@@ -114,6 +118,9 @@ func New(opt Options) (*Console, error) {
 	}
 	if opt.MaxEvents <= 0 {
 		opt.MaxEvents = 2000
+	}
+	if opt.Silence <= 0 {
+		opt.Silence = 45 * time.Second
 	}
 	if opt.SessionTTL <= 0 {
 		opt.SessionTTL = 30 * time.Minute
@@ -274,6 +281,9 @@ func (c *Console) ingest(topic string, payload []byte) {
 		return
 	}
 	c.mu.Lock()
+	if d := c.devices[dev]; d != nil && (kind == "telemetry" || kind == "events" || kind == "cmd/result") {
+		d.heard = c.opt.Now()
+	}
 	switch kind {
 	case "state":
 		var s contract.State
@@ -282,13 +292,17 @@ func (c *Console) ingest(topic string, payload []byte) {
 			break
 		}
 		if json.Unmarshal(payload, &s) == nil {
-			c.device(dev).applyState(&s)
+			d := c.device(dev)
+			d.applyState(&s)
+			d.heard = c.opt.Now()
 			c.markApplied(dev)
 		}
 	case "telemetry":
 		var t contract.Telemetry
 		if json.Unmarshal(payload, &t) == nil {
-			c.device(dev).applyTelemetry(&t)
+			d := c.device(dev)
+			d.applyTelemetry(&t)
+			d.heard = c.opt.Now()
 		}
 	case "events":
 		var e contract.Event
@@ -356,8 +370,9 @@ func (c *Console) Devices() []Device {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	out := make([]Device, 0, len(c.devices))
+	now := c.opt.Now()
 	for _, d := range c.devices {
-		out = append(out, d.clone())
+		out = append(out, c.view(d, now))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Site != out[j].Site {
@@ -368,6 +383,16 @@ func (c *Console) Devices() []Device {
 	return out
 }
 
+// view is a copy of d as shown now: a device silent for longer than
+// Options.Silence is offline, even if no will said so.
+func (c *Console) view(d *Device, now time.Time) Device {
+	v := d.clone()
+	if v.Online && !d.heard.IsZero() && now.Sub(d.heard) > c.opt.Silence {
+		v.Online, v.Silent = false, true
+	}
+	return v
+}
+
 // Device returns one device.
 func (c *Console) Device(id string) (Device, bool) {
 	c.mu.RLock()
@@ -376,7 +401,7 @@ func (c *Console) Device(id string) (Device, bool) {
 	if !ok {
 		return Device{}, false
 	}
-	return d.clone(), true
+	return c.view(d, c.opt.Now()), true
 }
 
 // Events returns the events f selects, oldest first, at most f.Limit (the

@@ -25,6 +25,10 @@ type Device struct {
 	Filter        *Filter    `json:"filter,omitempty"`
 	Feeds         []*Feed    `json:"feeds,omitempty"`
 	QueueDepth    int64      `json:"queue_depth"`
+	// Silent: its last state says online, but nothing came from it for
+	// longer than Options.Silence, so it is shown offline.
+	Silent bool      `json:"silent,omitempty"`
+	heard  time.Time // when the console last heard from it
 }
 
 // Filter is what the console shows of a router's links telemetry section.

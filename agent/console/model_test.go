@@ -169,3 +169,37 @@ func TestStaleStateReordered(t *testing.T) {
 		t.Fatalf("new boot not applied: %+v", d)
 	}
 }
+
+// TestSilentDeviceGoesOffline: a device whose last state says online but
+// from which nothing came for longer than Options.Silence (its node of a
+// cluster died and took its will along) is shown offline, and online again
+// as soon as it speaks.
+func TestSilentDeviceGoesOffline(t *testing.T) {
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	c, err := New(Options{Broker: "tcp://127.0.0.1:1", Silence: 30 * time.Second, Now: func() time.Time { return now },
+		Trust: []ed25519.PublicKey{policytest.Key(t).Public().(ed25519.PublicKey)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Ingest(contract.Prefix+"r1/state", mustJSON(t, contract.State{Device: "r1", Online: true, BootID: "b1", TS: now}))
+	if d, _ := c.Device("r1"); !d.Online || d.Silent {
+		t.Fatalf("fresh state: %+v", d)
+	}
+	now = now.Add(29 * time.Second)
+	c.Ingest(contract.Prefix+"r1/telemetry", mustJSON(t, contract.Telemetry{Device: "r1", TS: now}))
+	now = now.Add(29 * time.Second)
+	if d, _ := c.Device("r1"); !d.Online {
+		t.Fatal("offline although telemetry came 29 s ago")
+	}
+	now = now.Add(2 * time.Second)
+	if d, _ := c.Device("r1"); d.Online || !d.Silent {
+		t.Fatalf("31 s of silence: %+v", d)
+	}
+	if devs := c.Devices(); devs[0].Online {
+		t.Fatal("Devices shows the silent device online")
+	}
+	c.Ingest(contract.Prefix+"r1/telemetry", mustJSON(t, contract.Telemetry{Device: "r1", TS: now}))
+	if d, _ := c.Device("r1"); !d.Online || d.Silent {
+		t.Fatalf("after it spoke again: %+v", d)
+	}
+}

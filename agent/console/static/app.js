@@ -167,7 +167,7 @@
       const appr = f && f.approvals ? f.approvals.map((a) => a.id + ": " + a.packets + " pkts").join(", ") : "";
       tr.append(
         el("td", {}, d.id), el("td", {}, d.site || ""), el("td", {}, d.kind || ""),
-        el("td", { class: "state " + (d.online ? "online" : "offline") }, d.online ? "online" : "offline"),
+        el("td", { class: "state " + (d.online ? "online" : "offline"), title: d.silent ? "its last state says online, but nothing has come from it for too long" : "" }, d.online ? "online" : d.silent ? "silent" : "offline"),
         el("td", { class: "serial" }, d.policy_serial || "none"),
         el("td", {}, fmtTime(d.policy_expires)),
         el("td", { class: "denied" }, f ? f.denied : ""), el("td", {}, f ? f.passed : ""),
