@@ -95,6 +95,7 @@ addresses with --tls-cert/--tls-key, and name them with --host.`,
 	f.StringVar(&certFile, "tls-cert", "", "certificate (PEM) to serve the console over https")
 	f.StringVar(&keyFile, "tls-key", "", "key (PEM) of --tls-cert")
 	f.DurationVar(&o.SessionTTL, "session-ttl", 30*time.Minute, "how long a login lasts")
+	f.DurationVar(&o.Silence, "silence", 45*time.Second, "show a device offline after this long without a message from it (wills are lost when a cluster node dies)")
 	f.DurationVar(&o.PolicyValidity, "policy-validity", 30*24*time.Hour, "validity of a proposed policy from its issue")
 	f.StringVar(&o.ClientID, "client-id", "", "MQTT client id; given, the broker keeps the console's session while it is away")
 	f.StringVar(&o.Share, "share", "", "take telemetry and events through the shared subscription group $share/NAME/")
