@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -375,6 +376,27 @@ func TestRequestsAnAttackerSends(t *testing.T) {
 	if err := alice.do(ctx, "POST", "/api/login", good, nil); status(err) != http.StatusForbidden {
 		t.Fatalf("a login with a used nonce: %v", err)
 	}
+
+	// Under TLS the session cookie is Secure as well as HttpOnly and
+	// SameSite=Strict.
+	f.c.opt.Secure = true
+	if err := alice.do(ctx, "GET", "/api/login/challenge", nil, &ch); err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"public_key":%q,"nonce":%q,"signature":%q}`, roster.FormatKey(f.m["carol"].Public()), ch.Nonce,
+		base64.StdEncoding.EncodeToString(ed25519.Sign(f.m["carol"].Key, LoginMessage(u.Host, ch.Nonce))))
+	req, _ := http.NewRequest("POST", f.srv.URL+"/api/login", strings.NewReader(body))
+	req.Header.Set("Origin", "https://"+u.Host)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ck := resp.Cookies()
+	if resp.StatusCode != http.StatusOK || len(ck) != 1 || !ck[0].Secure || !ck[0].HttpOnly || ck[0].SameSite != http.SameSiteStrictMode || ck[0].MaxAge != 600 {
+		t.Fatalf("login under TLS: %d %+v", resp.StatusCode, ck)
+	}
+	f.c.opt.Secure = false
 
 	// The session expires.
 	f.mu.Lock()

@@ -114,6 +114,11 @@ func TestConsoleInChromium(t *testing.T) {
 	if err := bob.eval(forced, &code); err != nil || code != http.StatusForbidden {
 		t.Fatalf("a viewer's forced proposal: %d %v", code, err)
 	}
+	// Without the CSRF token the page's own session is refused too.
+	if err := bob.eval(`(async () => (await fetch("/api/proposals", {method: "POST", headers: {"Content-Type": "application/json"},
+		body: JSON.stringify({action: "revoke", approval: "LA-2026-0017", reason: "no token"})})).status)()`, &code); err != nil || code != http.StatusForbidden {
+		t.Fatalf("a POST without the CSRF token: %d %v", code, err)
+	}
 	bob.screenshot(filepath.Join(shots, "2-viewer.png"))
 
 	// 3. Alice proposes the revoke and signs it: one of two, nothing
