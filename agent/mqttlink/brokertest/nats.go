@@ -1,0 +1,361 @@
+package brokertest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"linkguard.dev/linkguard/hal/envtest"
+)
+
+// NATSDevice is a device of a NATS cluster's permission map: its
+// certificate's common name is its id.
+type NATSDevice struct{ ID, Site string }
+
+// NATSOptions configure a NATS cluster.
+type NATSOptions struct {
+	Nodes int // default 3
+	// Devices get the device permissions (NATSPermissions); Operators
+	// (the console, operators' tools) may publish and subscribe anything.
+	// A certificate named in neither is refused.
+	Devices   []NATSDevice
+	Operators []string
+}
+
+// NATSCluster is a cluster of nats-server processes (JetStream, an MQTT
+// listener with TLS on each node, users mapped from client certificates),
+// one process per node so a node can be killed with SIGKILL.
+type NATSCluster struct {
+	Nodes    []*NATSNode
+	pki      *PKI
+	probe    string // an operator identity for readiness checks
+	probeTLS *tls.Config
+}
+
+// NATSNode is one node of a NATSCluster.
+type NATSNode struct {
+	Name              string
+	bin, conf         string
+	mqttPort, monPort int
+	mu                sync.Mutex
+	cmd               *exec.Cmd
+	done              chan struct{}
+	out               *bytes.Buffer
+}
+
+var natsBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// natsServer returns the nats-server binary of the module's go.mod (a
+// tool dependency): `go tool -n` builds it once into the build cache
+// (about 45 s on two cores) and prints its path, later in 0.2 s.
+func natsServer(tb testing.TB) string {
+	tb.Helper()
+	natsBin.once.Do(func() {
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			natsBin.err = err
+			return
+		}
+		cmd := exec.Command(goBin, "tool", "-n", "nats-server")
+		// The server runs here, whatever the tests were built for.
+		cmd.Env = append(os.Environ(), "GOOS=", "GOARCH=", "CGO_ENABLED=0")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			natsBin.err = fmt.Errorf("go tool -n nats-server: %w: %s", err, stderr.String())
+			return
+		}
+		natsBin.path = strings.TrimSpace(string(out))
+	})
+	if natsBin.err != nil {
+		envtest.Missing(tb, "nats-server ("+natsBin.err.Error()+")")
+	}
+	return natsBin.path
+}
+
+// NATSPermissions are the subjects a device may use. NATS maps the MQTT
+// topic a/b/c to the subject a.b.c. A device publishes under its own
+// prefix (but not its own command topic) and subscribes to its own, its
+// site's and the fleet's commands and the retained fleet policy and
+// roster. QoS 1 subscriptions are delivered through a JetStream consumer
+// on $MQTT.sub.<nuid>, which the MQTT layer subscribes to as the client.
+func NATSPermissions(d NATSDevice) string {
+	p := "linkguard.v1." + d.ID + "."
+	sub := []string{p + "cmd", "linkguard.v1.all.cmd", "linkguard.v1.policy", "linkguard.v1.roster", "$MQTT.sub.>"}
+	if d.Site != "" {
+		sub = append(sub, "linkguard.v1.site."+d.Site+".cmd")
+	}
+	return fmt.Sprintf(`{publish: {allow: [%q], deny: [%q]}, subscribe: {allow: [%s]}}`,
+		p+">", p+"cmd", quoteAll(sub))
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// NATS starts a NATS Server cluster and waits until its routes are up,
+// JetStream has a meta leader and the MQTT streams exist (a first MQTT
+// session creates them, replicated on every node). It is killed at the
+// end of the test.
+func NATS(tb testing.TB, pki *PKI, opt NATSOptions) *NATSCluster {
+	tb.Helper()
+	bin := natsServer(tb)
+	if opt.Nodes <= 0 {
+		opt.Nodes = 3
+	}
+	c := &NATSCluster{pki: pki, probe: "brokertest-nats-probe"}
+	c.probeTLS = pki.ClientTLS(tb, c.probe)
+	ops := append([]string{c.probe}, opt.Operators...)
+	var users []string
+	for _, o := range ops {
+		users = append(users, fmt.Sprintf(`{user: %q, permissions: {publish: ">", subscribe: ">"}}`, "CN="+o))
+	}
+	for _, d := range opt.Devices {
+		users = append(users, fmt.Sprintf(`{user: %q, permissions: %s}`, "CN="+d.ID, NATSPermissions(d)))
+	}
+	routePorts := make([]int, opt.Nodes)
+	for i := range routePorts {
+		routePorts[i] = freePort(tb)
+	}
+	var routes []string
+	for _, p := range routePorts {
+		routes = append(routes, strconv.Quote("nats-route://127.0.0.1:"+strconv.Itoa(p)))
+	}
+	dir := tb.TempDir()
+	for i := range opt.Nodes {
+		n := &NATSNode{Name: "n" + strconv.Itoa(i+1), bin: bin, mqttPort: freePort(tb), monPort: freePort(tb)}
+		n.conf = filepath.Join(dir, n.Name+".conf")
+		conf := fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:-1
+http: 127.0.0.1:%d
+jetstream {
+  store_dir: %q
+  max_memory_store: 64MB
+  max_file_store: 1GB
+}
+cluster {
+  name: linkguard
+  listen: 127.0.0.1:%d
+  routes: [%s]
+}
+mqtt {
+  listen: 127.0.0.1:%d
+  tls {
+    cert_file: %q
+    key_file: %q
+    ca_file: %q
+    verify_and_map: true
+    timeout: 5
+  }
+  stream_replicas: %d
+  ack_wait: "5s"
+  max_ack_pending: 1024
+}
+authorization {
+  users: [
+    %s
+  ]
+}
+`, n.Name, n.monPort, filepath.Join(dir, n.Name), routePorts[i], strings.Join(routes, ", "), n.mqttPort,
+			pki.ServerCert, pki.ServerKey, pki.CA, min(opt.Nodes, 3), strings.Join(users, ",\n    "))
+		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	for _, n := range c.Nodes {
+		n.start(tb)
+	}
+	tb.Cleanup(func() {
+		for _, n := range c.Nodes {
+			n.Kill(tb)
+		}
+	})
+	c.WaitReady(tb, 60*time.Second)
+	return c
+}
+
+// URLs are the nodes' MQTT URLs (mqtts://127.0.0.1:PORT), in node order.
+func (c *NATSCluster) URLs() []string {
+	var u []string
+	for _, n := range c.Nodes {
+		u = append(u, n.URL())
+	}
+	return u
+}
+
+// WaitReady waits until every running node reports JetStream healthy with
+// a meta leader, and an MQTT session can be made on each.
+func (c *NATSCluster) WaitReady(tb testing.TB, within time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		for {
+			err := n.jsReady()
+			if err == nil {
+				err = c.mqttProbe(n, time.Until(deadline))
+			}
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("brokertest: nats node %s not ready after %v: %v\n%s", n.Name, within, err, n.Output())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// jsReady asks the monitoring port whether JetStream is current and the
+// meta group has a leader.
+func (n *NATSNode) jsReady() error {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	r, err := hc.Get("http://127.0.0.1:" + strconv.Itoa(n.monPort) + "/healthz")
+	if err != nil {
+		return err
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthz: %s", r.Status)
+	}
+	r, err = hc.Get("http://127.0.0.1:" + strconv.Itoa(n.monPort) + "/jsz")
+	if err != nil {
+		return err
+	}
+	defer r.Body.Close()
+	var jsz struct {
+		Meta *struct {
+			Leader string `json:"leader"`
+		} `json:"meta_cluster"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&jsz); err != nil {
+		return fmt.Errorf("jsz: %w", err)
+	}
+	if jsz.Meta == nil || jsz.Meta.Leader == "" {
+		return fmt.Errorf("jsz: no meta leader yet")
+	}
+	return nil
+}
+
+// mqttProbe makes a persistent MQTT session with a QoS 1 subscription on
+// n, and ends it: the first one in an account creates the MQTT streams.
+func (c *NATSCluster) mqttProbe(n *NATSNode, within time.Duration) error {
+	o := paho.NewClientOptions().AddBroker("ssl://127.0.0.1:" + strconv.Itoa(n.mqttPort)).
+		SetClientID(c.probe + "-" + n.Name).SetCleanSession(true).SetProtocolVersion(4).
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
+		SetTLSConfig(c.probeTLS)
+	cl := paho.NewClient(o)
+	ctx, cancel := context.WithTimeout(context.Background(), min(within, 20*time.Second))
+	defer cancel()
+	tok := cl.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return fmt.Errorf("mqtt connect: %w", ctx.Err())
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("mqtt connect: %w", err)
+	}
+	defer cl.Disconnect(0)
+	tok = cl.Subscribe("brokertest/probe", 1, nil)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return fmt.Errorf("mqtt subscribe: %w", ctx.Err())
+	}
+	return tok.Error()
+}
+
+// URL is mqtts://127.0.0.1:PORT of the node's MQTT listener.
+func (n *NATSNode) URL() string { return "mqtts://127.0.0.1:" + strconv.Itoa(n.mqttPort) }
+
+// Running reports whether the node's process is alive.
+func (n *NATSNode) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
+// Output is what the node logged.
+func (n *NATSNode) Output() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.out == nil {
+		return ""
+	}
+	return n.out.String()
+}
+
+func (n *NATSNode) start(tb testing.TB) {
+	tb.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		return
+	}
+	n.out = new(bytes.Buffer)
+	cmd := exec.Command(n.bin, "-c", n.conf)
+	cmd.Stdout, cmd.Stderr = syncWriter{&n.mu, n.out}, syncWriter{&n.mu, n.out}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	n.cmd, n.done = cmd, make(chan struct{})
+	go func(done chan struct{}) { cmd.Wait(); close(done) }(n.done)
+}
+
+// Start starts a killed node again from its store; call the cluster's
+// WaitReady before counting on it.
+func (n *NATSNode) Start(tb testing.TB) { n.start(tb) }
+
+// Kill ends the node with SIGKILL: no goodbye to its clients or its
+// peers, no wills sent, as when a host dies.
+func (n *NATSNode) Kill(tb testing.TB) {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.cmd = nil
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Kill()
+	<-done
+}
+
+// syncWriter guards a process's output buffer, read while it runs.
+type syncWriter struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (w syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
