@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -59,13 +58,20 @@ func LoadCA(certPath, keyPath string) (*CA, error) {
 	return &CA{Cert: cert, CertPEM: cb, Key: signer}, nil
 }
 
-// Sign issues a client certificate for a device's request, valid for validity.
-func (ca *CA) Sign(csr *x509.CertificateRequest, validity time.Duration) ([]byte, error) {
+// Sign issues a client certificate for the device deviceID, valid for
+// validity, over the key of its request. The certificate's only name is
+// its common name, deviceID: nothing the device put in its request (an
+// organizational unit, alternative names, extensions) is copied, and a
+// request whose common name is another device's is refused.
+func (ca *CA) Sign(csr *x509.CertificateRequest, deviceID string, validity time.Duration) ([]byte, error) {
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("provision: CSR: %w", err)
 	}
-	if csr.Subject.CommonName == "" {
-		return nil, errors.New("provision: CSR names no device")
+	if !idRE.MatchString(deviceID) {
+		return nil, fmt.Errorf("provision: %q is not a device id", deviceID)
+	}
+	if csr.Subject.CommonName != deviceID {
+		return nil, fmt.Errorf("provision: CSR names device %q, not %q, the device being provisioned", csr.Subject.CommonName, deviceID)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
 	if err != nil {
@@ -74,7 +80,7 @@ func (ca *CA) Sign(csr *x509.CertificateRequest, validity time.Duration) ([]byte
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: csr.Subject.CommonName, OrganizationalUnit: csr.Subject.OrganizationalUnit},
+		Subject:      pkix.Name{CommonName: deviceID},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

@@ -28,6 +28,9 @@ func (e *RemoteError) Error() string {
 	return fmt.Sprintf("provision: device refused: %s: %s", e.Code, e.Message)
 }
 
+// Is makes a refusal with the code "locked" ErrLocked.
+func (e *RemoteError) Is(target error) bool { return target == ErrLocked && e.Code == "locked" }
+
 // ErrTimeout: the device did not answer in time, after the retries.
 var ErrTimeout = errors.New("provision: no answer from the device")
 
@@ -127,6 +130,10 @@ type Plan struct {
 	Keys    map[string][]byte // "trust/NAME.pub", "release/NAME.pub", "operators/NAME.pub" -> PEM
 	Config  []byte            // the device's configuration
 	Policy  []byte            // the signed policy; nil: none sent
+	// UnlockToken, if set, is a committee-signed unlock token (an
+	// envelope) sent with UNLOCK after HELLO, for a device whose console
+	// is locked. DONE locks it again.
+	UnlockToken []byte
 	// Progress, if set, is told each step as it starts.
 	Progress func(step string)
 }
@@ -143,6 +150,12 @@ func Provision(ctx context.Context, c *Client, p Plan) ([]string, error) {
 	step("hello")
 	if _, err := c.Call(ctx, "HELLO"); err != nil {
 		return nil, err
+	}
+	if p.UnlockToken != nil {
+		step("unlock")
+		if _, err := Unlock(ctx, c, p.UnlockToken); err != nil {
+			return nil, err
+		}
 	}
 	step("identity")
 	if _, err := c.Call(ctx, "IDENTITY", p.Identity.DeviceID, p.Identity.Site, p.Identity.Broker); err != nil {
@@ -215,6 +228,23 @@ func Provision(ctx context.Context, c *Client, p Plan) ([]string, error) {
 		return nil, err
 	}
 	return st[1:], nil
+}
+
+// Unlock sends UNLOCK with a committee-signed unlock token (the envelope,
+// as lgctl provision unlock-token writes it) and returns the device's
+// answer: "UNLOCKED", the action and its expiry, or "UNLOCK not-locked"
+// from a console that is not locked. A console older than protocol 2
+// does not know UNLOCK, and is not locked either.
+func Unlock(ctx context.Context, c *Client, envelope []byte) ([]string, error) {
+	if len(envelope) > UnlockLimits.MaxSize {
+		return nil, fmt.Errorf("provision: unlock token: %d bytes, more than %d", len(envelope), UnlockLimits.MaxSize)
+	}
+	r, err := c.Call(ctx, "UNLOCK", base64.StdEncoding.EncodeToString(envelope))
+	var re *RemoteError
+	if errors.As(err, &re) && re.Code == "verb" {
+		return []string{"UNLOCK", "not-locked"}, nil
+	}
+	return r, err
 }
 
 // Installed is the device's answer to a bundle install.

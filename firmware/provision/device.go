@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"linkguard.dev/linkguard/firmware/provision/layout"
@@ -97,6 +98,31 @@ type Console struct {
 	// refuses RESTART.
 	Restart func() error
 	Logger  *slog.Logger
+
+	// Physical are the physical acts that open a locked console for a
+	// session (PinPresence, FilePresence); none: only a token does.
+	Physical []Presence
+	// UnlockThreshold, when above 0, is how many distinct committee keys
+	// (trust/policy) must sign an unlock token. Otherwise PolicyThreshold
+	// reads it from the installed configuration (the agent's
+	// policy.threshold); without either, or when that fails, it is 2 when
+	// the device has two committee keys or more, else 1.
+	UnlockThreshold int
+	PolicyThreshold func(config []byte) (int, error)
+	// SessionIdle closes an unlocked session after this long without a
+	// request; 0 means DefaultSessionIdle.
+	SessionIdle time.Duration
+	// Now is the clock tokens and sessions are judged by; nil: time.Now.
+	Now func() time.Time
+
+	mu sync.Mutex // LockFile's read-modify-write
+}
+
+func (c *Console) log() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
 }
 
 type remoteErr struct{ code, msg string }
@@ -108,12 +134,11 @@ func fail(code, format string, a ...any) error {
 }
 
 // Serve answers requests read from rw until it reads EOF, QUIT, or ctx ends
-// (the caller closes rw to interrupt a blocked read).
+// (the caller closes rw to interrupt a blocked read). Each call is one
+// session: on a locked console it starts locked.
 func (c *Console) Serve(ctx context.Context, rw io.ReadWriter) error {
-	log := c.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := c.log()
+	var s session
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
@@ -146,7 +171,12 @@ func (c *Console) Serve(ctx context.Context, rw io.ReadWriter) error {
 			_, err := rw.Write(Format(seq, "OK", "BYE"))
 			return err
 		}
-		reply, err := c.handle(verb, args)
+		now := c.now()
+		if why := s.expire(now, c.idle()); why != "" {
+			log.Warn("console locked again", "why", why)
+		}
+		s.last = now
+		reply, err := c.handle(verb, args, &s)
 		var out []byte
 		if err != nil {
 			var re *remoteErr
@@ -154,7 +184,7 @@ func (c *Console) Serve(ctx context.Context, rw io.ReadWriter) error {
 				re = &remoteErr{"failed", err.Error()}
 			}
 			log.Warn("request failed", "verb", verb, "code", re.code, "err", re.msg)
-			out = Format(append([]string{seq, "ERR", re.code}, strings.Fields(re.msg)...)...)
+			out = Format(append([]string{seq, "ERR", re.code}, strings.Fields(printable(re.msg))...)...)
 		} else {
 			log.Info("request done", "verb", verb)
 			out = Format(append([]string{seq, "OK"}, reply...)...)
@@ -164,6 +194,16 @@ func (c *Console) Serve(ctx context.Context, rw io.ReadWriter) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// printable replaces what a line may not carry (Parse refuses it).
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func (c *Console) path(name string) string { return filepath.Join(c.Dir, filepath.FromSlash(name)) }
@@ -178,26 +218,46 @@ func (c *Console) write(name string, data []byte, mode os.FileMode) error {
 	return atomicfile.Write(p, data, mode)
 }
 
-func (c *Console) handle(verb string, args []string) ([]string, error) {
+// Proto is the protocol version HELLO announces: 2 adds the lock (LOCK,
+// UNLOCK, the code "locked").
+const Proto = 2
+
+func (c *Console) handle(verb string, args []string, s *session) ([]string, error) {
 	nargs := map[string]int{"HELLO": 0, "STATUS": 0, "IDENTITY": 3, "KEYGEN": 0, "CERT": 1, "FILE": 2, "DONE": 0,
-		"RESET": 1, "BUNDLE-BEGIN": 2, "BUNDLE-DATA": 2, "BUNDLE-END": 1, "HEALTH": 0, "RESTART": 0}
+		"RESET": 1, "BUNDLE-BEGIN": 2, "BUNDLE-DATA": 2, "BUNDLE-END": 1, "HEALTH": 0, "RESTART": 0, "LOCK": 0, "UNLOCK": 1}
 	n, ok := nargs[verb]
 	if !ok {
 		return nil, fail("verb", "unknown request %q", verb)
 	}
-	if len(args) != n {
+	if len(args) != n && (verb != "UNLOCK" || len(args) != 0) {
 		return nil, fail("args", "%s takes %d arguments, got %d", verb, n, len(args))
+	}
+	if err := c.gate(verb, s); err != nil {
+		return nil, err
 	}
 	switch verb {
 	case "HELLO":
+		// A locked console does not say who it is to whoever is on the
+		// line; the technician knows the id from the device's label.
+		if c.locked() && s.access == closed {
+			return []string{"HELLO", "proto=" + strconv.Itoa(Proto), "locked"}, nil
+		}
 		id, _ := c.identity()
 		dev := "-"
 		if id != nil {
 			dev = id.DeviceID
 		}
-		return []string{"HELLO", "proto=1", "device=" + dev}, nil
+		return []string{"HELLO", "proto=" + strconv.Itoa(Proto), "device=" + dev}, nil
 	case "STATUS":
-		return c.status(), nil
+		return c.status(s), nil
+	case "LOCK":
+		s.close()
+		if c.locked() {
+			return []string{"LOCKED"}, nil
+		}
+		return []string{"LOCK", "not-locked"}, nil
+	case "UNLOCK":
+		return c.unlock(args, s)
 	case "IDENTITY":
 		return c.setIdentity(Identity{DeviceID: args[0], Site: args[1], Broker: args[2]})
 	case "KEYGEN":
@@ -207,9 +267,9 @@ func (c *Console) handle(verb string, args []string) ([]string, error) {
 	case "FILE":
 		return c.file(args[0], args[1])
 	case "DONE":
-		return c.done()
+		return c.done(s)
 	case "RESET":
-		return c.reset(args[0])
+		return c.reset(args[0], s)
 	case "BUNDLE-BEGIN":
 		return c.bundleBegin(args[0], args[1])
 	case "BUNDLE-DATA":
@@ -244,8 +304,23 @@ func (c *Console) identity() (*Identity, error) {
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-// status lists the steps done: identity, key, cert, ca, config, trust, done.
-func (c *Console) status() []string {
+// status lists the steps done: identity, key, cert, ca, config, done,
+// trust; then, on a locked console, "locked" or (in a session a physical
+// act or a token opened) "unlocked".
+func (c *Console) status(s *session) []string {
+	out := c.steps()
+	if c.locked() {
+		if s.access == open {
+			out = append(out, "unlocked")
+		} else {
+			out = append(out, "locked")
+		}
+	}
+	return out
+}
+
+// steps lists the steps done.
+func (c *Console) steps() []string {
 	out := []string{"STATUS"}
 	for _, s := range []struct{ name, file string }{
 		{"identity", IdentityFile}, {"key", KeyFile}, {"cert", CertFile}, {"ca", CAFile}, {"config", ConfigFile}, {"done", DoneFile},
@@ -412,8 +487,11 @@ func (c *Console) file(name, b64 string) ([]string, error) {
 	return []string{"FILE", name, "installed"}, nil
 }
 
-func (c *Console) done() ([]string, error) {
-	st := c.status()
+// done completes the provisioning and locks the console, this session
+// included. It is answered on a locked console too: it changes nothing
+// there but the session, which it closes.
+func (c *Console) done(s *session) ([]string, error) {
+	st := c.steps()
 	var missing []string
 	for _, need := range []string{"identity", "key", "cert", "ca", "config"} {
 		if !slices.Contains(st, need) {
@@ -429,12 +507,19 @@ func (c *Console) done() ([]string, error) {
 			return nil, err
 		}
 	}
-	return []string{"DONE"}, nil
+	if st, err := c.loadLock(); err != nil || !st.Locked {
+		if err := c.setLocked(true); err != nil {
+			return nil, err
+		}
+	}
+	s.close()
+	return []string{"DONE", "locked"}, nil
 }
 
-// reset removes the provisioning (not the installed slots); the device id
-// must be named, so a reset is never an accident.
-func (c *Console) reset(deviceID string) ([]string, error) {
+// reset removes the provisioning (not the installed slots) and with it the
+// lock (not the used unlock nonces); the device id must be named, so a
+// reset is never an accident.
+func (c *Console) reset(deviceID string, s *session) ([]string, error) {
 	id, err := c.identity()
 	if err != nil || id.DeviceID != deviceID {
 		return nil, fail("identity-mismatch", "RESET must name this device's id")
@@ -444,6 +529,11 @@ func (c *Console) reset(deviceID string) ([]string, error) {
 			return nil, err
 		}
 	}
+	if err := c.setLocked(false); err != nil {
+		return nil, err
+	}
+	s.close()
+	c.log().Warn("provisioning reset: the console is unlocked until DONE", "device", deviceID)
 	return []string{"RESET"}, nil
 }
 
@@ -578,7 +668,7 @@ type HealthReport struct {
 }
 
 func (c *Console) health() ([]string, error) {
-	rep := HealthReport{Provisioned: c.status()[1:]}
+	rep := HealthReport{Provisioned: c.steps()[1:]}
 	if c.Installer != nil {
 		if st, err := c.Installer.Slots.Load(); err == nil {
 			rep.Slots = &st

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -77,7 +78,7 @@ func plan(t *testing.T, ca *CA) Plan {
 	priv, _ := dsse.LoadPrivateKey(filepath.Join(filepath.Dir(pubPath), "committee.key"))
 	return Plan{
 		Identity: Identity{DeviceID: "rtr-017", Site: "north-3", Broker: "mqtts://broker.example:8883"},
-		SignCSR:  func(csr *x509.CertificateRequest) ([]byte, error) { return ca.Sign(csr, 24*time.Hour) },
+		SignCSR:  func(csr *x509.CertificateRequest) ([]byte, error) { return ca.Sign(csr, "rtr-017", 24*time.Hour) },
 		CA:       ca.CertPEM,
 		Keys:     map[string][]byte{"trust/committee.pub": pubPEM},
 		Config:   []byte("device:\n  id: rtr-017\n  site: north-3\n"),
@@ -86,8 +87,9 @@ func plan(t *testing.T, ca *CA) Plan {
 }
 
 // TestProvisionOverPty: provisioning end to end over a real pty pair, then
-// interrupted and resumed with a new console process state, then a bundle
-// flashed over the same line.
+// interrupted and resumed with a new console process state, then (the
+// unlock jumper fitted, since DONE locked the console) run again and a
+// bundle flashed over the same line.
 func TestProvisionOverPty(t *testing.T) {
 	devEnd, techEnd := ptyPair(t)
 	defer techEnd.Close()
@@ -95,7 +97,9 @@ func TestProvisionOverPty(t *testing.T) {
 	rel := bundletest.NewRelease(t)
 	slots, _ := slot.New(filepath.Join(t.TempDir(), "slots"))
 	var validated []string
+	var jumper atomic.Bool
 	con := &Console{Dir: dir, Installer: &update.Installer{Slots: slots, Keys: rel.Ring, Arch: "amd64"},
+		Physical: []Presence{PresenceFunc(func() (bool, error) { return jumper.Load(), nil })},
 		ValidateConfig: func(data []byte, id Identity) error {
 			validated = append(validated, id.DeviceID)
 			if !bytes.Contains(data, []byte("id: "+id.DeviceID)) {
@@ -130,9 +134,13 @@ func TestProvisionOverPty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(st, ",") != "identity,key,cert,ca,config,done,trust" {
+	if strings.Join(st, ",") != "identity,key,cert,ca,config,done,trust,locked" {
 		t.Fatalf("status %q (steps %q)", st, steps)
 	}
+	if _, err := c.Call(ctx, "FILE", PolicyName, b64(p.Policy)); !errors.Is(err, ErrLocked) {
+		t.Fatalf("FILE after DONE: %v", err)
+	}
+	jumper.Store(true)
 	key2, _ := os.ReadFile(filepath.Join(dir, KeyFile))
 	if !bytes.Equal(key1, key2) {
 		t.Fatal("the device key changed between KEYGENs")

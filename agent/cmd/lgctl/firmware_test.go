@@ -258,7 +258,10 @@ func TestProvisionAndFlashOverPty(t *testing.T) {
 	devDir := filepath.Join(t.TempDir(), "etc")
 	slots, _ := slot.New(filepath.Join(t.TempDir(), "slots"))
 	con := &provision.Console{Dir: devDir, Installer: &update.Installer{Slots: slots, Keys: rel.Ring},
-		Restart: func() error { return exec.Command(lglaunch, "-root", slots.Root(), "-poll", "20ms").Run() }}
+		Restart: func() error { return exec.Command(lglaunch, "-root", slots.Root(), "-poll", "20ms").Run() },
+		// The unlock jumper is fitted: DONE locks the console, and this
+		// test provisions again and flashes after it.
+		Physical: []provision.Presence{provision.PresenceFunc(func() (bool, error) { return true, nil })}}
 	done := make(chan error, 1)
 	go func() { done <- con.Serve(t.Context(), devEnd) }()
 	defer func() {

@@ -5,6 +5,8 @@
 //	/etc/linkguard/linkguard.yaml               the configuration (run --config)
 //	/etc/linkguard/identity.json                device id, site and broker
 //	/etc/linkguard/provisioned.json             written when provisioning is done
+//	/etc/linkguard/console-lock.json            the provisioning console's lock and
+//	                                            the unlock tokens it has used (0600)
 //	/etc/linkguard/tls/ca.crt                   the broker's CA
 //	/etc/linkguard/tls/device.crt               the device's client certificate
 //	/etc/linkguard/tls/device.key               its key, made on the device (0600)

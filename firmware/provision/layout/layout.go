@@ -10,6 +10,7 @@ const (
 	Config       = "linkguard.yaml"
 	Identity     = "identity.json"
 	Done         = "provisioned.json"
+	Lock         = "console-lock.json"
 	CA           = "tls/ca.crt"
 	Cert         = "tls/device.crt"
 	Key          = "tls/device.key"
