@@ -4,7 +4,7 @@
 # again, but `apt-get update` runs once first as Debian needs.
 set -eu
 
-PKGS="mosquitto mosquitto-clients qemu-user socat iproute2 iputils-ping iperf3 ethtool systemd openssh-client chromium fonts-dejavu-core"
+PKGS="postgresql mosquitto mosquitto-clients qemu-user socat iproute2 iputils-ping iperf3 ethtool systemd openssh-client chromium fonts-dejavu-core"
 # The kernel fast path (hal/nft) is tested against nft(8): it lists, flushes
 # and tampers with the ruleset the agent installed.
 PKGS="$PKGS nftables"

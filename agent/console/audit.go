@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // pure Go: the console stays CGO_ENABLED=0
+	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL through database/sql
+	_ "modernc.org/sqlite"             // pure Go: the console stays CGO_ENABLED=0
 )
 
 // AuditRecord is one entry of the console's audit log: who did what, with
@@ -27,24 +30,30 @@ type AuditRecord struct {
 }
 
 // Audit is the console's durable store: the audit log, the proposals
-// awaiting signatures and the enrolment requests. SQLite, so one file holds
-// it and it survives a restart.
+// awaiting signatures, the enrolment requests and the fleet's event
+// history. SQLite by default, one file beside the console; PostgreSQL when
+// several consoles share one history (a postgres:// DSN).
 type Audit struct {
 	db *sql.DB
+	pg bool
 }
 
-const schema = `
-PRAGMA journal_mode=WAL;
-PRAGMA busy_timeout=5000;
+func schemaFor(pg bool) string {
+	serial, blob := "INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB"
+	head := "PRAGMA journal_mode=WAL;\nPRAGMA busy_timeout=5000;\n"
+	if pg {
+		serial, blob, head = "BIGSERIAL PRIMARY KEY", "BYTEA", ""
+	}
+	return head + `
 CREATE TABLE IF NOT EXISTS audit (
-	n        INTEGER PRIMARY KEY AUTOINCREMENT,
+	n        ` + serial + `,
 	at       TEXT NOT NULL,
 	kind     TEXT NOT NULL,
 	operator TEXT NOT NULL DEFAULT '',
 	key_id   TEXT NOT NULL DEFAULT '',
 	subject  TEXT NOT NULL DEFAULT '',
 	detail   TEXT NOT NULL DEFAULT '',
-	signed   BLOB
+	signed   ` + blob + `
 );
 CREATE INDEX IF NOT EXISTS audit_subject ON audit(subject);
 CREATE TABLE IF NOT EXISTS pending (
@@ -55,30 +64,81 @@ CREATE TABLE IF NOT EXISTS enrolments (
 	key_id TEXT PRIMARY KEY,
 	doc    TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS events (
+	n        ` + serial + `,
+	device   TEXT NOT NULL,
+	id       TEXT NOT NULL,
+	seq      BIGINT NOT NULL,
+	boot_id  TEXT NOT NULL,
+	ts       TEXT NOT NULL,
+	severity TEXT NOT NULL,
+	type     TEXT NOT NULL,
+	doc      TEXT NOT NULL,
+	UNIQUE (device, id)
+);
+CREATE INDEX IF NOT EXISTS events_device_ts ON events(device, ts);
+CREATE INDEX IF NOT EXISTS events_type_ts ON events(type, ts);
 `
+}
 
-// OpenAudit opens (creating) the SQLite database at path. An empty path
-// keeps everything in memory, for tests that do not restart.
+// OpenAudit opens (creating) the store: a postgres:// or postgresql://
+// DSN, or the path of a SQLite file. An empty path keeps everything in
+// memory, for tests that do not restart.
 func OpenAudit(path string) (*Audit, error) {
-	dsn := "file::memory:?cache=shared"
-	if path != "" {
+	pg := strings.HasPrefix(path, "postgres://") || strings.HasPrefix(path, "postgresql://")
+	driver, dsn := "sqlite", "file::memory:?cache=shared"
+	switch {
+	case pg:
+		driver, dsn = "pgx", path
+	case path != "":
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, fmt.Errorf("console: store: %w", err)
 		}
 		dsn = "file:" + path
 	}
-	db, err := sql.Open("sqlite", dsn)
+	db, err := sql.Open(driver, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("console: store %s: %w", path, err)
+		return nil, fmt.Errorf("console: store %s: %w", redact(path), err)
 	}
-	// One writer: SQLite serialises them anyway, and one connection keeps
-	// an in-memory database one database.
-	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema); err != nil {
+	if !pg {
+		// One writer: SQLite serialises them anyway, and one connection
+		// keeps an in-memory database one database.
+		db.SetMaxOpenConns(1)
+	}
+	if _, err := db.Exec(schemaFor(pg)); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("console: store %s: %w", path, err)
+		return nil, fmt.Errorf("console: store %s: %w", redact(path), err)
 	}
-	return &Audit{db: db}, nil
+	return &Audit{db: db, pg: pg}, nil
+}
+
+// redact hides a DSN's password in messages.
+func redact(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxx")
+			return u.String()
+		}
+	}
+	return dsn
+}
+
+// q rewrites ? placeholders as PostgreSQL's $n.
+func (a *Audit) q(query string) string {
+	if !a.pg {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Close closes the database.
@@ -89,12 +149,13 @@ func (a *Audit) Add(r AuditRecord) (int64, error) {
 	if r.At.IsZero() {
 		r.At = time.Now()
 	}
-	res, err := a.db.Exec(`INSERT INTO audit(at, kind, operator, key_id, subject, detail, signed) VALUES(?,?,?,?,?,?,?)`,
-		r.At.UTC().Format(time.RFC3339Nano), r.Kind, r.Operator, r.KeyID, r.Subject, string(r.Detail), r.Signed)
+	var n int64
+	err := a.db.QueryRow(a.q(`INSERT INTO audit(at, kind, operator, key_id, subject, detail, signed) VALUES(?,?,?,?,?,?,?) RETURNING n`),
+		r.At.UTC().Format(time.RFC3339Nano), r.Kind, r.Operator, r.KeyID, r.Subject, string(r.Detail), r.Signed).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("console: audit: %w", err)
 	}
-	return res.LastInsertId()
+	return n, nil
 }
 
 // AuditFilter selects audit records.
@@ -119,12 +180,12 @@ func (a *Audit) List(ctx context.Context, f AuditFilter) ([]AuditRecord, error) 
 	}
 	if f.Limit > 0 {
 		// The newest Limit, still oldest first.
-		q = `SELECT * FROM (` + q + ` ORDER BY n DESC LIMIT ?) ORDER BY n`
+		q = `SELECT * FROM (` + q + ` ORDER BY n DESC LIMIT ?) AS newest ORDER BY n`
 		args = append(args, f.Limit)
 	} else {
 		q += ` ORDER BY n`
 	}
-	rows, err := a.db.QueryContext(ctx, q, args...)
+	rows, err := a.db.QueryContext(ctx, a.q(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("console: audit: %w", err)
 	}
@@ -151,7 +212,7 @@ func (a *Audit) putDoc(table, id string, v any) error {
 	if err != nil {
 		return err
 	}
-	_, err = a.db.Exec(`INSERT INTO `+table+`(`+keyCol(table)+`, doc) VALUES(?, ?) ON CONFLICT DO UPDATE SET doc = excluded.doc`, id, string(b))
+	_, err = a.db.Exec(a.q(`INSERT INTO `+table+`(`+keyCol(table)+`, doc) VALUES(?, ?) ON CONFLICT (`+keyCol(table)+`) DO UPDATE SET doc = excluded.doc`), id, string(b))
 	if err != nil {
 		return fmt.Errorf("console: store %s: %w", table, err)
 	}
@@ -184,6 +245,6 @@ func (a *Audit) docs(table string, fn func([]byte) error) error {
 }
 
 func (a *Audit) deleteDoc(table, id string) error {
-	_, err := a.db.Exec(`DELETE FROM `+table+` WHERE `+keyCol(table)+` = ?`, id)
+	_, err := a.db.Exec(a.q(`DELETE FROM `+table+` WHERE `+keyCol(table)+` = ?`), id)
 	return err
 }

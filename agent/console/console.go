@@ -47,6 +47,10 @@ type Options struct {
 	// StateDir keeps the console's store (console.db: audit log, pending
 	// actions, enrolments) and the last good roster. Empty: memory only.
 	StateDir string
+	// Store, when set, is the store's DSN instead of StateDir/console.db:
+	// a postgres:// URL (several consoles sharing one history) or a
+	// SQLite file path.
+	Store string
 	// Hosts are the names (host:port) the console answers to; every
 	// other Host header is refused. Empty: DefaultHosts of the listener.
 	Hosts  []string
@@ -82,6 +86,11 @@ type Console struct {
 
 	pmu     sync.Mutex // pending; taken before mu
 	pending map[string]*Pending
+	// history feeds the store's event history (recordEvents). A full
+	// queue blocks the MQTT handler, and so the broker's flow control:
+	// nothing received is dropped.
+	history chan contract.Event
+	foreign atomic.Uint64 // events whose payload names another device than the topic
 
 	mu      sync.RWMutex
 	devices map[string]*Device
@@ -132,8 +141,8 @@ func New(opt Options) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	dbPath := ""
-	if opt.StateDir != "" {
+	dbPath := opt.Store
+	if dbPath == "" && opt.StateDir != "" {
 		dbPath = filepath.Join(opt.StateDir, "console.db")
 	}
 	st, err := OpenAudit(dbPath)
@@ -141,7 +150,7 @@ func New(opt Options) (*Console, error) {
 		return nil, err
 	}
 	c := &Console{
-		opt: opt, log: opt.Logger, trust: t, store: st, pending: map[string]*Pending{},
+		opt: opt, log: opt.Logger, trust: t, store: st, pending: map[string]*Pending{}, history: make(chan contract.Event, historyQueue),
 		auth:    auth{challenges: map[string]time.Time{}, sessions: map[string]*Session{}},
 		devices: map[string]*Device{}, byCmd: map[string]*Action{},
 		revoked: map[string]approvalNode{}, changed: make(chan struct{}),
@@ -225,10 +234,15 @@ func (c *Console) Run(ctx context.Context) error {
 		c.setConn(false, err.Error())
 		c.log.Warn("console lost the broker", "err", err)
 	})
+	rctx, stopRecording := context.WithCancel(context.Background())
+	recorded := make(chan struct{})
+	go func() { defer close(recorded); c.recordEvents(rctx) }()
 	c.client = paho.NewClient(o)
 	c.client.Connect() // retries on its own
 	<-ctx.Done()
 	c.client.Disconnect(250)
+	stopRecording()
+	<-recorded
 	return nil
 }
 
@@ -306,16 +320,23 @@ func (c *Console) ingest(topic string, payload []byte) {
 		}
 	case "events":
 		var e contract.Event
-		if json.Unmarshal(payload, &e) == nil && e.ID != "" {
+		if json.Unmarshal(payload, &e) == nil && e.ID != "" && e.Device != dev {
+			// A device publishing as another (on its own topic or any):
+			// never merged into that device's history.
+			if c.foreign.Add(1)%1000 == 1 {
+				c.log.Warn("console: event names another device than its topic; not kept", "topic_device", dev, "payload_device", e.Device)
+			}
+		} else if e.ID != "" {
 			c.evN++
 			c.events = append(c.events, EventRecord{N: c.evN, Event: e})
 			if n := len(c.events); n > c.opt.MaxEvents {
 				c.events = append(c.events[:0:0], c.events[n-c.opt.MaxEvents:]...)
 			}
+			defer func() { c.history <- e }() // after c.mu is released
 		}
 	case "cmd/result":
 		var r contract.Result
-		if json.Unmarshal(payload, &r) == nil {
+		if json.Unmarshal(payload, &r) == nil && r.Device == dev {
 			if a := c.byCmd[r.CmdID]; a != nil {
 				a.Results = append(a.Results, r)
 				defer c.audit(AuditRecord{Kind: "result", Subject: r.CmdID, Detail: payload})

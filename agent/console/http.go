@@ -93,6 +93,26 @@ func (c *Console) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, ev)
 	}))
+	mux.HandleFunc("GET /api/history", c.needSession(func(w http.ResponseWriter, r *http.Request, _ *Session) {
+		q := r.URL.Query()
+		hq := HistoryQuery{Device: q.Get("device"), Type: q.Get("type")}
+		hq.Limit, _ = strconv.Atoi(q.Get("limit"))
+		for name, t := range map[string]*time.Time{"since": &hq.Since, "until": &hq.Until} {
+			if v := q.Get(name); v != "" {
+				var err error
+				if *t, err = time.Parse(time.RFC3339, v); err != nil {
+					writeJSON(w, http.StatusBadRequest, apiError{name + ": " + err.Error()})
+					return
+				}
+			}
+		}
+		evs, err := c.store.History(r.Context(), hq)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, evs)
+	}))
 	mux.HandleFunc("GET /api/pending", c.needSession(func(w http.ResponseWriter, r *http.Request, _ *Session) {
 		writeJSON(w, http.StatusOK, c.Pendings())
 	}))

@@ -90,6 +90,7 @@ addresses with --tls-cert/--tls-key, and name them with --host.`,
 	f.IntVar(&o.Threshold, "threshold", 1, "committee signatures a policy needs at the least (a roster may raise it)")
 	f.StringVar(&o.RosterFile, "roster", "", "signed roster to start from (later ones arrive on the retained roster topic)")
 	f.StringVar(&o.StateDir, "state", defaultConsoleState(), "directory of the console's store (audit log, proposals, last good roster)")
+	f.StringVar(&o.Store, "store", "", "the store instead of DIR/console.db: a postgres:// URL (consoles sharing one history) or a SQLite file")
 	f.StringVar(&listen, "listen", "127.0.0.1:8080", "address the web console listens on")
 	f.StringArrayVar(&o.Hosts, "host", nil, "host:port the console answers to (repeat); default the --listen address, and localhost on loopback")
 	f.StringVar(&certFile, "tls-cert", "", "certificate (PEM) to serve the console over https")
