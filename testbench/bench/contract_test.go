@@ -53,7 +53,7 @@ func TestConsoleShowsWhatDevicesPublish(t *testing.T) {
 	}
 
 	// Zero is a value for these: a healthy device queues nothing.
-	mayBeZero := map[string]bool{"queue_depth": true}
+	mayBeZero := map[string]bool{"queue_depth": true, "silent": true}
 	notOf := map[string]string{"router": "feeds", "relay": "filter"} // what a kind does not have
 	err = b.Poll(ctx, 30*time.Second, func() error {
 		devs := b.Console.Devices()
