@@ -352,7 +352,7 @@ func openLink(cfg *config.Config, m *config.MQTT, policy *store.Store, rost *ros
 	}
 	link, err := mqttlink.New(mqttlink.Options{
 		Device: cfg.Device.ID, Site: cfg.Device.Site, Kind: cfg.Device.Kind.String(), Version: version.Version,
-		URL: m.URL, CA: m.CA, Cert: m.Cert, Key: m.Key,
+		URLs: m.Brokers(), CA: m.CA, Cert: m.Cert, Key: m.Key,
 		Keepalive: m.Keepalive, TelemetryEvery: m.TelemetryEvery,
 		StateDir: cfg.StateDir, QueueMaxBytes: m.Queue.MaxMB.Bytes(),
 		Operators: ops, Policy: policy, PolicyFile: cfg.Policy.File,

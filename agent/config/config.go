@@ -110,9 +110,14 @@ type Evidence struct {
 	MaxMB MB     `yaml:"max_mb"`
 }
 
-// MQTT configures reporting and commands.
+// MQTT configures reporting and commands. The broker is url, or urls for
+// the nodes of a clustered broker (NATS Server's MQTT listeners, say):
+// the agent tries them in the order given at every connect and stays on
+// the first that answers, so give devices the list in different orders
+// to spread them over the nodes. One of url and urls, not both.
 type MQTT struct {
-	URL            string        `yaml:"url"`
+	URL            string        `yaml:"url,omitempty"`
+	URLs           []string      `yaml:"urls,omitempty"`
 	CA             string        `yaml:"ca"`
 	Cert           string        `yaml:"cert"`
 	Key            string        `yaml:"key"`
@@ -120,6 +125,14 @@ type MQTT struct {
 	Queue          Queue         `yaml:"queue"`
 	Operators      []string      `yaml:"operators"`
 	Keepalive      time.Duration `yaml:"keepalive"`
+}
+
+// Brokers are the broker URLs in the order they are tried: url, or urls.
+func (m *MQTT) Brokers() []string {
+	if m.URL != "" {
+		return []string{m.URL}
+	}
+	return m.URLs
 }
 
 // Queue bounds the store-and-forward queue.

@@ -81,6 +81,12 @@ func TestErrors(t *testing.T) {
 		{"bad kind", strings.Replace(string(base), "kind: router", "kind: toaster", 1), []string{"device.kind: \"toaster\" is not one of router, relay"}},
 		{"threshold above keys", strings.Replace(string(base), "threshold: 1", "threshold: 3", 1), []string{"line 6: policy.threshold"}},
 		{"credentials in url", strings.Replace(string(base), "mqtts://broker", "mqtts://u:p@broker", 1), []string{"must not carry credentials"}},
+		{"urls", strings.Replace(string(base), "url: mqtts://broker.example:8883", "urls: [mqtts://n1.example, mqtts://n2.example:8883, tcp://n3.example]", 1), []string{}},
+		{"url and urls", strings.Replace(string(base), "url: mqtts://broker.example:8883", "url: mqtts://n1.example\n  urls: [mqtts://n2.example]", 1), []string{"line 15: mqtt.urls: and mqtt.url are both given"}},
+		{"neither url nor urls", strings.Replace(string(base), "url: mqtts://broker.example:8883", "urls: []", 1), []string{"mqtt.url: is required (or urls, a list)"}},
+		{"every one of urls checked", strings.Replace(string(base), "url: mqtts://broker.example:8883", "urls: [mqtts://n1.example, http://n2.example, mqtts://u:p@n3.example, '']", 1), []string{
+			`line 14: mqtt.urls[1]: scheme "http" is not one of`, "line 14: mqtt.urls[2]: must not carry credentials", "line 14: mqtt.urls[3]: is empty"}},
+		{"urls a single value", strings.Replace(string(base), "url: mqtts://broker.example:8883", "urls: mqtts://n1.example", 1), []string{"line 14: mqtt.urls: must be a list"}},
 		{"same key for ops and policy", strings.Replace(string(base), "ops-1.pub", "../trust/policy/committee-a.pub", 1), []string{}},
 		{"ops reusing committee key", strings.Replace(string(base), "/etc/linkguard/operators/ops-1.pub", "/etc/linkguard/trust/policy/committee-a.pub", 1), []string{"line 20: mqtt.operators[0]", "operator and committee keys must differ"}},
 		{"protected with priority", strings.Replace(string(relay), "protected: true", "protected: true, priority: 1", 1), []string{"line 13: feeds[0].circuits[2].priority"}},
@@ -113,6 +119,34 @@ func TestErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBrokers: url and urls both come out as the list of brokers in the
+// order given, and urls survive the effective configuration.
+func TestBrokers(t *testing.T) {
+	base, err := os.ReadFile("testdata/router.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := Parse("one", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := one.MQTT.Brokers(); len(b) != 1 || b[0] != "mqtts://broker.example:8883" {
+		t.Errorf("url: brokers %q", b)
+	}
+	doc := strings.Replace(string(base), "url: mqtts://broker.example:8883", "urls: [mqtts://n2.example, mqtts://n1.example]", 1)
+	many, err := Parse("many", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Parse("effective", many.YAML())
+	if err != nil {
+		t.Fatalf("effective config does not parse: %v\n%s", err, many.YAML())
+	}
+	if b := again.MQTT.Brokers(); len(b) != 2 || b[0] != "mqtts://n2.example" || b[1] != "mqtts://n1.example" {
+		t.Errorf("urls: brokers %q", b)
 	}
 }
 

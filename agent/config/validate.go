@@ -106,19 +106,16 @@ func (c *Config) validate(doc *yamlpos.Doc) []error {
 		}
 	}
 	if m := c.MQTT; m != nil {
-		u, err := url.Parse(m.URL)
 		switch {
-		case m.URL == "":
-			bad([]any{"mqtt", "url"}, "is required")
-		case err != nil:
-			bad([]any{"mqtt", "url"}, "%v", err)
-		default:
-			if schemes := []string{"tcp", "mqtt", "ssl", "mqtts", "tls", "ws", "wss"}; !slices.Contains(schemes, u.Scheme) {
-				bad([]any{"mqtt", "url"}, "scheme %q is not one of %s", u.Scheme, strings.Join(schemes, ", "))
-			}
-			if u.User != nil {
-				bad([]any{"mqtt", "url"}, "must not carry credentials: devices authenticate with their client certificate")
-			}
+		case m.URL == "" && len(m.URLs) == 0:
+			bad([]any{"mqtt", "url"}, "is required (or urls, a list)")
+		case m.URL != "" && len(m.URLs) > 0:
+			bad([]any{"mqtt", "urls"}, "and mqtt.url are both given: give the brokers in urls alone")
+		case m.URL != "":
+			checkBrokerURL(m.URL, func(format string, args ...any) { bad([]any{"mqtt", "url"}, format, args...) })
+		}
+		for i, u := range m.URLs {
+			checkBrokerURL(u, func(format string, args ...any) { bad([]any{"mqtt", "urls", i}, format, args...) })
 		}
 		if (m.Cert == "") != (m.Key == "") {
 			bad([]any{"mqtt", "cert"}, "cert and key go together")
@@ -261,4 +258,22 @@ func oneOf[T enum[T]](doc *yamlpos.Doc, v T, path ...any) error {
 		return nil
 	}
 	return doc.Errorf(path, "%q is not one of %s", v, list(v.Values()))
+}
+
+// checkBrokerURL reports what is wrong with one broker URL.
+func checkBrokerURL(raw string, bad func(format string, args ...any)) {
+	u, err := url.Parse(raw)
+	switch {
+	case raw == "":
+		bad("is empty")
+	case err != nil:
+		bad("%v", err)
+	default:
+		if schemes := []string{"tcp", "mqtt", "ssl", "mqtts", "tls", "ws", "wss"}; !slices.Contains(schemes, u.Scheme) {
+			bad("scheme %q is not one of %s", u.Scheme, strings.Join(schemes, ", "))
+		}
+		if u.User != nil {
+			bad("must not carry credentials: devices authenticate with their client certificate")
+		}
+	}
 }

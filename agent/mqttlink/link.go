@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -33,8 +34,9 @@ import (
 type Options struct {
 	Device, Site, Kind, Version string
 
-	URL            string // tcp:// mqtt:// ssl:// mqtts:// ws:// wss://
-	CA, Cert, Key  string // PEM files; Cert+Key = the device's identity
+	URL            string   // tcp:// mqtt:// ssl:// mqtts:// ws:// wss://
+	URLs           []string // more brokers (a cluster's nodes), tried after URL in order at each connect
+	CA, Cert, Key  string   // PEM files; Cert+Key = the device's identity
 	Keepalive      time.Duration
 	TelemetryEvery time.Duration
 	MinBackoff     time.Duration // first reconnect delay (default 500ms)
@@ -76,6 +78,7 @@ type Link struct {
 	cmds   command.Dispatcher
 	verify *command.Verifier
 	client paho.Client
+	broker atomic.Value // string: the broker last tried, for logs
 
 	upMu sync.Mutex
 	up   chan struct{} // closed while connected
@@ -118,7 +121,7 @@ var (
 // New opens the link's durable state (queue, event chain, replay memory);
 // Run connects.
 func New(opt Options) (*Link, error) {
-	if opt.Device == "" || opt.URL == "" {
+	if opt.Device == "" || len(opt.brokers()) == 0 {
 		return nil, errors.New("mqttlink: device and url are required")
 	}
 	if opt.Logger == nil {
@@ -255,10 +258,15 @@ func (l *Link) Run(ctx context.Context) error {
 }
 
 func (l *Link) newClient() (paho.Client, error) {
-	o, err := contract.BrokerOptions(l.opt.URL, l.opt.CA, l.opt.Cert, l.opt.Key)
+	o, err := contract.BrokerListOptions(l.opt.brokers(), l.opt.CA, l.opt.Cert, l.opt.Key)
 	if err != nil {
 		return nil, err
 	}
+	o.SetConnectionNotificationHandler(func(_ paho.Client, n paho.ConnectionNotification) {
+		if b, ok := n.(paho.ConnectionNotificationBroker); ok {
+			l.broker.Store(b.Broker.Scheme + "://" + b.Broker.Host)
+		}
+	})
 	o.SetClientID(l.opt.Device).
 		SetCleanSession(false).
 		SetResumeSubs(false).
@@ -280,8 +288,21 @@ func (l *Link) newClient() (paho.Client, error) {
 	return paho.NewClient(o), nil
 }
 
-// brokerName is the broker address for logs: never credentials or a query.
+// brokers are URL and URLs, in the order they are tried.
+func (o *Options) brokers() []string {
+	var b []string
+	if o.URL != "" {
+		b = append(b, o.URL)
+	}
+	return append(b, o.URLs...)
+}
+
+// brokerName is the broker address for logs, the one last tried: never
+// credentials or a query.
 func (l *Link) brokerName() string {
+	if b, ok := l.broker.Load().(string); ok {
+		return b
+	}
 	u, err := url.Parse(l.opt.URL)
 	if err != nil {
 		return "(unparsable url)"

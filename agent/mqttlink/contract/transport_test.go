@@ -32,3 +32,32 @@ func TestBrokerOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestBrokerListOptions(t *testing.T) {
+	o, err := BrokerListOptions([]string{"mqtts://n1.example", "ssl://n2.example:8884", "mqtt://n3.example"}, "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range o.Servers {
+		got = append(got, s.String())
+	}
+	if strings.Join(got, " ") != "ssl://n1.example:8883 ssl://n2.example:8884 tcp://n3.example:1883" {
+		t.Errorf("servers %q, want them in the order given", got)
+	}
+	if o.TLSConfig == nil || o.TLSConfig.ServerName != "n1.example" || o.OnConnectAttempt == nil {
+		t.Fatalf("tls %+v", o.TLSConfig)
+	}
+	// Each node is verified under its own name.
+	if tc := o.OnConnectAttempt(o.Servers[1], o.TLSConfig); tc.ServerName != "n2.example" || o.TLSConfig.ServerName != "n1.example" {
+		t.Errorf("server name for n2: %q (shared config now %q)", tc.ServerName, o.TLSConfig.ServerName)
+	}
+	if o.ProtocolVersion != 4 {
+		t.Errorf("protocol version %d, want 4 (3.1.1) only", o.ProtocolVersion)
+	}
+	for _, bad := range [][]string{nil, {"mqtts://n1", "http://n2"}, {"mqtts://n1", "mqtts://u:secret@n2"}} {
+		if _, err := BrokerListOptions(bad, "", "", ""); err == nil || strings.Contains(err.Error(), "secret") {
+			t.Errorf("%q: err = %v", bad, err)
+		}
+	}
+}
