@@ -97,10 +97,8 @@ type mosquitto struct {
 // sessions survive Stop/Start. Skips outside CI if mosquitto is missing.
 func Mosquitto(tb testing.TB, pki *PKI) Broker {
 	tb.Helper()
-	bin := envtest.Command(tb, "mosquitto")
-	dir := tb.TempDir()
-	m := &mosquitto{bin: bin, pki: pki, port: freePort(tb), conf: filepath.Join(dir, "mosquitto.conf")}
-	conf := fmt.Sprintf(`per_listener_settings false
+	return MosquittoConf(tb, pki, func(port int, dir string) string {
+		return fmt.Sprintf(`per_listener_settings false
 allow_anonymous false
 persistence true
 persistence_location %s/
@@ -117,19 +115,59 @@ certfile %s
 keyfile %s
 require_certificate true
 use_identity_as_username true
-`, dir, m.port, pki.CA, pki.ServerCert, pki.ServerKey)
+`, dir, port, pki.CA, pki.ServerCert, pki.ServerKey)
+	})
+}
+
+// MosquittoConf starts mosquitto with the configuration conf returns for a
+// free loopback port and a directory of its own (for persistence): a
+// production configuration under test, say. conf must put a TLS listener
+// on 127.0.0.1:port with pki's server certificate that accepts pki's
+// client certificates (the broker's URL, and how it is known to be up);
+// it may add listeners of its own. Run as root, mosquitto is told to stay
+// root (user mosquitto cannot read the test's key files). The broker also
+// implements Reloader. Skips outside CI if mosquitto is missing.
+func MosquittoConf(tb testing.TB, pki *PKI, conf func(port int, dir string) string) Broker {
+	tb.Helper()
+	bin := envtest.Command(tb, "mosquitto")
+	dir := tb.TempDir()
+	m := &mosquitto{bin: bin, pki: pki, port: freePort(tb), conf: filepath.Join(dir, "mosquitto.conf")}
+	text := conf(m.port, dir)
 	if os.Geteuid() == 0 {
 		// Run as root, mosquitto drops to user mosquitto, which cannot read
 		// the test's private key files.
-		conf = "user root\n" + conf
+		text = "user root\n" + text
 	}
-	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(m.conf, []byte(text), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	m.tc = pki.ClientTLS(tb, "brokertest-probe")
 	m.Start(tb)
 	tb.Cleanup(func() { m.Stop(tb) })
 	return m
+}
+
+// Reloader is implemented by brokers that reread their configuration
+// files (ACLs, CRLs, certificates) without dropping clients: mosquitto on
+// SIGHUP. Reload returns once the signal is sent; the broker applies it
+// shortly after.
+type Reloader interface {
+	Reload(tb testing.TB)
+}
+
+var _ Reloader = (*mosquitto)(nil)
+
+// Reload sends mosquitto SIGHUP.
+func (m *mosquitto) Reload(tb testing.TB) {
+	tb.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		tb.Fatal("brokertest: reload of a stopped mosquitto")
+	}
+	if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		tb.Fatalf("brokertest: reload: %v", err)
+	}
 }
 
 func (m *mosquitto) Name() string { return string(KindMosquitto) }

@@ -25,6 +25,7 @@ type PKI struct {
 	caCert                           *x509.Certificate
 	caKey                            *ecdsa.PrivateKey
 	serial                           int64
+	issued                           map[string]*big.Int // name -> serial of its latest certificate
 }
 
 // NewPKI creates a CA and a server certificate under a test directory.
@@ -89,6 +90,10 @@ func (p *PKI) issue(tb testing.TB, name string, server bool) (string, string) {
 		tb.Fatal(err)
 	}
 	p.serial++
+	if p.issued == nil {
+		p.issued = map[string]*big.Int{}
+	}
+	p.issued[name] = big.NewInt(p.serial)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(p.serial), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
@@ -114,6 +119,33 @@ func (p *PKI) issue(tb testing.TB, name string, server bool) (string, string) {
 	writePEM(tb, cert, "CERTIFICATE", der)
 	writePEM(tb, keyPath, "EC PRIVATE KEY", kder)
 	return cert, keyPath
+}
+
+// CRL writes a certificate revocation list signed by the CA that revokes
+// the latest certificate issued to each of names, valid for a day, and
+// returns its path (the same file each call: write it again and reload the
+// broker to revoke more). With no names it is an empty, valid CRL.
+func (p *PKI) CRL(tb testing.TB, names ...string) string {
+	tb.Helper()
+	var entries []x509.RevocationListEntry
+	for _, n := range names {
+		serial, ok := p.issued[n]
+		if !ok {
+			tb.Fatalf("brokertest: CRL: no certificate was issued to %q", n)
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: time.Now().Add(-time.Minute)})
+	}
+	p.serial++
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(p.serial), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(24 * time.Hour),
+		RevokedCertificateEntries: entries,
+	}, p.caCert, p.caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(p.Dir, "crl.pem")
+	writePEM(tb, path, "X509 CRL", der)
+	return path
 }
 
 func writePEM(tb testing.TB, path, typ string, der []byte) {
