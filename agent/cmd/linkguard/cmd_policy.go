@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/policy"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/match"
@@ -30,11 +34,13 @@ type trustFlags struct {
 func (t *trustFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&t.trust, "trust", nil, "trusted committee public key file (repeatable)")
 	cmd.Flags().IntVar(&t.threshold, "threshold", 1, "signatures needed from distinct trusted keys")
-	_ = cmd.MarkFlagRequired("trust")
 }
 
 // verifyFile verifies a signed policy file, printing one line per problem.
 func (t *trustFlags) verifyFile(stderr io.Writer, path string, now time.Time) (*store.Verified, error) {
+	if len(t.trust) == 0 {
+		return nil, errors.New("--trust is required to verify a signed policy (or --config, to take the device's trust keys)")
+	}
 	ring, err := dsse.LoadKeyring(t.trust...)
 	if err != nil {
 		return nil, err
@@ -42,6 +48,9 @@ func (t *trustFlags) verifyFile(stderr io.Writer, path string, now time.Time) (*
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
+	}
+	if !looksSigned(data) {
+		return nil, fmt.Errorf("%s is not a signed policy envelope (it looks like a plain YAML policy): pass it with --draft to judge it as an UNSIGNED DRAFT", path)
 	}
 	v, err := store.Verify(data, ring, t.threshold, now)
 	if err != nil {
@@ -55,25 +64,157 @@ func (t *trustFlags) verifyFile(stderr io.Writer, path string, now time.Time) (*
 	return v, nil
 }
 
-// policyAt verifies a signed policy for judging flows at --at (default
-// now). A policy that verifies but has expired is still used, with a note:
-// a device keeps enforcing its last good policy.
-func (t *trustFlags) policyAt(stderr io.Writer, file, at, doing string) (*store.Verified, time.Time, error) {
-	now := time.Now()
-	if at != "" {
+// looksSigned reports whether data is shaped like a DSSE envelope (a JSON
+// object) rather than a policy document, so a draft handed to --policy
+// gets a sentence instead of a JSON parser's complaint.
+func looksSigned(data []byte) bool {
+	data = bytes.TrimSpace(data)
+	return len(data) > 0 && data[0] == '{'
+}
+
+// policySource is where a command takes the policy it judges with: a signed
+// file verified under trust keys, an unsigned draft, or the device's own
+// configuration (flags given explicitly win over it).
+type policySource struct {
+	trustFlags
+	config, file, draft, site, at string
+}
+
+func (s *policySource) register(cmd *cobra.Command) {
+	s.trustFlags.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&s.config, "config", "", "take --policy, --trust, --threshold and --site from this device configuration (e.g. /etc/linkguard/linkguard.yaml)")
+	f.StringVar(&s.file, "policy", "", "signed policy file")
+	f.StringVar(&s.draft, "draft", "", "unsigned policy draft (YAML) to judge with instead of a signed policy")
+	f.StringVar(&s.site, "site", "", "the device's site")
+	f.StringVar(&s.at, "at", "", "judge at this RFC 3339 time instead of now")
+	cmd.MarkFlagsMutuallyExclusive("policy", "draft")
+}
+
+// judged is a policy ready to judge flows with.
+type judged struct {
+	m     *match.Matcher
+	label string // "serial 3" or "UNSIGNED DRAFT, serial 3"
+	draft bool
+	now   time.Time
+	site  string
+	// deviceSite is the site of the --config device, if any.
+	deviceSite string
+}
+
+// load resolves the flags against --config and verifies (or, for a draft,
+// parses) the policy; callers check the site with checkSite. A policy that verifies but has expired is
+// still used, with a note: a device keeps enforcing its last good policy.
+func (s *policySource) load(cmd *cobra.Command, doing string) (*judged, error) {
+	stderr := cmd.ErrOrStderr()
+	deviceSite := ""
+	if s.config != "" {
+		cfg, err := config.Load(s.config)
+		if err != nil {
+			return nil, err
+		}
+		f := cmd.Flags()
+		if !f.Changed("policy") && !f.Changed("draft") {
+			s.file = cfg.Policy.File
+		}
+		if !f.Changed("trust") {
+			s.trust = cfg.Policy.Trust
+		}
+		if !f.Changed("threshold") {
+			s.threshold = cfg.Policy.Threshold
+		}
+		if !f.Changed("site") {
+			s.site = cfg.Device.Site
+		}
+		deviceSite = cfg.Device.Site
+	}
+	j := &judged{now: time.Now(), site: s.site, deviceSite: deviceSite}
+	if s.at != "" {
 		var err error
-		if now, err = time.Parse(time.RFC3339, at); err != nil {
-			return nil, now, fmt.Errorf("--at: %w", err)
+		if j.now, err = time.Parse(time.RFC3339, s.at); err != nil {
+			return nil, fmt.Errorf("--at: %w", err)
 		}
 	}
-	v, err := t.verifyFile(stderr, file, now)
-	if v == nil {
-		return nil, now, err
+	var p *policy.Policy
+	switch {
+	case s.draft != "":
+		d, err := loadDraft(s.draft)
+		if err != nil {
+			return nil, err
+		}
+		p, j.draft = d, true
+		j.label = "UNSIGNED DRAFT, serial " + fmt.Sprint(p.Serial)
+	case s.file != "":
+		v, err := s.verifyFile(stderr, s.file, j.now)
+		if v == nil {
+			return nil, err
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "%s anyway: a device keeps enforcing its last good policy\n", doing)
+		}
+		p = v.Policy
+		j.label = "serial " + fmt.Sprint(p.Serial)
+	default:
+		return nil, errors.New("no policy: give --policy FILE (signed), --draft FILE (unsigned YAML) or --config FILE")
 	}
+	j.m = match.Compile(p)
+	return j, nil
+}
+
+// loadDraft parses an unsigned policy document, refusing a signed envelope
+// (which --policy verifies) so the label UNSIGNED DRAFT is never wrong.
+func loadDraft(path string) (*policy.Policy, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s anyway: a device keeps enforcing its last good policy\n", doing)
+		return nil, err
 	}
-	return v, now, nil
+	if looksSigned(data) {
+		return nil, fmt.Errorf("%s is a signed envelope, not a draft: pass it with --policy and --trust", path)
+	}
+	p, err := policy.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// knownSites lists the sites the policies' approvals name and the device's
+// own, sorted; restricted lists the approvals that name any.
+func knownSites(deviceSite string, ms ...*match.Matcher) (sites []string, restricted []string) {
+	if deviceSite != "" {
+		sites = append(sites, deviceSite)
+	}
+	for _, m := range ms {
+		p := m.Policy()
+		for i := range p.Approvals {
+			a := &p.Approvals[i]
+			if len(a.Sites) > 0 && !slices.Contains(restricted, a.ID) {
+				restricted = append(restricted, a.ID)
+			}
+			sites = append(sites, a.Sites...)
+		}
+	}
+	slices.Sort(sites)
+	return slices.Compact(sites), restricted
+}
+
+// checkSite refuses a site nothing names (a typo would otherwise be judged
+// "does not apply at this site") and a missing site when some approval
+// applies only at some sites. With no site-restricted approval and no
+// configuration, the site cannot change any answer and is not checked.
+func checkSite(site, deviceSite string, ms ...*match.Matcher) error {
+	known, restricted := knownSites(deviceSite, ms...)
+	if site == "" {
+		if len(restricted) == 0 {
+			return nil
+		}
+		return fmt.Errorf("--site is required: %d approval(s) apply only at some sites (%s); known sites: %s",
+			len(restricted), strings.Join(restricted, ", "), strings.Join(known, ", "))
+	}
+	if len(known) == 0 || slices.Contains(known, site) {
+		return nil
+	}
+	return fmt.Errorf("unknown site %q: no approval names it and it is not the device's; known sites: %s", site, strings.Join(known, ", "))
 }
 
 func newPolicyVerifyCmd() *cobra.Command {
@@ -96,23 +237,31 @@ func newPolicyVerifyCmd() *cobra.Command {
 		},
 	}
 	tf.register(cmd)
+	_ = cmd.MarkFlagRequired("trust")
 	return cmd
 }
 
+// hasPorts reports whether flows of proto are opened to a port.
+func hasPorts(proto uint8) bool {
+	return proto == policy.ProtoTCP || proto == policy.ProtoUDP || proto == policy.ProtoSCTP
+}
+
 func newPolicyExplainCmd() *cobra.Command {
-	var tf trustFlags
-	var file, site, src, dst, proto, at string
+	var ps policySource
+	var src, dst, proto string
 	var dport uint16
 	cmd := &cobra.Command{
-		Use:   "explain --policy FILE --trust PUB... --site S --src IP --dst IP --proto tcp --dport 443",
+		Use:   "explain {--policy FILE --trust PUB... | --draft FILE | --config FILE} [--site S] --src IP --dst IP [--proto tcp --dport 443]",
 		Short: "Explain what the policy does to one flow, and why",
-		Args:  cobra.NoArgs,
+		Long: "Judges one flow with the matcher the agent enforces with, then lists every approval that names\n" +
+			"the remote end and which of its conditions (site, service, validity window) the flow fails.\n" +
+			"--config takes the policy, trust keys and site from the device's configuration. --draft judges\n" +
+			"an unsigned YAML draft (labelled UNSIGNED DRAFT). TCP, UDP and SCTP need --dport. --site must be\n" +
+			"a site the policy or the configuration names, and is required when an approval is site-restricted.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, now, err := tf.policyAt(cmd.ErrOrStderr(), file, at, "explaining")
-			if err != nil {
-				return err
-			}
-			q := match.Query{Site: site, Now: now}
+			q := match.Query{}
+			var err error
 			if q.Src, err = netip.ParseAddr(src); err != nil {
 				return fmt.Errorf("--src: %w", err)
 			}
@@ -122,35 +271,58 @@ func newPolicyExplainCmd() *cobra.Command {
 			if q.Proto, err = policy.ParseProto(proto); err != nil {
 				return fmt.Errorf("--proto: %w", err)
 			}
+			switch given := cmd.Flags().Changed("dport"); {
+			case hasPorts(q.Proto) && (!given || dport == 0):
+				return fmt.Errorf("--dport is required for %s: the port the flow was opened to (1-65535)", policy.ProtoName(q.Proto))
+			case !hasPorts(q.Proto) && given:
+				return fmt.Errorf("--dport: %s has no ports", policy.ProtoName(q.Proto))
+			}
 			q.DPort = dport
-			m := match.Compile(v.Policy)
-			explain(cmd.OutOrStdout(), m, &q)
+			j, err := ps.load(cmd, "explaining")
+			if err != nil {
+				return err
+			}
+			if err := checkSite(j.site, j.deviceSite, j.m); err != nil {
+				return err
+			}
+			q.Site, q.Now = j.site, j.now
+			explain(cmd.OutOrStdout(), j, &q)
 			return nil
 		},
 	}
-	tf.register(cmd)
+	ps.register(cmd)
 	f := cmd.Flags()
-	f.StringVar(&file, "policy", "", "signed policy file")
-	f.StringVar(&site, "site", "", "the device's site")
 	f.StringVar(&src, "src", "", "address that opened the flow")
 	f.StringVar(&dst, "dst", "", "address it was opened to")
 	f.StringVar(&proto, "proto", "tcp", "protocol: tcp, udp, icmp, … or ip/N")
-	f.Uint16Var(&dport, "dport", 0, "destination port")
-	f.StringVar(&at, "at", "", "judge at this RFC 3339 time instead of now")
-	for _, n := range []string{"policy", "src", "dst"} {
+	f.Uint16Var(&dport, "dport", 0, "destination port (required for tcp, udp and sctp)")
+	for _, n := range []string{"src", "dst"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd
 }
 
 // explain prints the verdict, then every approval that lists the remote end
-// and which of its conditions the flow meets: what a technician needs when a
-// customer asks why a link is cut.
-func explain(w io.Writer, m *match.Matcher, q *match.Query) {
+// and which of its conditions the flow meets, with what the approval would
+// have needed: what a technician needs when a customer asks why a link is
+// cut.
+func explain(w io.Writer, j *judged, q *match.Query) {
+	m := j.m
 	d := m.Decide(q)
 	p := m.Policy()
-	fmt.Fprintf(w, "flow:     %s %s -> %s port %d at site %q, %s\n", policy.ProtoName(q.Proto), q.Src, q.Dst, q.DPort, q.Site, q.Now.UTC().Format(time.RFC3339))
-	fmt.Fprintf(w, "policy:   serial %d, default %s\n", p.Serial, p.Default)
+	if j.draft {
+		fmt.Fprintln(w, "UNSIGNED DRAFT: this policy is not signed; no device enforces it until the committee signs it")
+	}
+	port := ""
+	if hasPorts(q.Proto) {
+		port = fmt.Sprintf(" port %d", q.DPort)
+	}
+	at := fmt.Sprintf("at site %q", q.Site)
+	if q.Site == "" {
+		at = "at no site (no approval is site-restricted)"
+	}
+	fmt.Fprintf(w, "flow:     %s %s -> %s%s %s, %s\n", policy.ProtoName(q.Proto), q.Src, q.Dst, port, at, q.Now.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "policy:   %s, default %s\n", j.label, p.Default)
 	fmt.Fprintf(w, "verdict:  %s\nreason:   %s\n", strings.ToUpper(d.Verdict.String()), d.Reason)
 	if a := m.Approval(d.Approval); a != nil {
 		fmt.Fprintf(w, "approval: %s (%s)\n", a.ID, a.Holder)
@@ -171,14 +343,77 @@ func explain(w io.Writer, m *match.Matcher, q *match.Query) {
 					continue
 				}
 				found = true
+				siteOK, svcOK, winOK := a.CoversSite(q.Site), a.CoversService(q.Proto, q.DPort), a.ActiveAt(q.Now)
 				fmt.Fprintf(w, "  %s (%s) lists %s: site %s, service %s, window %s\n", a.ID, a.Holder, pfx,
-					yesNo(a.CoversSite(q.Site)), yesNo(a.CoversService(q.Proto, q.DPort)), yesNo(a.ActiveAt(q.Now)))
+					yesNo(siteOK), yesNo(svcOK), yesNo(winOK))
+				if !siteOK {
+					fmt.Fprintf(w, "      sites:    %s\n", strings.Join(a.Sites, ", "))
+				}
+				if !svcOK {
+					fmt.Fprintf(w, "      services: %s\n", services(a.Services))
+				}
+				if !winOK || !a.ValidUntil.IsZero() {
+					fmt.Fprintf(w, "      valid:    %s\n", window(a, q.Now))
+				}
 			}
 		}
 	}
 	if !found {
 		fmt.Fprintln(w, "  no approval lists this address")
 	}
+}
+
+func services(ss []policy.Service) string {
+	if len(ss) == 0 {
+		return "any"
+	}
+	names := make([]string, len(ss))
+	for i, s := range ss {
+		names[i] = s.String()
+	}
+	return strings.Join(names, ", ")
+}
+
+// window spells an approval's validity window and where t lies in it.
+func window(a *policy.Approval, t time.Time) string {
+	from, until := "always", "revoked"
+	if !a.ValidFrom.IsZero() {
+		from = a.ValidFrom.UTC().Format(time.RFC3339)
+	}
+	if !a.ValidUntil.IsZero() {
+		until = a.ValidUntil.UTC().Format(time.RFC3339)
+	}
+	s := "from " + from + " until " + until
+	switch {
+	case !a.ValidFrom.IsZero() && t.Before(a.ValidFrom):
+		s += fmt.Sprintf(" (opens in %s)", days(a.ValidFrom.Sub(t)))
+	case !a.ValidUntil.IsZero() && !t.Before(a.ValidUntil):
+		s += fmt.Sprintf(" (lapsed %s ago)", days(t.Sub(a.ValidUntil)))
+	case !a.ValidUntil.IsZero():
+		s += fmt.Sprintf(" (%s left)", days(a.ValidUntil.Sub(t)))
+	}
+	return s
+}
+
+// days spells a duration in days and hours, or hours and minutes under a
+// day.
+func days(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d < day {
+		return d.Round(time.Minute).String()
+	}
+	n, h := int(d/day), int((d%day).Round(time.Hour)/time.Hour)
+	if h == 24 {
+		n, h = n+1, 0
+	}
+	s := fmt.Sprintf("%d days", n)
+	if n == 1 {
+		s = "1 day"
+	}
+	if h > 0 {
+		s += fmt.Sprintf(" %dh", h)
+	}
+	return s
 }
 
 func yesNo(ok bool) string {
