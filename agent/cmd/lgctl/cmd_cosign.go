@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -97,9 +99,67 @@ func loadKeyFiles(paths []string) (*dsse.Keyring, error) {
 
 // ---- lgctl cmd sign | cosign | status | send
 
+// cmdType is a command type a device handles, with the arguments its
+// handler reads; the role that signs it comes from command.ClassOf, so
+// this list cannot disagree with the devices about who may sign.
+type cmdType struct {
+	name, args, does string
+	// protected names the stricter class a command of this type falls in
+	// when it touches a protected circuit.
+	protected bool
+}
+
+// cmdTypes are the command types the agent registers handlers for
+// (agent/mqttlink, agent/feeds, agent/update); TestCmdTypesKnown checks
+// each has a class and its arguments are the handler's JSON fields.
+var cmdTypes = []cmdType{
+	{command.Ping, "(none)", "answer with the device's time and boot id", false},
+	{command.Rebirth, "(none)", "publish the device's state again now", false},
+	{command.PolicyFetch, "(none)", "read the retained fleet policy again", false},
+	{command.LogLevel, "level=debug|info|warn|error", "change the agent's log level until restart", false},
+	{command.EvidenceUpload, "[file=NAME]", "upload an evidence pcap (without file: list them)", false},
+	{command.ThrottleSet, "feed=ID cap_kw=N [from=TIME] [until=TIME] [ramp=DURATION]", "cap a feed's power", false},
+	{command.ThrottleClear, "feed=ID", "lift a feed's cap", false},
+	{command.RelaySet, "feed=ID circuit=ID state=on|off|auto [override=true reason=TEXT]", "switch one circuit by hand", true},
+	{command.UpdateFetch, "url=URL sha256=HEX [size=N] [allow_downgrade=true ticket=ENVELOPE]", "download and install a firmware bundle", false},
+}
+
+// cmdTypesHelp lists the command types with their arguments and the role
+// (and signatures by default) each needs, for --help and refusals.
+func cmdTypesHelp() string {
+	var b strings.Builder
+	b.WriteString("Command types (TYPE), their arguments (key=value) and the role whose signatures count:\n")
+	for _, t := range cmdTypes {
+		role := "no role (devices with a roster refuse it)"
+		if c, ok := command.ClassOf(t.name); ok {
+			role = fmt.Sprintf("%s, %d signature(s)", c.Role(), roster.Defaults.Of(c))
+			if t.protected {
+				role += fmt.Sprintf("; on a protected circuit %d %s", roster.Defaults.Of(roster.ClassProtected), roster.ClassProtected.Role())
+			}
+		}
+		fmt.Fprintf(&b, "  %-16s %s\n  %-16s %s; role: %s\n", t.name, t.args, "", t.does, role)
+	}
+	b.WriteString("Signature counts are the defaults; a roster's thresholds (lgctl roster show) may ask more;\nlgctl cmd status judges a signed command against a roster.")
+	return b.String()
+}
+
+// checkType refuses a command type no device handles, before anything is
+// signed, with the list of those that exist.
+func checkType(typ string) error {
+	for _, t := range cmdTypes {
+		if t.name == typ {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown command type %q: devices would refuse it\n%s", typ, cmdTypesHelp())
+}
+
 // newPayload is a command for target with a fresh random id, valid from now
 // for valid.
 func newPayload(target, typ string, kvs []string, valid time.Duration) (command.Payload, error) {
+	if err := checkType(typ); err != nil {
+		return command.Payload{}, err
+	}
 	args, err := parseArgs(kvs)
 	if err != nil {
 		return command.Payload{}, err
@@ -122,6 +182,7 @@ func newCmdSignCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sign --key A.key --target DEVICE|site:NAME|all -o CMD.json TYPE [key=value ...]",
 		Short: "Sign a command into an envelope without sending it, for others to cosign (then lgctl cmd send)",
+		Long:  "Sign a command into an envelope without sending it, for others to cosign (then lgctl cmd send).\n\n" + cmdTypesHelp(),
 		Example: `  lgctl cmd sign --key grid-1.key --target relay-07 --valid 30m -o hospital-off.json \
     relay.set feed=tachileik-1 circuit=hospital state=off override=true reason="transformer fire"
   lgctl cmd cosign --key grid-2.key hospital-off.json
@@ -357,8 +418,64 @@ func newCmdSendCmd() *cobra.Command {
 	return cmd
 }
 
+// stateSettle is how long sendAndWait lets the broker deliver the retained
+// state topics before it sends a command to several devices.
+var stateSettle = 300 * time.Millisecond
+
+// fleetView is the devices the retained state topics say are online (at
+// one site, for a site:NAME target), kept as their states arrive and go.
+type fleetView struct {
+	mu      sync.Mutex
+	site    string // "" for every site
+	online  map[string]bool
+	changed chan struct{} // a device came or went
+}
+
+func newFleetView(target string) *fleetView {
+	site := strings.TrimPrefix(target, "site:")
+	if target == "all" {
+		site = ""
+	}
+	return &fleetView{site: site, online: map[string]bool{}, changed: make(chan struct{}, 1)}
+}
+
+func (v *fleetView) state(_ paho.Client, m paho.Message) {
+	var st contract.State
+	dev, _, _ := strings.Cut(strings.TrimPrefix(m.Topic(), contract.Prefix), "/")
+	if json.Unmarshal(m.Payload(), &st) != nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if st.Online && (v.site == "" || st.Site == v.site) {
+		v.online[dev] = true
+	} else {
+		delete(v.online, dev)
+	}
+	select {
+	case v.changed <- struct{}{}:
+	default:
+	}
+}
+
+// missing lists, sorted, the online devices not in answered, and how many
+// are online.
+func (v *fleetView) missing(answered map[string]bool) ([]string, int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []string
+	for d := range v.online {
+		if !answered[d] {
+			out = append(out, d)
+		}
+	}
+	sort.Strings(out)
+	return out, len(v.online)
+}
+
 // sendAndWait publishes a signed command on its target's topic and prints
-// each device's result until the one device answers or timeout passes.
+// each device's result until the one device answers, every device online
+// for a site:NAME or all target has answered, or timeout passes.
 func sendAndWait(cmd *cobra.Command, bf *brokerFlags, p command.Payload, env []byte, timeout time.Duration) error {
 	ctx := cmd.Context()
 	if ctx == nil {
@@ -379,6 +496,19 @@ func sendAndWait(cmd *cobra.Command, bf *brokerFlags, p command.Payload, env []b
 	if err != nil {
 		return fmt.Errorf("subscribe to results: %w", err)
 	}
+	single := p.Target != "all" && !strings.HasPrefix(p.Target, "site:")
+	var fleet *fleetView
+	if !single {
+		fleet = newFleetView(p.Target)
+		if err := subscribe(ctx, c, contract.Prefix+"+/state", fleet.state); err != nil {
+			return fmt.Errorf("subscribe to states: %w", err)
+		}
+		select {
+		case <-time.After(stateSettle):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	tok := c.Publish(contract.CmdTopicFor(p.Target), 1, false, env)
 	if !tok.WaitTimeout(10 * time.Second) {
 		return errors.New("publish command: no answer from the broker in 10s")
@@ -387,16 +517,25 @@ func sendAndWait(cmd *cobra.Command, bf *brokerFlags, p command.Payload, env []b
 		return fmt.Errorf("publish command: %w", err)
 	}
 	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "sent %s %s to %s; waiting %v for results\n", p.Type, p.ID, p.Target, timeout)
-	single := p.Target != "all" && !strings.HasPrefix(p.Target, "site:")
-	answered, refused := 0, 0
+	if fleet != nil {
+		_, n := fleet.missing(nil)
+		fmt.Fprintf(out, "sent %s %s to %s (%d devices online); waiting up to %v for results\n", p.Type, p.ID, p.Target, n, timeout)
+	} else {
+		fmt.Fprintf(out, "sent %s %s to %s; waiting %v for results\n", p.Type, p.ID, p.Target, timeout)
+	}
+	answered, refused := map[string]bool{}, 0
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	var changed <-chan struct{}
+	if fleet != nil {
+		changed = fleet.changed
+	}
+	timedOut := false
 wait:
 	for {
 		select {
 		case r := <-results:
-			answered++
+			answered[r.Device] = true
 			if r.OK {
 				res, _ := json.Marshal(r.Result)
 				fmt.Fprintf(out, "%-20s ok      %s\n", r.Device, strings.TrimPrefix(string(res), "null"))
@@ -407,18 +546,34 @@ wait:
 			if single {
 				break wait
 			}
+		case <-changed:
 		case <-deadline.C:
+			timedOut = true
 			break wait
 		case <-ctx.Done():
 			break wait
 		}
+		// No device known online (no retained states): wait the timeout.
+		if fleet != nil && len(answered) > 0 {
+			if miss, n := fleet.missing(answered); n > 0 && len(miss) == 0 {
+				break wait
+			}
+		}
+	}
+	if fleet != nil {
+		miss, n := fleet.missing(answered)
+		fmt.Fprintf(out, "answered: %d device(s); %d of %d online answered", len(answered), n-len(miss), n)
+		if timedOut && len(miss) > 0 {
+			fmt.Fprintf(out, "; no answer within %v from %s", timeout, strings.Join(miss, ", "))
+		}
+		fmt.Fprintln(out)
 	}
 	switch {
-	case answered == 0:
+	case len(answered) == 0:
 		fmt.Fprintf(cmd.ErrOrStderr(), "lgctl: no device answered within %v\n", timeout)
 		return errSilent
 	case refused > 0:
-		fmt.Fprintf(cmd.ErrOrStderr(), "lgctl: %d of %d devices refused\n", refused, answered)
+		fmt.Fprintf(cmd.ErrOrStderr(), "lgctl: %d of %d devices refused\n", refused, len(answered))
 		return errSilent
 	}
 	return nil

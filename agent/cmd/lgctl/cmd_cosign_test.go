@@ -5,13 +5,17 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"linkguard.dev/linkguard/agent/command"
+	"linkguard.dev/linkguard/agent/feeds"
 	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/firmware/update"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/roster"
 )
@@ -136,18 +140,7 @@ func TestCommandSend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devCert, devKey := pki.Client(t, "dev-1")
-	l, err := mqttlink.New(mqttlink.Options{
-		Device: "dev-1", Site: "s1", Kind: "router", Version: "test", URL: b.URL(), CA: pki.CA, Cert: devCert, Key: devKey,
-		StateDir: t.TempDir(), Operators: ring, TelemetryEvery: time.Hour,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- l.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	startDevice(t, pki, b, ring, "dev-1", "s1")
 	cert, key := pki.Client(t, "operator")
 	conn := []string{"--broker", b.URL(), "--ca", pki.CA, "--tls-cert", cert, "--tls-key", key}
 
@@ -166,5 +159,140 @@ func TestCommandSend(t *testing.T) {
 	out, _, err = run(append(append([]string{"cmd", "send"}, conn...), env)...)
 	if !errors.Is(err, errSilent) || !strings.Contains(out, "REFUSED replay") {
 		t.Fatalf("cmd send again: %v\n%s", err, out)
+	}
+}
+
+// startDevice runs a device's broker link until the test ends.
+func startDevice(t *testing.T, pki *brokertest.PKI, b brokertest.Broker, ring *dsse.Keyring, id, site string) {
+	t.Helper()
+	devCert, devKey := pki.Client(t, id)
+	l, err := mqttlink.New(mqttlink.Options{
+		Device: id, Site: site, Kind: "router", Version: "test", URL: b.URL(), CA: pki.CA, Cert: devCert, Key: devKey,
+		StateDir: t.TempDir(), Operators: ring, TelemetryEvery: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// TestCmdTypes: cmd --help lists every command type with its arguments and
+// role; an unknown type is refused before anything is signed or sent.
+func TestCmdTypes(t *testing.T) {
+	dir := t.TempDir()
+	key, _, err := dsse.GenerateKeyFiles(dir, "ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range [][]string{{"cmd", "--help"}, {"cmd", "sign", "--help"}} {
+		out, _, err := run(sub...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"relay.set        feed=ID circuit=ID state=on|off|auto", "role: grid, 1 signature(s); on a protected circuit 2 grid",
+			"update.fetch", "role: release", "log.level        level=debug", "role: technician"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v lacks %q:\n%s", sub, want, out)
+			}
+		}
+	}
+	env := filepath.Join(dir, "revoke.json")
+	for _, args := range [][]string{
+		// An unreachable broker: the refusal must come before any connection.
+		{"cmd", "--key", key, "--broker", "tcp://127.0.0.1:1", "--target", "all", "link.revoke", "id=LA-1"},
+		{"cmd", "sign", "--key", key, "--target", "all", "-o", env, "link.revoke", "id=LA-1"},
+	} {
+		_, _, err := run(args...)
+		if err == nil || !strings.Contains(err.Error(), `unknown command type "link.revoke"`) || !strings.Contains(err.Error(), "throttle.clear   feed=ID") {
+			t.Errorf("%v: %v", args[:2], err)
+		}
+	}
+	if _, err := os.Stat(env); err == nil {
+		t.Error("cmd sign wrote an envelope of an unknown type")
+	}
+}
+
+// TestCmdTypesKnown: every listed type has a class (so a role signs it),
+// and its arguments are the JSON fields its handler decodes.
+func TestCmdTypesKnown(t *testing.T) {
+	handlers := map[string]any{
+		command.ThrottleSet: feeds.ThrottleOrder{}, command.ThrottleClear: feeds.ClearOrder{},
+		command.RelaySet: feeds.RelayOrder{}, command.UpdateFetch: update.FetchArgs{},
+	}
+	for _, ct := range cmdTypes {
+		if _, ok := command.ClassOf(ct.name); !ok {
+			t.Errorf("%s has no class: no role may sign it", ct.name)
+		}
+		v, ok := handlers[ct.name]
+		if !ok {
+			continue
+		}
+		var want []string
+		rt := reflect.TypeOf(v)
+		for i := range rt.NumField() {
+			name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+			want = append(want, name)
+		}
+		var got []string
+		for _, a := range strings.Fields(ct.args) {
+			name, _, _ := strings.Cut(strings.Trim(a, "[]"), "=")
+			got = append(got, name)
+		}
+		slices.Sort(want)
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s lists arguments %v, its handler reads %v", ct.name, got, want)
+		}
+	}
+}
+
+// TestCmdTargetAllStopsEarly: --target all and site:NAME stop waiting once
+// every device online (at that site) in the retained states has answered.
+func TestCmdTargetAllStopsEarly(t *testing.T) {
+	pki := brokertest.NewPKI(t)
+	b := brokertest.Mochi(t, pki)
+	o := newMember(t, "ops-1")
+	ring, err := dsse.LoadKeyring(o.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startDevice(t, pki, b, ring, "dev-1", "s1")
+	startDevice(t, pki, b, ring, "dev-2", "s2")
+	cert, key := pki.Client(t, "operator")
+	conn := []string{"--broker", b.URL(), "--ca", pki.CA, "--tls-cert", cert, "--tls-key", key}
+	// Wait for both devices' states to be retained.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _, _ := run(append([]string{"cmd", "--key", o.key, "--target", "all", "--timeout", "2s", "ping"}, conn...)...)
+		if strings.Contains(out, "2 of 2 online answered") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the devices never came online:\n%s", out)
+		}
+	}
+	for _, tc := range []struct {
+		target string
+		want   []string
+	}{
+		{"all", []string{"(2 devices online)", "dev-1", "dev-2", "answered: 2 device(s); 2 of 2 online answered"}},
+		{"site:s2", []string{"(1 devices online)", "dev-2", "answered: 1 device(s); 1 of 1 online answered"}},
+	} {
+		start := time.Now()
+		out, _, err := run(append([]string{"cmd", "--key", o.key, "--target", tc.target, "--timeout", "30s", "ping"}, conn...)...)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tc.target, err, out)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("%s: waited %v of a 30s timeout with every device answered", tc.target, took)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: lacks %q:\n%s", tc.target, w, out)
+			}
+		}
 	}
 }

@@ -111,6 +111,9 @@ func newCmdCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cmd --key operator.key --broker URL --target DEVICE|site:NAME|all TYPE [key=value ...]",
 		Short: "Sign and send a command to devices, wait for their results (exit 1 if any refused or none answered)",
+		Long: "Sign and send a command to devices and wait for their results (exit 1 if any refused or none\n" +
+			"answered). With --target all or site:NAME, waiting ends as soon as every device online in the\n" +
+			"retained state topics (of that site) has answered, or at --timeout.\n\n" + cmdTypesHelp(),
 		Example: `  lgctl cmd --key ops-1.key --broker mqtts://broker:8883 --ca ca.pem --tls-cert ops.pem --tls-key ops.key \
     --target relay-07 throttle.set feed=tachileik-1 cap_kw=50 until=2026-12-01T06:00:00Z`,
 		Args: cobra.MinimumNArgs(1),
@@ -168,6 +171,7 @@ func newWatchCmd() *cobra.Command {
 			var mu sync.Mutex
 			enc := json.NewEncoder(out)
 			enc.SetEscapeHTML(false) // keep event bytes exactly as published, for audit
+			view := newWatchView()
 			handler := func(_ paho.Client, m paho.Message) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -177,7 +181,7 @@ func newWatchCmd() *cobra.Command {
 					}
 					return
 				}
-				fmt.Fprintln(out, humanLine(m.Topic(), m.Payload()))
+				fmt.Fprintln(out, view.line(m.Topic(), m.Payload()))
 			}
 			if err := subscribe(ctx, c, contract.Prefix+"#", handler); err != nil {
 				return fmt.Errorf("subscribe: %w", err)
@@ -195,7 +199,95 @@ func newWatchCmd() *cobra.Command {
 	return cmd
 }
 
-func humanLine(topic string, payload []byte) string {
+// watchView renders messages as lines, remembering each device's last
+// packet counters so telemetry shows rates, not totals since boot.
+type watchView struct {
+	last map[string]linkSample
+}
+
+// linkSample is one device's packet counters at a telemetry message; a
+// rate needs two of the same boot whose counters did not go backwards.
+type linkSample struct {
+	boot           string
+	at             time.Time
+	passed, denied uint64
+}
+
+func newWatchView() *watchView { return &watchView{last: map[string]linkSample{}} }
+
+// humanLine renders one message on its own, without rates.
+func humanLine(topic string, payload []byte) string { return newWatchView().line(topic, payload) }
+
+// telemetry renders the sections' names and the figures that matter:
+// passed and denied frames (and their rates), flows, and per feed the power
+// against the cap and the circuits on.
+func (v *watchView) telemetry(dev string, t *contract.Telemetry) string {
+	names := make([]string, 0, len(t.Sections))
+	for k := range t.Sections {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, name := range names {
+		raw := t.Sections[name]
+		switch name {
+		case contract.SectionLinks:
+			var l contract.Links
+			if json.Unmarshal(raw, &l) != nil {
+				break
+			}
+			now := linkSample{boot: t.BootID, at: t.TS, passed: l.Passed, denied: l.Denied}
+			passed, denied := fmt.Sprint(l.Passed), fmt.Sprint(l.Denied)
+			if prev, ok := v.last[dev]; ok && prev.boot == now.boot && now.at.After(prev.at) &&
+				now.passed >= prev.passed && now.denied >= prev.denied {
+				dt := now.at.Sub(prev.at).Seconds()
+				passed += fmt.Sprintf(" (%.1f/s)", float64(now.passed-prev.passed)/dt)
+				denied += fmt.Sprintf(" (%.1f/s)", float64(now.denied-prev.denied)/dt)
+			}
+			fmt.Fprintf(&b, " links[%s policy=%d passed=%s denied=%s flows=%d/%d]", l.Mode, l.PolicySerial, passed, denied, l.Flows, l.FlowCap)
+			v.last[dev] = now
+			continue
+		case contract.SectionFeeds:
+			var fs contract.Feeds
+			if json.Unmarshal(raw, &fs) != nil {
+				break
+			}
+			b.WriteString(" feeds[")
+			for i, f := range fs {
+				if i > 0 {
+					b.WriteString(" ")
+				}
+				on := 0
+				for _, c := range f.Circuits {
+					if c.On {
+						on++
+					}
+				}
+				fmt.Fprintf(&b, "%s %s/%skW %d/%d on", f.Feed, kw(f.PowerKW), kw(f.CapKW), on, len(f.Circuits))
+				if f.MeterLost {
+					b.WriteString(" METER LOST")
+				}
+				if f.Unmet != "" {
+					b.WriteString(" UNMET")
+				}
+			}
+			b.WriteString("]")
+			continue
+		}
+		fmt.Fprintf(&b, " %s[%d bytes]", name, len(raw))
+	}
+	return b.String()
+}
+
+// kw spells an optional power in kW, "-" when absent (no reading, no cap).
+func kw(p *float64) string {
+	if p == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", *p)
+}
+
+func (v *watchView) line(topic string, payload []byte) string {
 	parts := strings.Split(strings.TrimPrefix(topic, contract.Prefix), "/")
 	dev := parts[0]
 	kind := strings.Join(parts[1:], "/")
@@ -228,8 +320,8 @@ func humanLine(topic string, payload []byte) string {
 	case "telemetry":
 		var t contract.Telemetry
 		if json.Unmarshal(payload, &t) == nil {
-			return fmt.Sprintf("%-8s %-20s #%d queue=%d dropped=%d/%d rss=%dk sections=%d", "TELEM", dev, t.Seq,
-				t.Agent.Queue.Depth, t.Agent.Queue.Dropped.Telemetry, t.Agent.Queue.Dropped.Events, t.Agent.RSSBytes>>10, len(t.Sections))
+			return fmt.Sprintf("%-8s %-20s #%d queue=%d dropped=%d/%d rss=%dk%s", "TELEM", dev, t.Seq,
+				t.Agent.Queue.Depth, t.Agent.Queue.Dropped.Telemetry, t.Agent.Queue.Dropped.Events, t.Agent.RSSBytes>>10, v.telemetry(dev, &t))
 		}
 	case "cmd/result":
 		var r contract.Result

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/policy/dsse"
 )
 
@@ -24,18 +24,7 @@ func TestCmdWatchAudit(t *testing.T) {
 	}
 	stranger, _, _ := dsse.GenerateKeyFiles(dir, "stranger")
 	ring, _ := dsse.LoadKeyring(opPub)
-	devCert, devKey := pki.Client(t, "dev-1")
-	l, err := mqttlink.New(mqttlink.Options{
-		Device: "dev-1", Site: "s1", Kind: "router", Version: "test", URL: b.URL(), CA: pki.CA, Cert: devCert, Key: devKey,
-		StateDir: t.TempDir(), Operators: ring, TelemetryEvery: time.Hour,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- l.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	startDevice(t, pki, b, ring, "dev-1", "s1")
 
 	cert, key := pki.Client(t, "operator")
 	conn := []string{"--broker", b.URL(), "--ca", pki.CA, "--tls-cert", cert, "--tls-key", key}
@@ -97,5 +86,43 @@ func TestParseArgs(t *testing.T) {
 	}
 	if _, err := parseArgs([]string{"novalue"}); err == nil {
 		t.Fatal("accepted an argument without =")
+	}
+}
+
+// TestWatchTelemetry: watch names the telemetry sections and prints their
+// key figures, with passed and denied rates from one message to the next.
+func TestWatchTelemetry(t *testing.T) {
+	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	msg := func(seq uint64, boot string, dt time.Duration, passed, denied uint64) []byte {
+		links, _ := json.Marshal(contract.Links{Mode: "inline", PolicySerial: 7, Passed: passed, Denied: denied, Flows: 12, FlowCap: 65536})
+		power, cap := 42.5, 50.0
+		fs, _ := json.Marshal(contract.Feeds{{Feed: "f1", PowerKW: &power, CapKW: &cap, Circuits: []contract.Circuit{{ID: "a", On: true}, {ID: "b"}}},
+			{Feed: "f2", MeterLost: true}})
+		b, _ := json.Marshal(contract.Telemetry{Device: "r1", BootID: boot, Seq: seq, TS: at.Add(dt),
+			Sections: map[string]json.RawMessage{contract.SectionLinks: links, contract.SectionFeeds: fs, "x-new": json.RawMessage(`{"a":1}`)}})
+		return b
+	}
+	v := newWatchView()
+	topic := contract.Prefix + "r1/telemetry"
+	for _, tt := range []struct {
+		name string
+		msg  []byte
+		want []string
+		not  string
+	}{
+		{"first", msg(1, "b1", 0, 1000, 100), []string{"links[inline policy=7 passed=1000 denied=100 flows=12/65536]",
+			"feeds[f1 42.5/50.0kW 1/2 on f2 -/-kW 0/0 on METER LOST]", "x-new[7 bytes]"}, "/s"},
+		{"rates", msg(2, "b1", 10*time.Second, 1500, 130), []string{"passed=1500 (50.0/s) denied=130 (3.0/s)"}, "sections="},
+		{"reboot: no rate across boots", msg(1, "b2", 20*time.Second, 10, 1), []string{"passed=10 denied=1 "}, "/s"},
+	} {
+		got := v.line(topic, tt.msg)
+		for _, w := range tt.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: %q lacks %q", tt.name, got, w)
+			}
+		}
+		if strings.Contains(got, tt.not) {
+			t.Errorf("%s: %q has %q", tt.name, got, tt.not)
+		}
 	}
 }
