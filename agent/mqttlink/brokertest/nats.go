@@ -348,6 +348,22 @@ func (n *NATSNode) Kill(tb testing.TB) {
 	<-done
 }
 
+// Freeze stops the node with SIGSTOP, as a host that hangs: its sockets
+// stay open and silent, so its clients notice nothing until their
+// keepalive runs out (a killed process's sockets are reset by the kernel
+// at once, on loopback as on a live host). Kill ends a frozen node too.
+func (n *NATSNode) Freeze(tb testing.TB) {
+	tb.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		tb.Fatalf("brokertest: freeze of a stopped node %s", n.Name)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		tb.Fatalf("brokertest: freeze %s: %v", n.Name, err)
+	}
+}
+
 // syncWriter guards a process's output buffer, read while it runs.
 type syncWriter struct {
 	mu  *sync.Mutex
@@ -358,4 +374,31 @@ func (w syncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.Write(p)
+}
+
+// MQTTClients are the client ids of the MQTT connections the node holds
+// (its monitoring port's /connz).
+func (n *NATSNode) MQTTClients(tb testing.TB) []string {
+	tb.Helper()
+	hc := &http.Client{Timeout: 2 * time.Second}
+	r, err := hc.Get("http://127.0.0.1:" + strconv.Itoa(n.monPort) + "/connz?limit=100000")
+	if err != nil {
+		tb.Fatalf("brokertest: %s connz: %v", n.Name, err)
+	}
+	defer r.Body.Close()
+	var connz struct {
+		Conns []struct {
+			MQTTClient string `json:"mqtt_client"`
+		} `json:"connections"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&connz); err != nil {
+		tb.Fatalf("brokertest: %s connz: %v", n.Name, err)
+	}
+	var ids []string
+	for _, c := range connz.Conns {
+		if c.MQTTClient != "" {
+			ids = append(ids, c.MQTTClient)
+		}
+	}
+	return ids
 }
