@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -228,11 +229,20 @@ func newPolicyVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			ring, err := dsse.LoadKeyring(tf.trust...)
+			if err != nil {
+				return err
+			}
+			names := make([]string, len(v.Signers))
+			for i, id := range v.Signers {
+				names[i] = fmt.Sprintf("%s (%.12s)", filepath.Base(ring.Name(id)), id)
+			}
 			p := v.Policy
 			m := match.Compile(p)
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK\n  serial:    %d\n  issued:    %s\n  expires:   %s (in %s)\n  default:   %s\n  domestic:  %d prefixes\n  approvals: %d (%d remote prefixes)\n  signed by: %d trusted key(s)\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK\n  serial:    %d\n  issued:    %s\n  expires:   %s (in %s)\n  default:   %s\n  domestic:  %d prefixes\n  approvals: %d (%d remote prefixes)\n  signed by: %d of %d trusted key(s), %d needed: %s\n",
 				args[0], p.Serial, p.Issued.UTC().Format(time.RFC3339), p.Expires.UTC().Format(time.RFC3339),
-				time.Until(p.Expires).Round(time.Minute), p.Default, len(p.Domestic), len(p.Approvals), m.Prefixes(), len(v.Signers))
+				days(time.Until(p.Expires)), p.Default, len(p.Domestic), len(p.Approvals), m.Prefixes(),
+				len(v.Signers), ring.Len(), tf.threshold, strings.Join(names, ", "))
 			return nil
 		},
 	}

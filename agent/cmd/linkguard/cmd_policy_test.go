@@ -110,3 +110,25 @@ func TestPolicyExplainConfig(t *testing.T) {
 		t.Error("a missing configuration was accepted")
 	}
 }
+
+// TestPolicyVerifyNamesSigners: verify names the signing keys by file and
+// id, and gives the expiry as a date and days, not as hours.
+func TestPolicyVerifyNamesSigners(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now().UTC().Truncate(time.Second)
+	doc := "serial: 2\nissued: " + now.Add(-time.Hour).Format(time.RFC3339) + "\nexpires: " +
+		now.Add(210*24*time.Hour+5*time.Hour).Format(time.RFC3339) + "\ndomestic: [103.1.0.0/16]\napprovals: []\n"
+	pol, pub := signedPolicy(t, dir, doc)
+	out, _, err := run("policy", "verify", "--trust", pub, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"(in 210 days 5h)", "signed by: 1 of 1 trusted key(s), 1 needed: c.pub ("} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "h0m0s") {
+		t.Errorf("expiry in hours:\n%s", out)
+	}
+}
