@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -15,14 +17,30 @@ import (
 	"linkguard.dev/linkguard/testbench/demo"
 )
 
-func main() {
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+// run executes the command line until it ends or SIGINT/SIGTERM stops it,
+// and returns the exit code: a stop by signal that shuts down cleanly is
+// success (0), so `make demo` ended with Ctrl-C is not an error. A second
+// signal while shutting down kills the process the default way.
+func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRoot().ExecuteContext(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "testbench:", err)
-		os.Exit(1)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // restore the default action: the next Ctrl-C is not caught
+	}()
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = nil // stopped by the signal, as asked
 	}
+	if err != nil {
+		fmt.Fprintln(stderr, "testbench:", err)
+		return 1
+	}
+	return 0
 }
 
 func newRoot() *cobra.Command {
