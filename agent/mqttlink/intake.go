@@ -29,18 +29,25 @@ import (
 // HandlerTimeout bounds one command handler.
 const HandlerTimeout = 30 * time.Second
 
-// inbound is a command waiting in the inbox. One over command.MaxMessage
-// keeps only its refusal: paho has read it already, but the inbox need not
-// hold dozens of them until their turn.
+// inbound is a command message on its way to verification, or a refusal
+// on its way to its result and event.
 type inbound struct {
 	topic    string
 	retained bool
-	payload  []byte
-	tooLarge error // command.CheckSize's refusal; payload is then nil
+	payload  []byte // nil for a refusal
+	// refusal is why the intake refused it before verification (see
+	// onMessage); id is then the command id read from its payload, if any.
+	refusal error
+	id      string
+	signer  string // the key id it claims, for the intake's lanes
 }
 
-// onMessage runs on paho's goroutine: hand off and return at once. Sizes are
-// checked here, before anything parses or keeps a payload.
+// onMessage runs on paho's goroutine: hand off and return at once. A
+// command message is pre-checked here (command.Verifier.Precheck: size,
+// shape, a signature by a key of the roster in force), so only what may be
+// a command waits in the intake for the full verification; a refusal goes
+// to the command loop for its result and event, as far as the topic's
+// refusal budget goes (intake.allow), and is only counted beyond it.
 func (l *Link) onMessage(_ paho.Client, m paho.Message) {
 	if m.Topic() == contract.PolicyTopic {
 		if err := (dsse.Limits{}).CheckSize(len(m.Payload())); err != nil {
@@ -68,28 +75,62 @@ func (l *Link) onMessage(_ paho.Client, m paho.Message) {
 		return
 	}
 	in := inbound{topic: m.Topic(), retained: m.Retained(), payload: m.Payload()}
-	if err := command.CheckSize(len(in.payload)); err != nil {
-		in.payload, in.tooLarge = nil, err
+	if in.retained {
+		// Never act on what the broker replays at subscribe time.
+		l.refuseEarly(in, command.ReasonRetained, nil)
+		return
 	}
-	select {
-	case l.inbox <- in:
-	default:
-		l.log.Warn("command dropped: intake full", "topic", m.Topic(), "bytes", len(m.Payload()))
+	signer, err := l.verify.Precheck(in.payload)
+	if err != nil {
+		l.refuseEarly(in, command.ReasonOf(err), err)
+		return
 	}
+	l.intake.push(in, signer)
+}
+
+// refuseEarly answers a message refused before verification, if the
+// topic's refusal budget allows; err nil means retained.
+func (l *Link) refuseEarly(in inbound, reason command.Reason, err error) {
+	if !l.intake.allow(in.topic, reason, time.Now()) {
+		return
+	}
+	if err == nil {
+		err = fmt.Errorf("%w: a retained message on %s is never acted on", command.ErrRetained, in.topic)
+	}
+	in.id, in.payload, in.refusal = command.PeekID(in.payload), nil, err
+	l.intake.answer(in)
 }
 
 func (l *Link) commandLoop(ctx context.Context) error {
+	flood := time.NewTicker(FloodEvery)
+	defer flood.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case in := <-l.inbox:
-			l.handleCommand(ctx, in)
+		case <-l.intake.signal():
+			if in, ok := l.intake.pop(); ok {
+				l.handleCommand(ctx, in)
+			}
+		case <-flood.C:
+			l.reportFlood()
 		}
 	}
 }
 
-// handleCommand verifies and runs one command and always answers it.
+// reportFlood emits a command.flood event for each topic whose refusals
+// went beyond its budget, or whose pre-checked messages found no room,
+// since the last one.
+func (l *Link) reportFlood() {
+	for _, f := range l.intake.summaries(FloodEvery) {
+		l.log.Warn("command flood", "topic", f["topic"], "refused", f["refused"], "unanswered", f["unanswered"], "dropped", f["dropped"])
+		l.Emit(CommandFlood, report.Warning, f)
+	}
+}
+
+// handleCommand verifies and runs one command and answers it: always when
+// it is carried out, and a refusal as far as the topic's refusal budget
+// goes.
 func (l *Link) handleCommand(ctx context.Context, in inbound) {
 	var (
 		id    string
@@ -97,15 +138,10 @@ func (l *Link) handleCommand(ctx context.Context, in inbound) {
 		err   error
 		topic = in.topic
 	)
-	switch {
-	case in.retained:
-		// Never act on what the broker replays at subscribe time.
-		id = command.PeekID(in.payload)
-		err = fmt.Errorf("%w: a retained message on %s is never acted on", command.ErrRetained, topic)
-	case in.tooLarge != nil:
-		err = in.tooLarge // what Verify would say of it
-	default:
-		id, c, err = l.verify.Verify(in.payload)
+	if in.refusal != nil {
+		id, err = in.id, in.refusal // refused on arrival; its answer is budgeted already
+	} else if id, c, err = l.verify.Verify(in.payload); err != nil && !l.intake.allow(topic, command.ReasonOf(err), time.Now()) {
+		return // counted into the topic's next command.flood
 	}
 	var result any
 	if err == nil {

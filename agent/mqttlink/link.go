@@ -94,7 +94,7 @@ type Link struct {
 	sections map[string]func() any
 	telSeq   uint64
 
-	inbox    chan inbound
+	intake   intake // commands waiting for verification, refusals for their answer
 	policyIn chan []byte
 	rosterIn chan []byte
 	// lastRosterRefused is the hash of the last fleet roster refused, so a
@@ -172,7 +172,6 @@ func New(opt Options) (*Link, error) {
 		lost:      make(chan error, 1),
 		chainPath: filepath.Join(dir, "events-chain.json"),
 		sections:  map[string]func() any{},
-		inbox:     make(chan inbound, 64),
 		policyIn:  make(chan []byte, 1),
 		rosterIn:  make(chan []byte, 1),
 
