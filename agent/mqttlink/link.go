@@ -345,13 +345,20 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(n.Int64())
 }
 
+// stepTimeout bounds each step of a connection (connect, subscribe, the
+// retained state): a broker node that does not answer in time is left for
+// the next URL. A clustered broker can accept a connection and never
+// acknowledge a publish while its stream leaders are re-elected; 30 s of
+// waiting kept a device off the fleet that long.
+const stepTimeout = 10 * time.Second
+
 func (l *Link) connect(ctx context.Context) error {
 	select {
 	case <-l.lost: // a stale loss from the previous session
 	default:
 	}
 	tok := l.client.Connect()
-	if err := waitToken(ctx, tok, 30*time.Second); err != nil {
+	if err := waitToken(ctx, tok, stepTimeout); err != nil {
 		return err
 	}
 	subs := map[string]byte{l.topics.Cmd: 1, contract.AllCmdTopic: 1, contract.PolicyTopic: 1}
@@ -361,7 +368,7 @@ func (l *Link) connect(ctx context.Context) error {
 	if l.opt.Site != "" {
 		subs[l.topics.SiteCmd] = 1
 	}
-	if err := waitToken(ctx, l.client.SubscribeMultiple(subs, l.onMessage), 30*time.Second); err != nil {
+	if err := waitToken(ctx, l.client.SubscribeMultiple(subs, l.onMessage), stepTimeout); err != nil {
 		l.client.Disconnect(0)
 		return fmt.Errorf("subscribe: %w", err)
 	}
@@ -449,7 +456,7 @@ func (l *Link) publishState(ctx context.Context) error {
 	}
 	tok := l.client.Publish(l.topics.State, 1, true, b)
 	l.stateMu.Unlock()
-	if err := waitToken(ctx, tok, 30*time.Second); err != nil {
+	if err := waitToken(ctx, tok, stepTimeout); err != nil {
 		return fmt.Errorf("publish state: %w", err)
 	}
 	return nil
