@@ -81,7 +81,9 @@ type Event struct {
 // Genesis is the prev of a device's first event.
 const Genesis = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// Result answers every command received, on .../cmd/result.
+// Result answers a command, on .../cmd/result: every one carried out, and
+// refusals up to a per-topic budget (the rest are counted in a
+// command.flood event), so a flood of junk cannot become a flood of answers.
 type Result struct {
 	CmdID  string    `json:"cmd_id"`
 	OK     bool      `json:"ok"`
