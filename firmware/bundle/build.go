@@ -20,6 +20,10 @@ type File struct {
 	Name string      // name inside the slot, e.g. "linkguard", "config/default.yaml"
 	Path string      // where it is read from
 	Mode fs.FileMode // 0755 for executables, 0644 otherwise
+	// Compression stores the file compressed (Zstd); the slot receives it
+	// decompressed. A bundle with any compressed file is format 2, which
+	// devices older than format 2 refuse.
+	Compression Compression
 }
 
 // Build writes a bundle of files to w. m carries the release facts (version,
@@ -33,15 +37,31 @@ func Build(w io.Writer, m Manifest, files []File, keys ...ed25519.PrivateKey) (M
 		m.Product = BinaryName
 	}
 	m.Payloads = m.Payloads[:0:0]
-	for _, f := range files {
+	// A compressed file is held in memory as stored, compressed in the same
+	// read that hashes it, so what is written is what the manifest says.
+	stored := make([][]byte, len(files))
+	for i, f := range files {
 		if f.Mode&^fs.ModePerm != 0 {
 			return Manifest{}, fmt.Errorf("bundle: %s: mode %v: only permission bits may be set", f.Name, f.Mode)
 		}
-		sum, size, err := hashFile(f.Path, nil)
+		p := Payload{Name: f.Name, Mode: uint32(f.Mode), Compression: f.Compression}
+		var sum []byte
+		var err error
+		if f.Compression == None {
+			sum, p.Size, err = hashFile(f.Path, nil)
+		} else {
+			stored[i], p.StoredSize, sum, p.Size, err = compressFile(f.Path, f.Compression)
+			if err == nil {
+				h := sha256.Sum256(stored[i][:tableLen(p.StoredSize)])
+				p.StoredSHA256 = hex.EncodeToString(h[:])
+				m.Format = 2
+			}
+		}
 		if err != nil {
 			return Manifest{}, err
 		}
-		m.Payloads = append(m.Payloads, Payload{Name: f.Name, Size: size, SHA256: hex.EncodeToString(sum), Mode: uint32(f.Mode)})
+		p.SHA256 = hex.EncodeToString(sum)
+		m.Payloads = append(m.Payloads, p)
 	}
 	if err := m.validate(DefaultMaxSize, DefaultMaxAll); err != nil {
 		return Manifest{}, err
@@ -68,6 +88,12 @@ func Build(w io.Writer, m Manifest, files []File, keys ...ed25519.PrivateKey) (M
 		return Manifest{}, fmt.Errorf("bundle: write: %w", err)
 	}
 	for i, f := range files {
+		if stored[i] != nil {
+			if _, err := w.Write(stored[i]); err != nil {
+				return Manifest{}, fmt.Errorf("bundle: write: %w", err)
+			}
+			continue
+		}
 		sum, _, err := hashFile(f.Path, w)
 		if err != nil {
 			return Manifest{}, err

@@ -75,12 +75,18 @@ type Manifest struct {
 }
 
 // Payload is one file carried by a bundle, in the order it follows the
-// manifest.
+// manifest. Size and SHA256 are always those of the file as it lands in the
+// slot; a compressed payload (format 2) adds how it is stored in the bundle,
+// and is checked in the order compress.go describes.
 type Payload struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
 	Mode   uint32 `json:"mode"`
+
+	Compression  Compression `json:"compression,omitempty"`
+	StoredSize   int64       `json:"stored_size,omitempty"`   // compressed stream, without the chunk table
+	StoredSHA256 string      `json:"stored_sha256,omitempty"` // of the chunk table
 }
 
 // FileMode returns the payload's permission bits.
@@ -90,8 +96,10 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$`
 
 // validate checks the manifest on its own, without the device's view.
 func (m *Manifest) validate(maxSize, maxAll int64) error {
-	if m.Format != 1 {
-		return fmt.Errorf("%w: format %d, want 1", ErrFormat, m.Format)
+	// Format 2 is format 1 with compressed payloads; devices older than it
+	// refuse it by number rather than install what they cannot decode.
+	if m.Format != 1 && m.Format != 2 {
+		return fmt.Errorf("%w: format %d, want 1 or 2", ErrFormat, m.Format)
 	}
 	if m.Product != BinaryName {
 		return fmt.Errorf("%w: product %q", ErrFormat, m.Product)
@@ -111,7 +119,7 @@ func (m *Manifest) validate(maxSize, maxAll int64) error {
 		return fmt.Errorf("%w: %d payloads", ErrFormat, len(m.Payloads))
 	}
 	seen := make(map[string]bool, len(m.Payloads))
-	var total int64
+	var total, stored int64
 	hasBinary := false
 	for i, p := range m.Payloads {
 		if len(p.Name) > 128 || !nameRE.MatchString(p.Name) {
@@ -134,8 +142,18 @@ func (m *Manifest) validate(maxSize, maxAll int64) error {
 		if total > maxAll {
 			return fmt.Errorf("%w: payloads total more than %d bytes", ErrTooLarge, maxAll)
 		}
-		if b, err := hex.DecodeString(p.SHA256); err != nil || len(b) != sha256.Size || hex.EncodeToString(b) != p.SHA256 {
+		if !isSHA256(p.SHA256) {
 			return fmt.Errorf("%w: payloads[%d]: sha256 %q", ErrFormat, i, p.SHA256)
+		}
+		if p.Compression != None && m.Format < 2 {
+			return fmt.Errorf("%w: payloads[%d]: compression in a format %d manifest", ErrFormat, i, m.Format)
+		}
+		if err := p.checkStored(i, maxSize); err != nil {
+			return err
+		}
+		stored += p.stored()
+		if stored > maxAll {
+			return fmt.Errorf("%w: payloads stored in more than %d bytes", ErrTooLarge, maxAll)
 		}
 		if p.Name == BinaryName {
 			hasBinary = true
@@ -238,6 +256,9 @@ type Reader struct {
 	next     int
 	cur      *payloadReader
 	done     bool
+	// storedTo, if set, receives every payload's bytes as stored in the
+	// bundle, once checked (Cosign copies a bundle through it).
+	storedTo io.Writer
 }
 
 // NewReader reads a bundle's header and manifest from r and checks them
@@ -404,7 +425,22 @@ func (r *Reader) Next() (Payload, io.Reader, error) {
 	p := r.m.Payloads[r.next]
 	r.next++
 	want, _ := hex.DecodeString(p.SHA256)
-	r.cur = &payloadReader{r: io.LimitReader(r.r, p.Size), left: p.Size, h: sha256.New(), want: want, name: p.Name}
+	pr := &payloadReader{r: io.LimitReader(r.r, p.Size), left: p.Size, h: sha256.New(), want: want, name: p.Name}
+	if p.Compression != None { // validated: Zstd
+		tableSum, _ := hex.DecodeString(p.StoredSHA256)
+		cr := &chunkReader{r: io.LimitReader(r.r, p.stored()), name: p.Name, tableSum: tableSum, streamLen: p.StoredSize, copyTo: r.storedTo}
+		d := newDecodedReader(cr, p.Size)
+		pr.r = d
+		pr.end = func() error {
+			if _, err := d.Read(nil); err != io.EOF {
+				return err
+			}
+			return nil
+		}
+	} else if r.storedTo != nil {
+		pr.r = io.TeeReader(pr.r, r.storedTo)
+	}
+	r.cur = pr
 	return p, r.cur, nil
 }
 
@@ -414,7 +450,11 @@ type payloadReader struct {
 	h    hash.Hash
 	want []byte
 	name string
-	err  error
+	// end, if set, is called when the signed size has been read and before
+	// the digest is judged: a compressed payload checks there that its
+	// stream ends.
+	end func() error
+	err error
 }
 
 func (pr *payloadReader) Read(b []byte) (int, error) {
@@ -424,6 +464,12 @@ func (pr *payloadReader) Read(b []byte) (int, error) {
 	n, err := pr.r.Read(b)
 	pr.h.Write(b[:n])
 	pr.left -= int64(n)
+	if err == nil && pr.left == 0 && pr.end != nil {
+		if err = pr.end(); err == nil {
+			err = io.EOF
+		}
+		pr.end = nil
+	}
 	if err == io.EOF || (err == nil && pr.left == 0) {
 		if pr.left > 0 {
 			pr.err = fmt.Errorf("%w: payload %s: %w", ErrFormat, pr.name, io.ErrUnexpectedEOF)
@@ -435,7 +481,10 @@ func (pr *payloadReader) Read(b []byte) (int, error) {
 		return n, pr.err
 	}
 	if err != nil {
-		pr.err = fmt.Errorf("bundle: payload %s: %w", pr.name, err)
+		pr.err = err
+		if !errors.Is(err, ErrFormat) && !errors.Is(err, ErrDigest) && !errors.Is(err, ErrTooLarge) {
+			pr.err = fmt.Errorf("bundle: payload %s: %w", pr.name, err) // else named already
+		}
 		return n, pr.err
 	}
 	return n, nil

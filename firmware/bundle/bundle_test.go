@@ -259,27 +259,11 @@ func reframe(t testing.TB, b []byte, f func(e *canonical)) []byte {
 		t.Fatal(err)
 	}
 	f(&e)
-	env, err := json.Marshal(&e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	out.WriteString(bundle.Magic)
-	binary.Write(&out, binary.BigEndian, uint32(len(env)))
-	out.Write(env)
-	out.Write(b[8+n:])
-	return out.Bytes()
+	return bundletest.Frame(t, e, b[8+n:])
 }
 
 // canonical is a manifest envelope as a bundle spells it.
-type canonical struct {
-	PayloadType string `json:"payloadType"`
-	Payload     []byte `json:"payload"`
-	Signatures  []struct {
-		KeyID string `json:"keyid"`
-		Sig   []byte `json:"sig"`
-	} `json:"signatures"`
-}
+type canonical = bundletest.Envelope
 
 func TestEnvelopeBounds(t *testing.T) {
 	rel := bundletest.NewRelease(t)

@@ -19,7 +19,8 @@ var ErrAlreadySigned = errors.New("bundle: already signed by this key")
 // signatures together. Before signing it checks what a signer vouches for:
 // the envelope's canonical form, the manifest, that key has not signed, and
 // then, as the payloads are copied, every payload's sha256 and that nothing
-// follows the last. It checks no other signature (that takes the release
+// follows the last (a compressed payload is decompressed to check it, and
+// copied compressed). It checks no other signature (that takes the release
 // public keys: Verify).
 //
 // It returns the manifest and the key ids of the signatures the bundle now
@@ -67,7 +68,9 @@ func Cosign(w io.Writer, r io.Reader, key ed25519.PrivateKey) (Manifest, []strin
 	if _, err := w.Write(canon); err != nil {
 		return Manifest{}, nil, fmt.Errorf("bundle: write: %w", err)
 	}
-	br := &Reader{r: r, m: m, envelope: canon}
+	// The payloads are copied as stored (compressed ones stay compressed),
+	// and read through as a device reads them, so every hash is checked.
+	br := &Reader{r: r, m: m, envelope: canon, storedTo: w}
 	for {
 		_, pr, err := br.Next()
 		if err == io.EOF {
@@ -76,7 +79,7 @@ func Cosign(w io.Writer, r io.Reader, key ed25519.PrivateKey) (Manifest, []strin
 		if err != nil {
 			return Manifest{}, nil, err
 		}
-		if _, err := io.Copy(w, pr); err != nil {
+		if _, err := io.Copy(io.Discard, pr); err != nil {
 			return Manifest{}, nil, err
 		}
 	}

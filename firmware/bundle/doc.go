@@ -10,8 +10,11 @@
 //
 // The manifest envelope is read within MaxEnvelope and dsse's signature cap
 // before any signature is checked, so a hostile bundle costs a bounded read.
+// A payload may be stored zstd-compressed (format 2); it is decompressed
+// only from chunks whose signed hashes matched, and only up to its signed
+// size (compress.go).
 //
-// It imports the standard library and policy/dsse (the envelope and its
-// bounds); the keys that verify are handed in (a *dsse.Keyring in
+// It imports the standard library, policy/dsse (the envelope and its
+// bounds) and klauspost/compress/zstd; the keys that verify are handed in (a *dsse.Keyring in
 // production). It must not import agent, hal or MQTT packages.
 package bundle

@@ -27,9 +27,9 @@ func newBundleCmd() *cobra.Command {
 
 func newBundleBuildCmd() *cobra.Command {
 	var (
-		arch, version, binary, defConfig, out, compatFrom, downgrade string
-		keys, inits                                                  []string
-		minHW                                                        int
+		arch, version, binary, defConfig, out, compatFrom, downgrade, compression string
+		keys, inits                                                               []string
+		minHW                                                                     int
 	)
 	cmd := &cobra.Command{
 		Use:   "build --arch ARCH --version V --binary FILE --key release.key -o FILE",
@@ -39,11 +39,17 @@ func newBundleBuildCmd() *cobra.Command {
 			if err := checkELF(binary, arch); err != nil {
 				return err
 			}
+			comp, err := bundle.ParseCompression(compression)
+			if err != nil {
+				return err
+			}
 			privs, err := loadPrivateKeys(keys)
 			if err != nil {
 				return err
 			}
-			files := []bundle.File{{Name: bundle.BinaryName, Path: binary, Mode: 0o755}}
+			// Only the binary is worth compressing; config and init scripts
+			// are a few KiB.
+			files := []bundle.File{{Name: bundle.BinaryName, Path: binary, Mode: 0o755, Compression: comp}}
 			if defConfig != "" {
 				files = append(files, bundle.File{Name: "config/default.yaml", Path: defConfig, Mode: 0o644})
 			}
@@ -65,7 +71,7 @@ func newBundleBuildCmd() *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%s: linkguard %s for %s, %d bytes, signed by %d key(s)\n", out, m.Version, m.Arch, buf.Len(), len(privs))
+			fmt.Fprintf(w, "%s: linkguard %s for %s, %d bytes (%s), signed by %d key(s)\n", out, m.Version, m.Arch, buf.Len(), transferText(m, buf.Len()), len(privs))
 			printPayloads(w, m)
 			return nil
 		},
@@ -80,6 +86,7 @@ func newBundleBuildCmd() *cobra.Command {
 	f.StringVarP(&out, "output", "o", "", "bundle file (default linkguard-VERSION-ARCH.lgb)")
 	f.IntVar(&minHW, "min-hardware", 0, "lowest hardware revision the release runs on")
 	f.StringVar(&compatFrom, "compatible-from", "", "lowest installed version that may update to this one directly")
+	f.StringVar(&compression, "compression", "zstd", "how the binary is stored in the bundle: zstd, or none for devices older than bundle format 2 (slots always hold it decompressed)")
 	f.StringVar(&downgrade, "downgrade-reason", "", "note on why one would go back to this release; it permits nothing (a downgrade takes a ticket: lgctl bundle ticket)")
 	for _, r := range []string{"arch", "version", "binary", "key"} {
 		_ = cmd.MarkFlagRequired(r)
@@ -90,7 +97,37 @@ func newBundleBuildCmd() *cobra.Command {
 func printPayloads(w io.Writer, m bundle.Manifest) {
 	for _, p := range m.Payloads {
 		fmt.Fprintf(w, "  %-24s %04o %9d  sha256:%s\n", p.Name, p.Mode, p.Size, p.SHA256)
+		if p.Compression != bundle.None {
+			fmt.Fprintf(w, "  %-24s      %9d  stored %s, %.1f%% of its size\n", "", p.StoredSize, p.Compression, 100*float64(p.StoredSize)/float64(max(p.Size, 1)))
+		}
 	}
+}
+
+// serialBaud is the console line lgctl flash --port usually drives.
+const serialBaud = 115200
+
+// serialTime is the least time n bundle bytes take over the serial
+// console: base64 (4 characters per 3 bytes) at 10 bits a character (8N1),
+// before the protocol's per-chunk answers.
+func serialTime(n int64) time.Duration {
+	return (time.Duration(n*4/3*10) * time.Second / serialBaud).Round(time.Second)
+}
+
+// transferText is how long the bundle takes over the serial console and,
+// when it is compressed, what the same bundle uncompressed would take.
+func transferText(m bundle.Manifest, size int) string {
+	s := fmt.Sprintf("at least %v at %d baud", serialTime(int64(size)), serialBaud)
+	plain := int64(size)
+	for _, p := range m.Payloads {
+		if p.Compression != bundle.None {
+			table := (p.StoredSize + bundle.ChunkSize - 1) / bundle.ChunkSize * 32
+			plain += p.Size - p.StoredSize - table
+		}
+	}
+	if plain != int64(size) {
+		s += fmt.Sprintf(", %v uncompressed", serialTime(plain))
+	}
+	return s
 }
 
 func newBundleCosignCmd() *cobra.Command {

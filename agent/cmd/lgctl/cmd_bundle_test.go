@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"linkguard.dev/linkguard/firmware/bundle"
 	"linkguard.dev/linkguard/firmware/bundle/bundletest"
+	"linkguard.dev/linkguard/policy/dsse"
 )
 
 // TestBundleCosignTicket: two release managers sign a bundle apart; a
@@ -85,5 +87,63 @@ func TestBundleCosignTicket(t *testing.T) {
 		if _, _, err := run(append(base, args...)...); !errors.Is(err, bundle.ErrTicket) {
 			t.Errorf("ticket %s: %v", name, err)
 		}
+	}
+}
+
+// TestBundleBuildCompression: the binary is zstd-compressed by default (a
+// format 2 bundle, a fraction of the size, the transfer time said), none
+// builds the format 1 bundle older devices read, and an unknown name is
+// refused.
+func TestBundleBuildCompression(t *testing.T) {
+	dir := t.TempDir()
+	key, pub, err := dsse.GenerateKeyFiles(dir, "release")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable() // an amd64 ELF standing in for linkguard
+	build := func(name string, extra ...string) (string, bundle.Manifest, int64) {
+		t.Helper()
+		out := filepath.Join(dir, name)
+		stdout, _, err := run(append([]string{"bundle", "build", "--arch", "amd64", "--version", "1.2.3", "--binary", self, "--key", key, "-o", out}, extra...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o, _, err := run("bundle", "verify", out, "--trust", pub, "--arch", "amd64"); err != nil || !strings.Contains(o, "valid") {
+			t.Fatalf("verify %s: %v %q", name, err, o)
+		}
+		f, _ := os.Open(out)
+		defer f.Close()
+		ring, _ := dsse.LoadKeyring(pub)
+		m, err := bundle.Verify(f, bundle.Policy{Keys: ring, Arch: "amd64"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := f.Stat()
+		return stdout, m, fi.Size()
+	}
+	zout, zm, zsize := build("z.lgb")
+	pout, pm, psize := build("p.lgb", "--compression", "none")
+	if zm.Format != 2 || zm.Payloads[0].Compression != bundle.Zstd || pm.Format != 1 || pm.Payloads[0].Compression != bundle.None {
+		t.Fatalf("formats %d/%q and %d/%q", zm.Format, zm.Payloads[0].Compression, pm.Format, pm.Payloads[0].Compression)
+	}
+	if zsize*2 > psize {
+		t.Errorf("compressed bundle %d bytes, uncompressed %d", zsize, psize)
+	}
+	if !strings.Contains(zout, "stored zstd") || !strings.Contains(zout, "uncompressed") || !strings.Contains(zout, "at 115200 baud") {
+		t.Errorf("build output:\n%s", zout)
+	}
+	if strings.Contains(pout, "stored zstd") || strings.Contains(pout, "uncompressed") {
+		t.Errorf("uncompressed build output:\n%s", pout)
+	}
+	if _, _, err := run("bundle", "build", "--arch", "amd64", "--version", "1.2.3", "--binary", self, "--key", key,
+		"-o", filepath.Join(dir, "x.lgb"), "--compression", "xz"); !errors.Is(err, bundle.ErrCompression) {
+		t.Fatalf("--compression xz: %v", err)
+	}
+}
+
+func TestSerialTime(t *testing.T) {
+	// 13 MB over 115200 baud, base64 at 8N1: about 26 minutes.
+	if got := serialTime(13 << 20); got < 26*time.Minute || got > 27*time.Minute {
+		t.Errorf("serialTime(13 MiB) = %v", got)
 	}
 }

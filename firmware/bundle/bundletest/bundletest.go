@@ -6,6 +6,8 @@ package bundletest
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -51,6 +53,8 @@ type Spec struct {
 	// Binary is the content of the "linkguard" payload, typically a shell
 	// script standing in for the agent. Default: a script that exits 0.
 	Binary string
+	// Compression is how the binary is stored (bundle.Zstd: format 2).
+	Compression bundle.Compression
 	// Extra payloads by name (mode 0644).
 	Extra map[string]string
 }
@@ -75,7 +79,7 @@ func (r Release) Build(tb testing.TB, s Spec) []byte {
 		}
 		return p
 	}
-	files := []bundle.File{{Name: bundle.BinaryName, Path: write("bin/linkguard", s.Binary), Mode: 0o755}}
+	files := []bundle.File{{Name: bundle.BinaryName, Path: write("bin/linkguard", s.Binary), Mode: 0o755, Compression: s.Compression}}
 	for name, content := range s.Extra {
 		files = append(files, bundle.File{Name: name, Path: write("extra/"+name, content), Mode: 0o644})
 	}
@@ -136,4 +140,70 @@ func (r Release) Ticket(tb testing.TB, t bundle.Ticket, others ...Release) []byt
 		tb.Fatal(err)
 	}
 	return env
+}
+
+// Resign returns bundle b with its manifest changed by edit and signed again
+// by r alone, the payload bytes unchanged: a bundle the release key signed
+// that lies about its payloads (a decompression bomb, a wrong size), which
+// only the payload checks can catch.
+func (r Release) Resign(tb testing.TB, b []byte, edit func(*bundle.Manifest)) []byte {
+	tb.Helper()
+	n := binary.BigEndian.Uint32(b[4:8])
+	var env struct {
+		Payload []byte `json:"payload"`
+	}
+	if err := json.Unmarshal(b[8:8+n], &env); err != nil {
+		tb.Fatal(err)
+	}
+	var m bundle.Manifest
+	if err := json.Unmarshal(env.Payload, &m); err != nil {
+		tb.Fatal(err)
+	}
+	edit(&m)
+	return r.Sign(tb, m, b[8+n:])
+}
+
+// Sign returns a bundle of manifest m, taken as it is (format, sizes and
+// hashes unchecked), signed by r and followed by body as its payload bytes.
+func (r Release) Sign(tb testing.TB, m bundle.Manifest, body []byte) []byte {
+	tb.Helper()
+	payload, err := json.Marshal(m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	raw, err := dsse.Sign(bundle.PayloadType, payload, r.Key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The canonical spelling: []byte fields in base64, as a bundle has them.
+	var c Envelope
+	if err := json.Unmarshal(raw, &c); err != nil {
+		tb.Fatal(err)
+	}
+	return Frame(tb, c, body)
+}
+
+// Envelope is a manifest envelope as a bundle spells it.
+type Envelope struct {
+	PayloadType string `json:"payloadType"`
+	Payload     []byte `json:"payload"`
+	Signatures  []struct {
+		KeyID string `json:"keyid"`
+		Sig   []byte `json:"sig"`
+	} `json:"signatures"`
+}
+
+// Frame writes a bundle: the header, e in canonical form, then body.
+func Frame(tb testing.TB, e Envelope, body []byte) []byte {
+	tb.Helper()
+	canon, err := json.Marshal(e)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out bytes.Buffer
+	out.WriteString(bundle.Magic)
+	binary.Write(&out, binary.BigEndian, uint32(len(canon)))
+	out.Write(canon)
+	out.Write(body)
+	return out.Bytes()
 }
