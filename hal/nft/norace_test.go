@@ -1,5 +1,0 @@
-//go:build !race
-
-package nft_test
-
-const raceOn = false
