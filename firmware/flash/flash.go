@@ -21,25 +21,105 @@ import (
 	"linkguard.dev/linkguard/firmware/slot"
 )
 
-// Progress draws a one-line progress bar on W; Update is the progress
+// Progress draws a one-line progress bar on W: bytes done of total, the
+// rate (smoothed) and the time left at that rate. Update is the progress
 // callback of Upload and provision.SendBundle.
 type Progress struct {
 	W     io.Writer
 	Label string
-	last  time.Time
+	// Now is the clock; nil means time.Now (tests hand in a fake one).
+	Now func() time.Time
+
+	start, last, sampled time.Time
+	from, lastDone       int64   // bytes done at the first call, at the last sample
+	rate                 float64 // bytes per second, smoothed
+	width                int     // of the last line drawn, to blank what is left of it
 }
+
+// progressTau is how fast the shown rate follows the real one: a serial
+// line's rate jitters with every answer the device sends, and an ETA that
+// jumps is worse than one a few seconds late.
+const progressTau = 3 * time.Second
 
 // Update redraws the bar at most every 100 ms, and always at the end.
 func (p *Progress) Update(done, total int64) {
-	if time.Since(p.last) < 100*time.Millisecond && done < total {
+	now := p.now()
+	if p.start.IsZero() {
+		p.start, p.sampled, p.from, p.lastDone = now, now, done, done
+	}
+	if dt := now.Sub(p.sampled); dt > 0 && done > p.lastDone {
+		inst := float64(done-p.lastDone) / dt.Seconds()
+		if p.rate == 0 {
+			p.rate = inst
+		} else {
+			a := float64(dt) / float64(dt+progressTau)
+			p.rate += a * (inst - p.rate)
+		}
+		p.sampled, p.lastDone = now, done
+	}
+	if now.Sub(p.last) < 100*time.Millisecond && done < total && !p.last.IsZero() {
 		return
 	}
-	p.last = time.Now()
-	const width = 30
-	n := int(int64(width) * min(done, total) / max(total, 1))
-	fmt.Fprintf(p.W, "\r%s [%s%s] %3d%% %d/%d bytes", p.Label, strings.Repeat("#", n), strings.Repeat(" ", width-n), 100*done/max(total, 1), done, total)
+	p.last = now
+	line := p.line(done, total, now)
+	pad := max(p.width-len(line), 0)
+	p.width = len(line)
+	fmt.Fprintf(p.W, "\r%s%s", line, strings.Repeat(" ", pad))
 	if done >= total {
 		fmt.Fprintln(p.W)
+	}
+}
+
+func (p *Progress) line(done, total int64, now time.Time) string {
+	const width = 30
+	n := int(int64(width) * min(done, total) / max(total, 1))
+	s := fmt.Sprintf("%s [%s%s] %3d%% %s/%s", p.Label, strings.Repeat("#", n), strings.Repeat(" ", width-n),
+		100*done/max(total, 1), byteSize(done), byteSize(total))
+	if done >= total {
+		el := now.Sub(p.start)
+		s += " in " + clock(el)
+		if el > 0 && done > p.from {
+			s += ", " + byteSize(int64(float64(done-p.from)/el.Seconds())) + "/s"
+		}
+		return s
+	}
+	if p.rate <= 0 {
+		return s + " --/s, time left --"
+	}
+	left := time.Duration(float64(total-done) / p.rate * float64(time.Second))
+	return s + " " + byteSize(int64(p.rate)) + "/s, " + clock(left) + " left"
+}
+
+func (p *Progress) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// byteSize writes n in binary units, three significant figures at most.
+func byteSize(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	default:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+}
+
+// clock writes d as 1h02m03s, 4m05s or 6s.
+func clock(d time.Duration) string {
+	d = d.Round(time.Second)
+	h, m, sec := int(d/time.Hour), int(d/time.Minute)%60, int(d/time.Second)%60
+	switch {
+	case h > 0:
+		return fmt.Sprintf("%dh%02dm%02ds", h, m, sec)
+	case m > 0:
+		return fmt.Sprintf("%dm%02ds", m, sec)
+	default:
+		return fmt.Sprintf("%ds", sec)
 	}
 }
 

@@ -23,16 +23,76 @@ import (
 	"linkguard.dev/linkguard/hal/envtest"
 )
 
+// fakeClock is a clock the test moves.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time      { return c.t }
+func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
+
 func TestProgress(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
 	var b bytes.Buffer
-	p := &Progress{W: &b, Label: "upload"}
-	p.Update(10, 100)
-	p.Update(20, 100) // within 100 ms of the last draw: skipped
-	p.Update(100, 100)
-	got := b.String()
-	if strings.Count(got, "\r") != 2 || !strings.Contains(got, " 10% 10/100 bytes") ||
-		!strings.HasSuffix(got, "[##############################] 100% 100/100 bytes\n") {
-		t.Errorf("progress drew %q", got)
+	p := &Progress{W: &b, Label: "upload", Now: clk.now}
+	const total = 4_465_100 // a stripped mipsle bundle
+	last := func() string {
+		s := b.String()
+		return strings.TrimRight(s[strings.LastIndex(s, "\r")+1:], " ")
+	}
+	p.Update(0, total)
+	if got := last(); got != "upload [                              ]   0% 0 B/4.3 MiB --/s, time left --" {
+		t.Errorf("start: %q", got)
+	}
+	// A 115200-baud console moves about 8640 bundle bytes a second (base64).
+	for i := 1; i <= 10; i++ {
+		clk.add(time.Second)
+		p.Update(int64(i)*8640, total)
+	}
+	if got := last(); got != "upload [                              ]   1% 84.4 KiB/4.3 MiB 8.4 KiB/s, 8m27s left" {
+		t.Errorf("steady: %q", got)
+	}
+	// One slow second moves the rate a little, not to a quarter.
+	clk.add(time.Second)
+	p.Update(10*8640+2000, total)
+	if got := last(); !strings.Contains(got, " 6.8 KiB/s, 10m27s left") {
+		t.Errorf("after a slow second: %q", got)
+	}
+	n := strings.Count(b.String(), "\r")
+	clk.add(50 * time.Millisecond)
+	p.Update(10*8640+2100, total) // within 100 ms of the last draw: skipped
+	if strings.Count(b.String(), "\r") != n {
+		t.Error("redrew within 100 ms")
+	}
+	clk.add(8*time.Minute + 49*time.Second)
+	p.Update(total, total)
+	if got := b.String(); !strings.HasSuffix(strings.TrimRight(got, " \n"), "[##############################] 100% 4.3 MiB/4.3 MiB in 9m00s, 8.1 KiB/s") ||
+		!strings.HasSuffix(got, "\n") {
+		t.Errorf("end: %q", got[strings.LastIndex(got, "\r"):])
+	}
+}
+
+func TestProgressBlanksALongerLine(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	var b bytes.Buffer
+	p := &Progress{W: &b, Label: "upload", Now: clk.now}
+	p.Update(0, 100) // "... --/s, time left --"
+	clk.add(time.Second)
+	p.Update(50, 100) // "... 50 B/s, 1s left": shorter
+	lines := strings.Split(b.String(), "\r")[1:]
+	if len(lines[1]) < len(lines[0]) || strings.TrimRight(lines[1], " ") == lines[1] {
+		t.Errorf("a shorter line is not padded over the longer one:\n%q", lines)
+	}
+}
+
+func TestClockAndSize(t *testing.T) {
+	for d, want := range map[time.Duration]string{0: "0s", 59499 * time.Millisecond: "59s", 61 * time.Second: "1m01s", 3723 * time.Second: "1h02m03s"} {
+		if got := clock(d); got != want {
+			t.Errorf("clock(%v) = %q, want %q", d, got, want)
+		}
+	}
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1536: "1.5 KiB", 15466689: "14.8 MiB"} {
+		if got := byteSize(n); got != want {
+			t.Errorf("byteSize(%d) = %q, want %q", n, got, want)
+		}
 	}
 }
 
