@@ -239,7 +239,7 @@ func TestCompressionManifest(t *testing.T) {
 		"compression in format 1":      func(m, p map[string]any) { m["format"] = 1 },
 		"stored_size without zstd":     func(m, p map[string]any) { delete(p, "compression") },
 		"stored_size 0":                func(m, p map[string]any) { p["stored_size"] = 0 },
-		"stored_size past the cap":     func(m, p map[string]any) { p["stored_size"] = 1 << 40 },
+		"stored_size past the cap":     func(m, p map[string]any) { p["stored_size"] = int64(1) << 40 },
 		"stored_sha256 not hex":        func(m, p map[string]any) { p["stored_sha256"] = "zz" },
 		"compression named in capital": func(m, p map[string]any) { p["compression"] = "ZSTD" },
 	} {
