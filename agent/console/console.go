@@ -23,7 +23,10 @@ import (
 
 // Options configure a Console.
 type Options struct {
-	Broker   string // tcp:// or mqtt:// URL (ssl:// with TLS below)
+	Broker string // tcp:// or mqtt:// URL (ssl:// with TLS below)
+	// Brokers are further nodes of a clustered broker, tried in order
+	// after Broker whenever the console (re)connects.
+	Brokers  []string
 	ClientID string // default "lgconsole-" + random
 	// Persistent keeps the broker session (clean session false) so events
 	// and results published while the console was away are delivered when
@@ -201,7 +204,7 @@ func (c *Console) topic(t string) string {
 
 // Run connects to the broker and follows the fleet until ctx ends.
 func (c *Console) Run(ctx context.Context) error {
-	o, err := contract.BrokerOptions(c.opt.Broker, c.opt.TLS.CA, c.opt.TLS.Cert, c.opt.TLS.Key)
+	o, err := contract.BrokerListOptions(append([]string{c.opt.Broker}, c.opt.Brokers...), c.opt.TLS.CA, c.opt.TLS.Cert, c.opt.TLS.Key)
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
@@ -228,7 +231,7 @@ func (c *Console) Run(ctx context.Context) error {
 			}
 		}()
 		c.setConn(true, "")
-		c.log.Info("console connected", "broker", o.Servers[0].Host)
+		c.log.Info("console connected", "brokers", len(o.Servers))
 	})
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		c.setConn(false, err.Error())

@@ -562,3 +562,30 @@ func TestConsoleHoldsNoPrivateKey(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleFailsOverBetweenBrokers: with the first broker of its list
+// down, the console connects to the next one and follows the fleet there.
+func TestConsoleFailsOverBetweenBrokers(t *testing.T) {
+	pki := brokertest.NewPKI(t)
+	br := brokertest.Start(t, brokertest.KindMochi, pki)
+	cert, key := pki.Client(t, "console")
+	dead := br.URL()[:strings.LastIndex(br.URL(), ":")] + ":1" // nothing listens on port 1
+	c, err := New(Options{Broker: dead, Brokers: []string{br.URL()}, TLS: TLSFiles{CA: pki.CA, Cert: cert, Key: key},
+		Trust: []ed25519.PublicKey{policytest.Key(t).Public().(ed25519.PublicKey)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if up, _ := c.Connected(); up {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the console never reached the second broker (first %s)", dead)
+		}
+	}
+}

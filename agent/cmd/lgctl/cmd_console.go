@@ -86,6 +86,7 @@ addresses with --tls-cert/--tls-key, and name them with --host.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Broker, "broker", "", "broker URL (tcp://, mqtt://, ssl://, mqtts://)")
+	f.StringArrayVar(&o.Brokers, "broker-also", nil, "another node of a clustered broker, tried after --broker (repeat)")
 	f.StringArrayVar(&trust, "trust", nil, "committee public key the devices trust (repeat for each anchor)")
 	f.IntVar(&o.Threshold, "threshold", 1, "committee signatures a policy needs at the least (a roster may raise it)")
 	f.StringVar(&o.RosterFile, "roster", "", "signed roster to start from (later ones arrive on the retained roster topic)")
