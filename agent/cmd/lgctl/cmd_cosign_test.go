@@ -264,7 +264,7 @@ func TestCmdTargetAllStopsEarly(t *testing.T) {
 	cert, key := pki.Client(t, "operator")
 	conn := []string{"--broker", b.URL(), "--ca", pki.CA, "--tls-cert", cert, "--tls-key", key}
 	// Wait for both devices' states to be retained.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(45 * time.Second) // a loaded CI machine is slow to bring two devices up
 	for {
 		out, _, _ := run(append([]string{"cmd", "--key", o.key, "--target", "all", "--timeout", "2s", "ping"}, conn...)...)
 		if strings.Contains(out, "2 of 2 online answered") {
