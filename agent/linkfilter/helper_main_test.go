@@ -142,14 +142,19 @@ func helperProbe(kind, addr string, timeout time.Duration) error {
 }
 
 // helperBulk sends n bytes of a pattern to an echo server while reading
-// the echo back, and fails unless every byte returns intact within 30 s.
+// the echo back, and fails unless every byte returns intact within 90 s.
+// A loaded 2-core CI machine (the NATS cluster and PostgreSQL tests run
+// beside this one) can starve the bridge long enough for the transmit ring
+// to stay full and a super-frame to be dropped; TCP's retransmission
+// timer then backs off for seconds, which is correct behaviour, not a fault
+// of the bridge: the bytes must still all arrive intact.
 func helperBulk(addr string, n int) error {
 	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(90 * time.Second))
 	pattern := func(i int) byte { return byte(i*7 + i>>11) }
 	errc := make(chan error, 1)
 	go func() {
