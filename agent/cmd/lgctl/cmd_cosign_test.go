@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"linkguard.dev/linkguard/agent/feeds"
 	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/firmware/update"
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/roster"
@@ -173,10 +175,35 @@ func startDevice(t *testing.T, pki *brokertest.PKI, b brokertest.Broker, ring *d
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Up once its online state is on the broker: the link subscribes to
+	// its command topics before it publishes that, so a command sent from
+	// then on is not lost (on a loaded machine the connect takes seconds).
+	online := make(chan struct{}, 1)
+	if in, ok := b.(brokertest.Inline); ok {
+		unsub, err := in.Subscribe(contract.TopicsFor(id, site).State, func(_ string, p []byte, _ bool) {
+			if bytes.Contains(p, []byte(`"online":true`)) {
+				select {
+				case online <- struct{}{}:
+				default:
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unsub()
+	} else {
+		online <- struct{}{}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- l.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-online:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s did not come online", id)
+	}
 }
 
 // TestCmdTypes: cmd --help lists every command type with its arguments and
