@@ -350,7 +350,16 @@ func openLink(cfg *config.Config, m *config.MQTT, policy *store.Store, rost *ros
 	if err != nil {
 		return nil, fmt.Errorf("agent: mqtt operators: %w", err)
 	}
+	// The device's broker identity signs what it reports, so consumers
+	// can tell its reports from anyone else's (contract.Seal).
+	var signer *contract.Signer
+	if m.Cert != "" {
+		if signer, err = contract.LoadSigner(m.Cert, m.Key); err != nil {
+			return nil, fmt.Errorf("agent: mqtt identity: %w", err)
+		}
+	}
 	link, err := mqttlink.New(mqttlink.Options{
+		Signer: signer,
 		Device: cfg.Device.ID, Site: cfg.Device.Site, Kind: cfg.Device.Kind.String(), Version: version.Version,
 		URLs: m.Brokers(), CA: m.CA, Cert: m.Cert, Key: m.Key,
 		Keepalive: m.Keepalive, TelemetryEvery: m.TelemetryEvery,

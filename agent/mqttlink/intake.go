@@ -171,7 +171,7 @@ func (l *Link) handleCommand(ctx context.Context, in inbound) {
 		res.Error = "result not encodable: " + merr.Error()
 		b, _ = json.Marshal(res)
 	}
-	if err := l.enqueue(queue.Event, l.topics.Result, b); err != nil {
+	if err := l.enqueue(queue.Event, l.topics.Result, l.seal(contract.KindResult, b)); err != nil {
 		l.log.Error("command result not queued", "cmd_id", id, "err", err)
 	}
 }
@@ -295,10 +295,14 @@ func (l *Link) telemetryLoop(ctx context.Context) error {
 	defer t.Stop()
 	sync := time.NewTicker(time.Second)
 	defer sync.Stop()
+	cp := time.NewTicker(SignGap)
+	defer cp.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-cp.C:
+			l.checkpoint(false)
 		case <-sync.C:
 			l.saveChain()
 			// Bound what a power cut can take while nothing is delivered.
@@ -340,7 +344,7 @@ func (l *Link) publishTelemetry() {
 		l.log.Error("telemetry not encodable", "err", err)
 		return
 	}
-	if err := l.enqueue(queue.Telemetry, l.topics.Telemetry, b); err != nil {
+	if err := l.enqueue(queue.Telemetry, l.topics.Telemetry, l.seal(contract.KindTelemetry, b)); err != nil {
 		l.log.Error("telemetry not queued", "err", err)
 	}
 	if d := qs.Dropped; d != l.dropsShown {

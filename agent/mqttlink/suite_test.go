@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -66,9 +67,13 @@ func newEnv(t *testing.T, k brokertest.Kind) *env {
 
 func (e *env) options(t *testing.T, device, stateDir string) mqttlink.Options {
 	cert, key := e.pki.Client(t, device)
+	signer, err := contract.LoadSigner(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return mqttlink.Options{
 		Device: device, Site: "tachileik", Kind: "router", Version: "test",
-		URL: e.broker.URL(), CA: e.pki.CA, Cert: cert, Key: key,
+		URL: e.broker.URL(), CA: e.pki.CA, Cert: cert, Key: key, Signer: signer,
 		Keepalive: 5 * time.Second, TelemetryEvery: time.Second,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second,
 		StateDir: stateDir, QueueMaxBytes: 8 << 20, Operators: e.keyring,
@@ -115,6 +120,8 @@ type msg struct {
 
 type observer struct {
 	t       testing.TB
+	verify  *contract.ReportVerifier // every report a link publishes is sealed by its device
+	chains  contract.ChainTracker
 	client  paho.Client
 	publish func(topic string, b []byte, retained bool) error
 	mu      sync.Mutex
@@ -127,7 +134,7 @@ type observer struct {
 // clean session false), so it misses nothing across a broker restart.
 func (e *env) observe(t testing.TB, name string, filter string) *observer {
 	t.Helper()
-	o := &observer{t: t, signal: make(chan struct{}, 1)}
+	o := &observer{t: t, signal: make(chan struct{}, 1), verify: &contract.ReportVerifier{Roots: e.pki.Pool()}}
 	if in, ok := e.broker.(brokertest.Inline); ok {
 		unsub, err := in.Subscribe(filter, func(topic string, p []byte, retained bool) { o.record(topic, p, retained) })
 		if err != nil {
@@ -177,11 +184,39 @@ func (o *observer) record(topic string, payload []byte, retained bool) {
 		if err := contract.ValidateTopic(topic, p); err != nil {
 			o.bad = append(o.bad, fmt.Sprintf("%v\n%s", err, contract.Pretty(p)))
 		}
+		o.checkSeal(topic, p)
 	}
 	o.mu.Unlock()
 	select {
 	case o.signal <- struct{}{}:
 	default:
+	}
+}
+
+// checkSeal holds every report to its device's signature: state,
+// telemetry and results each signed, events signed or vouched for by a
+// signed successor (a chain tail may still wait when the test ends).
+func (o *observer) checkSeal(topic string, p []byte) {
+	dev, suffix, _ := strings.Cut(strings.TrimPrefix(topic, contract.Prefix), "/")
+	kind := contract.KindOf(suffix)
+	if kind == "" || len(p) == 0 || dev == "site" || dev == "all" {
+		return
+	}
+	_, err := o.verify.Verify(kind, dev, p)
+	if kind != contract.KindEvents || !errors.Is(err, contract.ErrUnsigned) {
+		if err != nil {
+			o.bad = append(o.bad, fmt.Sprintf("%s: not sealed by its device: %v", topic, err))
+		}
+		if kind != contract.KindEvents {
+			return
+		}
+	}
+	var ev contract.Event
+	if json.Unmarshal(p, &ev) != nil {
+		return
+	}
+	for _, r := range o.chains.Add(dev, p, ev, err == nil).Rejected {
+		o.bad = append(o.bad, fmt.Sprintf("%s: event seq %d contradicted by its signed successor", topic, r.Event.Seq))
 	}
 }
 
@@ -271,9 +306,14 @@ func helperAgent(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	signer, err := contract.LoadSigner(hc.Cert, hc.Key)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	l, err := mqttlink.New(mqttlink.Options{
 		Device: hc.Device, Site: "tachileik", Kind: "router", Version: "test",
-		URL: hc.URL, CA: hc.CA, Cert: hc.Cert, Key: hc.Key, StateDir: hc.StateDir,
+		URL: hc.URL, CA: hc.CA, Cert: hc.Cert, Key: hc.Key, Signer: signer, StateDir: hc.StateDir,
 		Keepalive: 5 * time.Second, TelemetryEvery: time.Second,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second,
 		Operators: ring,
