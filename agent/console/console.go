@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -44,7 +46,14 @@ type Options struct {
 	// provisioned with. The fleet policy and the roster are verified
 	// against them (and the roster's committee) before anything is shown
 	// or built on them. The console holds no private key.
-	Trust      []ed25519.PublicKey
+	Trust []ed25519.PublicKey
+	// FleetCA, when set, are the CA certificates device certificates
+	// chain to: every report must be sealed by the device its topic
+	// names (contract.Seal), or it is listed as unverified and never
+	// merged. Without it the console believes what arrives and says so.
+	FleetCA *x509.CertPool
+	// Revoked, with FleetCA, names revoked device certificates (a CRL).
+	Revoked    func(serial *big.Int) bool
 	Threshold  int    // committee signatures a policy or roster needs at the least
 	RosterFile string // a signed roster to start from; later ones come retained
 	// StateDir keeps the console's store (console.db: audit log, pending
@@ -94,6 +103,7 @@ type Console struct {
 	// nothing received is dropped.
 	history chan contract.Event
 	foreign atomic.Uint64 // events whose payload names another device than the topic
+	gate    *gate         // which reports are believed
 
 	mu      sync.RWMutex
 	devices map[string]*Device
@@ -154,6 +164,7 @@ func New(opt Options) (*Console, error) {
 	}
 	c := &Console{
 		opt: opt, log: opt.Logger, trust: t, store: st, pending: map[string]*Pending{}, history: make(chan contract.Event, historyQueue),
+		gate:    newGate(opt),
 		auth:    auth{challenges: map[string]time.Time{}, sessions: map[string]*Session{}},
 		devices: map[string]*Device{}, byCmd: map[string]*Action{},
 		revoked: map[string]approvalNode{}, changed: make(chan struct{}),
@@ -297,9 +308,44 @@ func (c *Console) ingest(topic string, payload []byte) {
 	if !ok || dev == "" || dev == "site" || dev == "all" {
 		return
 	}
+	now := c.opt.Now()
+	var believed []contract.Event // events, decided before c.mu is taken
+	verified := false
+	switch kind {
+	case "state", "telemetry", "cmd/result":
+		if len(payload) == 0 && kind == "state" {
+			break // a retained state cleared: only the broker's own rules let anyone do that
+		}
+		ok := false
+		if ok, verified = c.gate.admit(now, topic, dev, contract.KindOf(kind), payload); !ok {
+			c.notify()
+			return
+		}
+	case "events":
+		var e contract.Event
+		if json.Unmarshal(payload, &e) != nil || e.ID == "" {
+			return
+		}
+		if e.Device != dev {
+			// A device publishing as another (on its own topic or any):
+			// never merged into that device's history.
+			c.gate.refuse(Unverified{At: now, Topic: topic, Device: dev, Claimed: e.Device, Kind: contract.KindEvents,
+				Reason: contract.ErrWrongDevice.Error()})
+			if c.foreign.Add(1)%1000 == 1 {
+				c.log.Warn("console: event names another device than its topic; not kept", "topic_device", dev, "payload_device", e.Device)
+			}
+			c.notify()
+			return
+		}
+		if believed = c.gate.admitEvent(now, topic, dev, payload, e); len(believed) == 0 {
+			return // waits for its device's signed checkpoint, or refused
+		}
+	default:
+		return
+	}
 	c.mu.Lock()
-	if d := c.devices[dev]; d != nil && (kind == "telemetry" || kind == "events" || kind == "cmd/result") {
-		d.heard = c.opt.Now()
+	if d := c.devices[dev]; d != nil {
+		d.heard = now
 	}
 	switch kind {
 	case "state":
@@ -308,35 +354,33 @@ func (c *Console) ingest(topic string, payload []byte) {
 			delete(c.devices, dev)
 			break
 		}
-		if json.Unmarshal(payload, &s) == nil {
+		if json.Unmarshal(payload, &s) == nil && s.Device == dev {
 			d := c.device(dev)
 			d.applyState(&s)
-			d.heard = c.opt.Now()
+			d.Verified = verified
+			d.heard = now
 			c.markApplied(dev)
 		}
 	case "telemetry":
 		var t contract.Telemetry
-		if json.Unmarshal(payload, &t) == nil {
+		if json.Unmarshal(payload, &t) == nil && t.Device == dev {
 			d := c.device(dev)
 			d.applyTelemetry(&t)
-			d.heard = c.opt.Now()
+			d.heard = now
 		}
 	case "events":
-		var e contract.Event
-		if json.Unmarshal(payload, &e) == nil && e.ID != "" && e.Device != dev {
-			// A device publishing as another (on its own topic or any):
-			// never merged into that device's history.
-			if c.foreign.Add(1)%1000 == 1 {
-				c.log.Warn("console: event names another device than its topic; not kept", "topic_device", dev, "payload_device", e.Device)
-			}
-		} else if e.ID != "" {
+		for _, e := range believed {
 			c.evN++
 			c.events = append(c.events, EventRecord{N: c.evN, Event: e})
-			if n := len(c.events); n > c.opt.MaxEvents {
-				c.events = append(c.events[:0:0], c.events[n-c.opt.MaxEvents:]...)
-			}
-			defer func() { c.history <- e }() // after c.mu is released
 		}
+		if n := len(c.events); n > c.opt.MaxEvents {
+			c.events = append(c.events[:0:0], c.events[n-c.opt.MaxEvents:]...)
+		}
+		defer func() { // after c.mu is released
+			for _, e := range believed {
+				c.history <- e
+			}
+		}()
 	case "cmd/result":
 		var r contract.Result
 		if json.Unmarshal(payload, &r) == nil && r.Device == dev {
@@ -345,9 +389,6 @@ func (c *Console) ingest(topic string, payload []byte) {
 				defer c.audit(AuditRecord{Kind: "result", Subject: r.CmdID, Detail: payload})
 			}
 		}
-	default:
-		c.mu.Unlock()
-		return
 	}
 	c.mu.Unlock()
 	c.notify()

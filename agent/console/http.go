@@ -35,6 +35,11 @@ type StateView struct {
 	Ingested   uint64      `json:"ingested"`
 	IngestRate float64     `json:"ingest_rate"`
 	Session    *Session    `json:"session,omitempty"`
+	// Verifying: reports are checked against the fleet CA; Unverified
+	// are the newest refused (UnverifiedTotal in all).
+	Verifying       bool         `json:"verifying"`
+	Unverified      []Unverified `json:"unverified"`
+	UnverifiedTotal uint64       `json:"unverified_total"`
 }
 
 // State is the whole view at once.
@@ -53,6 +58,11 @@ func (c *Console) State() StateView {
 		Pending: pend, Actions: acts, Ingested: c.Ingested(), IngestRate: c.IngestRate()}
 	if r, ok := c.Roster(); ok {
 		v.Roster = &r
+	}
+	v.Verifying = c.Verifying()
+	v.Unverified, v.UnverifiedTotal = c.Unverified()
+	if len(v.Unverified) > 20 {
+		v.Unverified = v.Unverified[:20]
 	}
 	return v
 }

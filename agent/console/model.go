@@ -25,6 +25,9 @@ type Device struct {
 	Filter        *Filter    `json:"filter,omitempty"`
 	Feeds         []*Feed    `json:"feeds,omitempty"`
 	QueueDepth    int64      `json:"queue_depth"`
+	// Verified: its last state was sealed by the device its topic names,
+	// under the fleet CA (false when the console has none).
+	Verified bool `json:"verified"`
 	// Silent: its last state says online, but nothing came from it for
 	// longer than Options.Silence, so it is shown offline.
 	Silent bool      `json:"silent,omitempty"`

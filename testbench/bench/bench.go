@@ -142,7 +142,7 @@ func Start(ctx context.Context, opt Options) (b *Bench, err error) {
 	}
 	b.Console, err = console.New(console.Options{Broker: b.Broker.URL(), ClientID: "testbench-console", Persistent: true,
 		Trust: trust, Threshold: max(opt.Threshold, 1), StateDir: filepath.Join(opt.Dir, "console"),
-		Logger: opt.Logger.With("part", "console")})
+		FleetCA: b.Keys.Fleet.Pool(), Logger: opt.Logger.With("part", "console")})
 	if err != nil {
 		return b, err
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -75,10 +76,19 @@ func TestConsoleShowsWhatDevicesPublish(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	sample := map[string]contract.WatchRecord{} // one message of each kind, for the contract's tests
+	verifier := &contract.ReportVerifier{Roots: b.Keys.Fleet.Pool()}
 	for _, m := range msgs {
 		if err := contract.ValidateTopic(m.Topic, m.Payload); err != nil {
 			t.Errorf("%s breaks the contract: %v\n%s", m.Topic, err, contract.Pretty(m.Payload))
 			continue
+		}
+		// Every report is sealed by its device (events: or vouched for
+		// by a later signed one, which the console checks).
+		dev, suffix, _ := strings.Cut(strings.TrimPrefix(m.Topic, contract.Prefix), "/")
+		if kind := contract.KindOf(suffix); kind != "" && len(m.Payload) > 0 {
+			if _, err := verifier.Verify(kind, dev, m.Payload); err != nil && !(kind == contract.KindEvents && errors.Is(err, contract.ErrUnsigned)) {
+				t.Errorf("%s is not sealed by its device: %v", m.Topic, err)
+			}
 		}
 		sample[sampleKey(m)] = m
 	}

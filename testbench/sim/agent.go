@@ -91,16 +91,25 @@ func (a *Agent) Running() bool {
 // Config is the device's configuration file.
 func (a *Agent) Config() []byte {
 	k := a.opt.Keys
+	cert, key, err := k.Identity(a.opt.ID)
+	if err != nil {
+		a.log.Error("no device identity: its reports go unsigned", "err", err)
+	}
 	return deviceConfig(a.opt.ID, a.opt.Site, a.dev.kind(), a.opt.Dir, k.TrustFiles(), max(k.Threshold, 1), k.OperatorPub,
-		a.proxy.url(), a.opt.TelemetryEvery, a.dev.config(a))
+		a.proxy.url(), cert, key, a.opt.TelemetryEvery, a.dev.config(a))
 }
 
 // deviceConfig is a device's configuration file: its identity, state and
 // policy file in dir, mqtt, and the sections of its kind.
-func deviceConfig(id, site, kind, dir string, trust []string, threshold int, operatorPub, url string, telemetryEvery time.Duration, sections string) []byte {
+// cert and key, when given, are its identity: it signs its reports.
+func deviceConfig(id, site, kind, dir string, trust []string, threshold int, operatorPub, url, cert, key string, telemetryEvery time.Duration, sections string) []byte {
 	quoted := make([]string, len(trust))
 	for i, t := range trust {
 		quoted[i] = strconv.Quote(t)
+	}
+	identity := ""
+	if cert != "" {
+		identity = fmt.Sprintf("  cert: %q\n  key: %q\n", cert, key)
 	}
 	return fmt.Appendf(nil, `device: {id: %q, site: %q, kind: %s}
 state_dir: %q
@@ -110,8 +119,8 @@ mqtt:
   telemetry_every: %s
   keepalive: 10s
   operators: [%q]
-%s`, id, site, kind, dir, filepath.Join(dir, "policy.signed.json"), strings.Join(quoted, ", "), threshold,
-		url, max(telemetryEvery, time.Second), operatorPub, sections)
+%s%s`, id, site, kind, dir, filepath.Join(dir, "policy.signed.json"), strings.Join(quoted, ", "), threshold,
+		url, max(telemetryEvery, time.Second), operatorPub, identity, sections)
 }
 
 // BareOptions describe a device with no hardware behind it.
@@ -120,6 +129,7 @@ type BareOptions struct {
 	Broker                    string // URL
 	Dir                       string // state and policy file
 	CommitteePub, OperatorPub string // key files it trusts
+	Cert, Key                 string // its identity (signs its reports); empty: unsigned
 	TelemetryEvery            time.Duration
 	Logger                    *slog.Logger
 }
@@ -132,7 +142,7 @@ func RunBare(ctx context.Context, o BareOptions) error {
 		return fmt.Errorf("sim: %w", err)
 	}
 	cfg, err := config.Parse("sim:"+o.ID, deviceConfig(o.ID, o.Site, config.KindRouter, o.Dir, []string{o.CommitteePub}, 1, o.OperatorPub,
-		o.Broker, o.TelemetryEvery, ""))
+		o.Broker, o.Cert, o.Key, o.TelemetryEvery, ""))
 	if err != nil {
 		return fmt.Errorf("sim: %s: %w", o.ID, err)
 	}

@@ -3,8 +3,11 @@ package sim
 import (
 	"crypto/ed25519"
 	"fmt"
+	"os"
 	"path/filepath"
+	"time"
 
+	"linkguard.dev/linkguard/agent/mqttlink/contract/contracttest"
 	"linkguard.dev/linkguard/policy/dsse"
 )
 
@@ -21,6 +24,25 @@ type Keys struct {
 	Anchors    []ed25519.PrivateKey
 	AnchorPubs []string
 	Threshold  int // 0: 1
+	// Fleet is the simulated fleet CA, FleetCA its certificate file: each
+	// device gets a key and certificate from it (Identity), as
+	// provisioning gives them, and signs its reports with them.
+	Fleet   *contracttest.CA
+	FleetCA string
+}
+
+// Identity writes device's key and fleet certificate into the key
+// directory (once) and returns their files.
+func (k *Keys) Identity(device string) (certFile, keyFile string, err error) {
+	certFile, keyFile = filepath.Join(k.Dir, device+".crt"), filepath.Join(k.Dir, device+".key")
+	if _, err := os.Stat(keyFile); err == nil {
+		return certFile, keyFile, nil
+	}
+	id, err := k.Fleet.Issue(device, time.Time{}, time.Time{})
+	if err != nil {
+		return "", "", fmt.Errorf("sim: %w", err)
+	}
+	return id.WriteFiles(k.Dir)
 }
 
 // AddAnchors makes committee keys until there are n anchors in all, and
@@ -69,6 +91,12 @@ func NewKeys(dir string) (*Keys, error) {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
 	if k.Operator, err = dsse.LoadPrivateKey(k.OperatorKey); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if k.Fleet, err = contracttest.NewCA("linkguard testbench fleet CA"); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	if k.FleetCA, err = k.Fleet.WriteCA(dir); err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
 	return k, nil

@@ -29,6 +29,7 @@ func newConsoleCmd() *cobra.Command {
 		certFile string
 		keyFile  string
 		logLevel string
+		fleet    fleetCAFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "console --broker URL --trust committee.pub... [--roster ROSTER] [--state DIR] [--tls-cert C --tls-key K] [--host NAME:PORT...]",
@@ -43,7 +44,10 @@ published.
 
 The fleet policy and the roster are verified against the committee keys
 (--trust, the anchors the devices were provisioned with) before anything is
-shown or built on them. Logins, proposals, signatures, publications,
+shown or built on them. With --fleet-ca, every state, telemetry, event and
+result must be sealed by the device its topic names (its fleet
+certificate); anything else is listed as unverified and never merged.
+Logins, proposals, signatures, publications,
 commands and devices' results are kept in DIR/console.db (SQLite).
 
 Over plain http the browser's WebCrypto works on loopback only: serve other
@@ -61,6 +65,15 @@ addresses with --tls-cert/--tls-key, and name them with --host.`,
 					return fmt.Errorf("--trust: %w", err)
 				}
 				o.Trust = append(o.Trust, pub)
+			}
+			v, err := fleet.verifier()
+			if err != nil {
+				return err
+			}
+			if v != nil {
+				o.FleetCA, o.Revoked = v.Roots, v.Revoked
+			} else {
+				o.Logger.Warn("no --fleet-ca: reports are believed as they arrive, and shown unverified")
 			}
 			if (certFile == "") != (keyFile == "") {
 				return errors.New("--tls-cert and --tls-key go together")
@@ -105,6 +118,7 @@ addresses with --tls-cert/--tls-key, and name them with --host.`,
 	f.StringVar(&o.TLS.Cert, "client-cert", "", "the console's MQTT client certificate (PEM) for mutual TLS")
 	f.StringVar(&o.TLS.Key, "client-key", "", "key of --client-cert (PEM)")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
+	fleet.add(cmd)
 	cmd.MarkFlagRequired("broker")
 	cmd.AddCommand(newConsoleSignCmd(), newConsolePendingCmd(), newConsoleUploadCmd())
 	return cmd

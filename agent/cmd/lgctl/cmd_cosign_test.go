@@ -168,8 +168,12 @@ func TestCommandSend(t *testing.T) {
 func startDevice(t *testing.T, pki *brokertest.PKI, b brokertest.Broker, ring *dsse.Keyring, id, site string) {
 	t.Helper()
 	devCert, devKey := pki.Client(t, id)
+	signer, err := contract.LoadSigner(devCert, devKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	l, err := mqttlink.New(mqttlink.Options{
-		Device: id, Site: site, Kind: "router", Version: "test", URL: b.URL(), CA: pki.CA, Cert: devCert, Key: devKey,
+		Device: id, Site: site, Kind: "router", Version: "test", URL: b.URL(), CA: pki.CA, Cert: devCert, Key: devKey, Signer: signer,
 		StateDir: t.TempDir(), Operators: ring, TelemetryEvery: time.Hour,
 	})
 	if err != nil {

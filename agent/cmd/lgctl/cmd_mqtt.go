@@ -148,11 +148,12 @@ func newCmdCmd() *cobra.Command {
 func newWatchCmd() *cobra.Command {
 	var (
 		bf      brokerFlags
+		ff      fleetCAFlags
 		asJSON  bool
 		forTime time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "watch --broker URL [--json]",
+		Use:   "watch --broker URL [--fleet-ca FILE] [--json]",
 		Short: "Print the fleet's states, events, results and telemetry live (a table, or JSON lines that `lgctl audit` reads)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -172,6 +173,9 @@ func newWatchCmd() *cobra.Command {
 			enc := json.NewEncoder(out)
 			enc.SetEscapeHTML(false) // keep event bytes exactly as published, for audit
 			view := newWatchView()
+			if view.verify, err = ff.verifier(); err != nil {
+				return err
+			}
 			handler := func(_ paho.Client, m paho.Message) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -181,12 +185,15 @@ func newWatchCmd() *cobra.Command {
 					}
 					return
 				}
-				fmt.Fprintln(out, view.line(m.Topic(), m.Payload()))
+				fmt.Fprintln(out, view.line(m.Topic(), m.Payload())+view.seal(m.Topic(), m.Payload()))
 			}
 			if err := subscribe(ctx, c, contract.Prefix+"#", handler); err != nil {
 				return fmt.Errorf("subscribe: %w", err)
 			}
 			if !asJSON {
+				if view.verify == nil {
+					fmt.Fprintln(out, "# reports are not verified: give --fleet-ca to check each against its device's certificate")
+				}
 				fmt.Fprintf(out, "%-8s %-20s %s\n", "KIND", "DEVICE", "DETAIL")
 			}
 			<-ctx.Done()
@@ -194,6 +201,7 @@ func newWatchCmd() *cobra.Command {
 		},
 	}
 	bf.add(cmd)
+	ff.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON record per message ({topic, retain, payload})")
 	cmd.Flags().DurationVar(&forTime, "for", 0, "stop after this long (default: until interrupted)")
 	return cmd
@@ -202,7 +210,9 @@ func newWatchCmd() *cobra.Command {
 // watchView renders messages as lines, remembering each device's last
 // packet counters so telemetry shows rates, not totals since boot.
 type watchView struct {
-	last map[string]linkSample
+	last   map[string]linkSample
+	verify *contract.ReportVerifier // nil: reports not checked
+	chains contract.ChainTracker
 }
 
 // linkSample is one device's packet counters at a telemetry message; a
@@ -337,11 +347,85 @@ func (v *watchView) line(topic string, payload []byte) string {
 	return fmt.Sprintf("%-8s %-20s %s %d bytes", "OTHER", dev, kind, len(payload))
 }
 
+// seal says whether a report is its device's: " [signed]", " [awaits
+// checkpoint]", " [vouched #2..#5]" or " [UNVERIFIED: reason]"; nothing
+// without a fleet CA.
+func (v *watchView) seal(topic string, payload []byte) string {
+	dev, suffix, _ := strings.Cut(strings.TrimPrefix(topic, contract.Prefix), "/")
+	kind := contract.KindOf(suffix)
+	if v.verify == nil || kind == "" || len(payload) == 0 {
+		return ""
+	}
+	_, err := v.verify.Verify(kind, dev, payload)
+	if kind != contract.KindEvents {
+		if err != nil {
+			return " [UNVERIFIED: " + err.Error() + "]"
+		}
+		return " [signed]"
+	}
+	var ev contract.Event
+	if err != nil && !errors.Is(err, contract.ErrUnsigned) || json.Unmarshal(payload, &ev) != nil {
+		return " [UNVERIFIED: " + fmt.Sprint(err) + "]"
+	}
+	if ev.Device != dev {
+		return " [UNVERIFIED: " + contract.ErrWrongDevice.Error() + "]"
+	}
+	o := v.chains.Add(dev, append([]byte(nil), payload...), ev, err == nil)
+	var b strings.Builder
+	switch {
+	case o.Duplicate:
+		b.WriteString(" [redelivered]")
+	case err == nil && len(o.Verified) > 1:
+		fmt.Fprintf(&b, " [signed; vouches #%d..#%d]", o.Verified[0].Event.Seq, o.Verified[len(o.Verified)-2].Event.Seq)
+	case err == nil:
+		b.WriteString(" [signed]")
+	case len(o.Verified) == 0:
+		b.WriteString(" [awaits checkpoint]")
+	default:
+		fmt.Fprintf(&b, " [vouched #%d..#%d]", o.Verified[0].Event.Seq, o.Verified[len(o.Verified)-1].Event.Seq)
+	}
+	for _, r := range o.Rejected {
+		fmt.Fprintf(&b, " [UNVERIFIED: #%d contradicted by the device's signed chain]", r.Event.Seq)
+	}
+	return b.String()
+}
+
+// fleetCAFlags name the fleet CA (and its CRL) that device certificates
+// chain to, for checking reports.
+type fleetCAFlags struct{ ca, crl string }
+
+func (f *fleetCAFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.ca, "fleet-ca", "", "fleet CA certificate(s) (PEM): check every report against its device's certificate")
+	cmd.Flags().StringVar(&f.crl, "fleet-crl", "", "the fleet CA's CRL: refuse reports of revoked devices (with --fleet-ca)")
+}
+
+// verifier is nil without --fleet-ca.
+func (f *fleetCAFlags) verifier() (*contract.ReportVerifier, error) {
+	if f.ca == "" {
+		if f.crl != "" {
+			return nil, errors.New("--fleet-crl needs --fleet-ca")
+		}
+		return nil, nil
+	}
+	pool, err := contract.LoadFleetCA(f.ca)
+	if err != nil {
+		return nil, err
+	}
+	v := &contract.ReportVerifier{Roots: pool}
+	if f.crl != "" {
+		if v.Revoked, err = contract.LoadRevoked(f.crl, f.ca); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
 // ---- lgctl audit
 
 func newAuditCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "audit FILE",
+	var ff fleetCAFlags
+	cmd := &cobra.Command{
+		Use:   "audit FILE [--fleet-ca FILE]",
 		Short: "Check devices' event hash chains in a saved stream (lgctl watch --json, or mosquitto_sub output); - reads stdin",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, argv []string) error {
@@ -354,7 +438,11 @@ func newAuditCmd() *cobra.Command {
 				defer f.Close()
 				r = bufio.NewReader(f)
 			}
-			reps, err := contract.Audit(r)
+			v, err := ff.verifier()
+			if err != nil {
+				return err
+			}
+			reps, err := contract.AuditWith(r, contract.AuditOptions{Verifier: v})
 			if err != nil {
 				return err
 			}
@@ -369,7 +457,11 @@ func newAuditCmd() *cobra.Command {
 				if !rep.OK() {
 					status, bad = "CHAIN BROKEN", bad+1
 				}
-				fmt.Fprintf(out, "%s: %s: events %d..%d (%d distinct, %d redelivered)\n", rep.Device, status, rep.First, rep.Last, rep.Events, rep.Duplicates)
+				fmt.Fprintf(out, "%s: %s: events %d..%d (%d distinct, %d redelivered)", rep.Device, status, rep.First, rep.Last, rep.Events, rep.Duplicates)
+				if v != nil {
+					fmt.Fprintf(out, "; %d vouched for by %d device signatures", rep.Vouched, rep.Signed)
+				}
+				fmt.Fprintln(out)
 				if rep.First > 1 {
 					fmt.Fprintf(out, "  note: the stream starts at seq %d; the link to seq %d is not checked\n", rep.First, rep.First-1)
 				}
@@ -377,10 +469,15 @@ func newAuditCmd() *cobra.Command {
 					fmt.Fprintf(out, "  %s\n", p)
 				}
 			}
+			if v == nil {
+				fmt.Fprintln(out, "note: signatures not checked (no --fleet-ca): a device could have published another's chain")
+			}
 			if bad > 0 {
 				return errSilent
 			}
 			return nil
 		},
 	}
+	ff.add(cmd)
+	return cmd
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -66,6 +68,45 @@ func TestCmdWatchAudit(t *testing.T) {
 	if err != nil || !strings.Contains(out, "dev-1: chain intact") {
 		t.Fatalf("audit: %v\n%s", err, out)
 	}
+	out, _, err = run("audit", "--fleet-ca", pki.CA, saved)
+	if err != nil || !strings.Contains(out, "dev-1: chain intact") || !strings.Contains(out, "vouched for by") {
+		t.Fatalf("audit --fleet-ca: %v\n%s", err, out)
+	}
+	// The issue's impersonation: dev-2, with its own valid certificate,
+	// publishes on its own topic a 3-event chain claiming to be dev-1, and
+	// the same chain bare (mosquitto_sub without topics).
+	dev2Cert, dev2Key := pki.Client(t, "dev-2")
+	dev2, err := contract.LoadSigner(dev2Cert, dev2Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var impostor strings.Builder
+	prev := contract.Genesis
+	for i := uint64(1); i <= 3; i++ {
+		b, _ := json.Marshal(contract.Event{ID: strings.Repeat("e", 31) + string(rune('0'+i)), TS: time.Now().UTC(), Seq: 100 + i, Device: "dev-1",
+			BootID: strings.Repeat("b", 32), Severity: "info", Type: "link.denied", Prev: prev, Fields: map[string]any{"site": "s1"}})
+		if b, err = dev2.Seal(contract.KindEvents, b); err != nil {
+			t.Fatal(err)
+		}
+		prev = hashHex(b)
+		rec, _ := json.Marshal(contract.WatchRecord{Topic: "linkguard/v1/dev-2/events", Payload: b})
+		impostor.Write(append(rec, '\n'))
+	}
+	os.WriteFile(saved, []byte(stream+impostor.String()), 0o600)
+	out, _, err = run("audit", saved)
+	if !errors.Is(err, errSilent) || !strings.Contains(out, "came on the topic of dev-2") {
+		t.Fatalf("audit of events naming dev-1 on dev-2's topic: %v\n%s", err, out)
+	}
+	var bare strings.Builder
+	for _, line := range strings.Split(strings.TrimSpace(impostor.String()), "\n") {
+		var rec contract.WatchRecord
+		json.Unmarshal([]byte(line), &rec)
+		bare.Write(append(append([]byte(nil), rec.Payload...), '\n'))
+	}
+	os.WriteFile(saved, []byte(stream+bare.String()), 0o600)
+	if out, _, err = run("audit", "--fleet-ca", pki.CA, saved); !errors.Is(err, errSilent) || !strings.Contains(out, "do not name the same device") {
+		t.Fatalf("audit --fleet-ca of bare events dev-2 signed as dev-1: %v\n%s", err, out)
+	}
 	// Alter one event in the saved stream: audit must notice.
 	forged := strings.Replace(stream, `"type":"command.accepted"`, `"type":"command.refused"`, 1)
 	os.WriteFile(saved, []byte(forged), 0o600)
@@ -73,6 +114,11 @@ func TestCmdWatchAudit(t *testing.T) {
 	if !errors.Is(err, errSilent) || !strings.Contains(out, "CHAIN BROKEN") {
 		t.Fatalf("audit of an altered stream: %v\n%s", err, out)
 	}
+}
+
+func hashHex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 func TestParseArgs(t *testing.T) {
@@ -124,5 +170,50 @@ func TestWatchTelemetry(t *testing.T) {
 		if strings.Contains(got, tt.not) {
 			t.Errorf("%s: %q has %q", tt.name, got, tt.not)
 		}
+	}
+}
+
+// TestWatchMarksSeals: with --fleet-ca, watch says of each report whether
+// its device sealed it, and of an unsigned event when a checkpoint vouched
+// for it.
+func TestWatchMarksSeals(t *testing.T) {
+	pki := brokertest.NewPKI(t)
+	cert, key := pki.Client(t, "r1")
+	r1, err := contract.LoadSigner(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := newWatchView()
+	v.verify = &contract.ReportVerifier{Roots: pki.Pool()}
+	st, _ := json.Marshal(contract.State{Online: true, Device: "r1", BootID: "b"})
+	sealedState, _ := r1.Seal(contract.KindState, st)
+	if got := v.seal("linkguard/v1/r1/state", sealedState); got != " [signed]" {
+		t.Errorf("sealed state: %q", got)
+	}
+	if got := v.seal("linkguard/v1/r2/state", sealedState); !strings.Contains(got, "UNVERIFIED") {
+		t.Errorf("r1's state on r2's topic: %q", got)
+	}
+	if got := v.seal("linkguard/v1/r1/state", st); !strings.Contains(got, "UNVERIFIED: unsigned") {
+		t.Errorf("unsigned state: %q", got)
+	}
+	prev := contract.Genesis
+	var marks []string
+	for i := uint64(1); i <= 3; i++ {
+		b, _ := json.Marshal(contract.Event{ID: strings.Repeat("a", 31) + string(rune('0'+i)), Seq: i, Device: "r1", BootID: "b",
+			Severity: "info", Type: "x", Prev: prev})
+		if i != 2 {
+			b, _ = r1.Seal(contract.KindEvents, b)
+		}
+		prev = hashHex(b)
+		marks = append(marks, v.seal("linkguard/v1/r1/events", b))
+	}
+	want := []string{" [signed]", " [awaits checkpoint]", " [signed; vouches #2..#2]"}
+	for i := range want {
+		if marks[i] != want[i] {
+			t.Errorf("event %d: %q, want %q", i+1, marks[i], want[i])
+		}
+	}
+	if got := newWatchView().seal("linkguard/v1/r1/state", st); got != "" {
+		t.Errorf("without a fleet CA: %q", got)
 	}
 }

@@ -31,9 +31,9 @@ type TrackedEvent struct {
 }
 
 type devChain struct {
-	pending map[uint64]TrackedEvent // unsigned, not yet vouched for
-	need    map[uint64]string       // seq -> the hash a vouched successor says it has
-	done    map[uint64]string       // recently vouched: seq -> hash, to drop redeliveries
+	pending map[uint64][]TrackedEvent // unsigned, not yet vouched for: the candidates for each seq
+	need    map[uint64]string         // seq -> the hash a vouched successor says it has
+	done    map[uint64]string         // recently vouched: seq -> hash, to drop redeliveries
 	doneMax uint64
 }
 
@@ -41,6 +41,7 @@ const (
 	defaultMaxPending = 1024
 	maxTrackedDevices = 1 << 17
 	doneWindow        = 4096
+	maxCandidates     = 4 // unsigned events claiming one seq
 )
 
 // Outcome is what one Add decided.
@@ -61,7 +62,7 @@ func (t *ChainTracker) Add(dev string, raw []byte, ev Event, signed bool) Outcom
 	}
 	d := t.devs[dev]
 	if d == nil {
-		d = &devChain{pending: map[uint64]TrackedEvent{}, need: map[uint64]string{}, done: map[uint64]string{}}
+		d = &devChain{pending: map[uint64][]TrackedEvent{}, need: map[uint64]string{}, done: map[uint64]string{}}
 		t.devs[dev] = d
 	}
 	h := hashHex(raw)
@@ -73,10 +74,20 @@ func (t *ChainTracker) Add(dev string, raw []byte, ev Event, signed bool) Outcom
 	if !signed {
 		want, ok := d.need[ev.Seq]
 		if !ok {
-			if p, dup := d.pending[ev.Seq]; dup && hashHex(p.Raw) == h {
-				return Outcome{Duplicate: true}
+			// Several candidates may claim a seq (a forger beside the
+			// device); the signed successor picks, so none displaces
+			// another.
+			cands := d.pending[ev.Seq]
+			for _, p := range cands {
+				if hashHex(p.Raw) == h {
+					return Outcome{Duplicate: true}
+				}
 			}
-			d.pending[ev.Seq] = te
+			if len(cands) >= maxCandidates {
+				out.Rejected = append(out.Rejected, te)
+				return out
+			}
+			d.pending[ev.Seq] = append(cands, te)
 			t.bound(d, &out)
 			return out
 		}
@@ -85,6 +96,11 @@ func (t *ChainTracker) Add(dev string, raw []byte, ev Event, signed bool) Outcom
 			return out
 		}
 		delete(d.need, ev.Seq)
+	}
+	for _, p := range d.pending[ev.Seq] {
+		if hashHex(p.Raw) != h {
+			out.Rejected = append(out.Rejected, p)
+		}
 	}
 	delete(d.pending, ev.Seq)
 	out.Verified = append(out.Verified, te)
@@ -95,18 +111,21 @@ func (t *ChainTracker) Add(dev string, raw []byte, ev Event, signed bool) Outcom
 		if d.done[seq] == prev {
 			break
 		}
-		p, ok := d.pending[seq]
-		if !ok {
-			d.need[seq] = prev
-			break
-		}
+		cands := d.pending[seq]
 		delete(d.pending, seq)
-		if ph := hashHex(p.Raw); ph != prev {
-			out.Rejected = append(out.Rejected, p)
+		var p *TrackedEvent
+		for i := range cands {
+			if hashHex(cands[i].Raw) == prev {
+				p = &cands[i]
+			} else {
+				out.Rejected = append(out.Rejected, cands[i])
+			}
+		}
+		if p == nil {
 			d.need[seq] = prev
 			break
 		}
-		out.Verified = append(out.Verified, p)
+		out.Verified = append(out.Verified, *p)
 		d.vouch(seq, prev)
 		seq, prev = seq-1, p.Event.Prev
 	}
@@ -120,7 +139,11 @@ func (t *ChainTracker) Pending(dev string) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if d := t.devs[dev]; d != nil {
-		return len(d.pending)
+		n := 0
+		for _, c := range d.pending {
+			n += len(c)
+		}
+		return n
 	}
 	return 0
 }
@@ -148,7 +171,7 @@ func (t *ChainTracker) bound(d *devChain, out *Outcome) {
 	}
 	for len(d.pending) > limit {
 		low := lowest(d.pending)
-		out.Rejected = append(out.Rejected, d.pending[low])
+		out.Rejected = append(out.Rejected, d.pending[low]...)
 		delete(d.pending, low)
 	}
 	for len(d.need) > limit {

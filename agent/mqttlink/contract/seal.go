@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -324,4 +325,41 @@ func ReasonOf(err error) string {
 		return ""
 	}
 	return strings.SplitN(err.Error(), ":", 2)[0]
+}
+
+// LoadRevoked reads a CRL (PEM or DER) that one of the fleet CA
+// certificates in caFile signed, for ReportVerifier.Revoked: a consumer
+// refuses reports sealed by a certificate the CA revoked, as the broker
+// refuses its connection.
+func LoadRevoked(crlFile, caFile string) (func(*big.Int) bool, error) {
+	b, err := os.ReadFile(crlFile)
+	if err != nil {
+		return nil, fmt.Errorf("contract: crl: %w", err)
+	}
+	if blk, _ := pem.Decode(b); blk != nil {
+		b = blk.Bytes
+	}
+	crl, err := x509.ParseRevocationList(b)
+	if err != nil {
+		return nil, fmt.Errorf("contract: crl %s: %w", crlFile, err)
+	}
+	cab, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("contract: fleet CA: %w", err)
+	}
+	signed := false
+	for blk, rest := pem.Decode(cab); blk != nil; blk, rest = pem.Decode(rest) {
+		if ca, err := x509.ParseCertificate(blk.Bytes); err == nil && crl.CheckSignatureFrom(ca) == nil {
+			signed = true
+			break
+		}
+	}
+	if !signed {
+		return nil, fmt.Errorf("contract: crl %s: not signed by a fleet CA of %s", crlFile, caFile)
+	}
+	revoked := make(map[string]bool, len(crl.RevokedCertificateEntries))
+	for _, e := range crl.RevokedCertificateEntries {
+		revoked[e.SerialNumber.String()] = true
+	}
+	return func(s *big.Int) bool { return revoked[s.String()] }, nil
 }
