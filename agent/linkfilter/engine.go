@@ -40,6 +40,12 @@ type checksumFiller interface{ ChecksumsCompleted() uint64 }
 
 var _ checksumFiller = (*capture.Live)(nil)
 
+// txDropper is a port that drops a frame its driver keeps refusing, so the
+// frames behind it can leave, and counts them (capture.Live).
+type txDropper interface{ TxDropped() uint64 }
+
+var _ txDropper = (*capture.Live)(nil)
+
 // NewBridge bridges inside and outside through f.
 func NewBridge(f *Filter, inside, outside capture.Port) *Bridge {
 	return &Bridge{f: f, inside: inside, outside: outside}
@@ -60,8 +66,17 @@ func (b *Bridge) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// WriteErrors counts frames a port refused to send.
-func (b *Bridge) WriteErrors() uint64 { return b.writeErrs.Load() }
+// WriteErrors counts frames a port refused to send, or sent and its
+// driver then refused for good.
+func (b *Bridge) WriteErrors() uint64 {
+	n := b.writeErrs.Load()
+	for _, p := range []capture.Port{b.inside, b.outside} {
+		if d, ok := p.(txDropper); ok {
+			n += d.TxDropped()
+		}
+	}
+	return n
+}
 
 // ChecksumsCompleted counts the partial checksums filled in on the way out
 // (the frames' senders had left them to offload hardware): by the ports,

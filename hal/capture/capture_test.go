@@ -781,3 +781,139 @@ func isProbe(f []byte) bool {
 	}
 	return false
 }
+
+// TestLiveTxRefused: the kernel keeps a transmit-ring frame its driver
+// refuses at the ring's head and retries it at every send, so one frame
+// the port can never send would stop the ring for good. A super-frame small
+// enough for a slot, on a port without offloads (the qdisc-bypassing ring
+// cannot segment it), goes out segmented like any other; a frame the peer
+// refuses every time (longer than the peer's MTU) is dropped after the
+// poll interval, counted, and the frames behind it leave in order.
+func TestLiveTxRefused(t *testing.T) {
+	ns := vethNamespace(t)
+	var a, b *capture.Live
+	capturetest.InNetns(t, ns, func() {
+		for _, p := range []string{"va", "vb"} {
+			if err := capture.DisableOffloads(p); err != nil {
+				t.Error(err)
+			}
+		}
+		var err error
+		o := capture.LiveOptions{PollInterval: 20 * time.Millisecond, TxRingFrames: 64, TxBatch: 8}
+		if a, err = capture.OpenLive("va", o); err != nil {
+			t.Error(err)
+			return
+		}
+		if b, err = capture.OpenLive("vb", o); err != nil {
+			t.Error(err)
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	collect := func(want int, keep func([]byte) bool) [][]byte {
+		var got [][]byte
+		for deadline := time.Now().Add(2 * time.Second); len(got) < want && time.Now().Before(deadline); {
+			_ = b.Wait(20 * time.Millisecond)
+			b.Drain(16, func(f []byte, _ capture.Info) {
+				if keep(f) {
+					got = append(got, bytes.Clone(f))
+				}
+			})
+		}
+		return got
+	}
+
+	// Two 600-byte segments: 1,254 bytes, a slot's worth.
+	small, gso := tcpSuperFrame(1200, 600, 0)
+	for i := range 3 {
+		if err := a.Queue(small, gso); err != nil {
+			t.Fatal(i, err)
+		}
+		if err := a.Queue(testFrame(100, 0, i), capture.OffloadInfo{}); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := collect(9, func(f []byte) bool { return isTestFrame(f) || len(f) > 600 })
+	segs, frames := 0, 0
+	for _, f := range got {
+		if isTestFrame(f) {
+			frames++
+		} else if len(f) == 14+40+600 {
+			segs++
+		}
+	}
+	if segs != 6 || frames != 3 {
+		t.Errorf("small super-frames: %d segments and %d frames arrived, want 6 and 3", segs, frames)
+	}
+
+	// The peer goes down: without carrier the driver refuses every frame,
+	// and the one at the ring's head is dropped once a poll interval has
+	// passed; what is queued behind it waits its turn, and once the peer
+	// is back up the frames sent leave in order.
+	link := func(state string) {
+		t.Helper()
+		if out, err := exec.Command("ip", "-n", ns, "link", "set", "vb", state).CombinedOutput(); err != nil {
+			t.Fatalf("ip link set vb %s: %v %s", state, err, out)
+		}
+	}
+	link("down")
+	if err := a.WriteFrame(testFrame(200, 0, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; a.TxDropped() == 0 && i < 2000; i++ {
+		if err := a.WriteFrame(testFrame(200, 0, 2000+i)); err != nil && !errors.Is(err, capture.ErrTxBusy) {
+			t.Fatal(i, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if a.TxDropped() == 0 {
+		t.Fatal("no frame dropped in 2,000 sends without carrier")
+	}
+	link("up")
+	// Once a probe gets through again, twenty frames follow in order
+	// (frames from before the outage may still arrive: they are not
+	// among the twenty).
+	probe := testFrame(200, 0, 3000)
+	seen, last := false, 0
+	for deadline := time.Now().Add(5 * time.Second); !seen && time.Now().Before(deadline); {
+		if err := a.WriteFrame(probe); err != nil && !errors.Is(err, capture.ErrTxBusy) {
+			t.Fatal(err)
+		}
+		_ = b.Wait(10 * time.Millisecond)
+		b.Drain(64, func(f []byte, _ capture.Info) {
+			seen = seen || bytes.Equal(f, probe)
+			// Frames queued during the outage that were not dropped
+			// arrive intact and in order: dropping one moves the rest up.
+			if seq := int(f[14])<<8 | int(f[15]); isTestFrame(f) && seq >= 2000 && seq < 3000 {
+				if !bytes.Equal(f, testFrame(200, 0, seq)) || seq <= last {
+					t.Errorf("frame %d from the outage changed or out of order (after %d)", seq, last)
+				}
+				last = seq
+			}
+		})
+	}
+	if !seen {
+		t.Fatalf("nothing got through once the peer was back up (dropped %d)", a.TxDropped())
+	}
+	var want [][]byte
+	for i := range 20 {
+		want = append(want, testFrame(200, 0, i))
+		if err := a.WriteFrame(want[i]); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	got = collect(len(want), func(f []byte) bool { return isTestFrame(f) && len(f) == 200 && int(f[14])<<8|int(f[15]) < 20 })
+	if len(got) != len(want) {
+		t.Fatalf("after the outage %d of %d frames arrived", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("frame %d out of order or changed", i)
+		}
+	}
+}

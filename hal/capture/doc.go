@@ -36,7 +36,11 @@
 // program drops PACKET_OUTGOING in the kernel and passes every incoming
 // frame, since inline whatever a filter drops is lost); the kernel strips
 // 802.1Q tags into the ring header (they are put back); a full transmit
-// ring is waited for up to the poll interval, then ErrTxBusy.
+// ring is waited for up to the poll interval, then ErrTxBusy; a frame the
+// driver refuses is retried by the kernel at every send and blocks the
+// ring, so one refused for a poll interval is dropped (Live.TxDropped), and
+// super-frames never go through the qdisc-bypassing ring, which cannot
+// segment them.
 //
 // It imports gopacket, golang.org/x/net/bpf and golang.org/x/sys only:
 // never agent, policy or MQTT.

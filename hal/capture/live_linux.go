@@ -48,7 +48,8 @@ type LiveOptions struct {
 	// TSO super-frames and leaves checksums to the hardware whatever the
 	// port's settings. The rings keep their slots; a super-frame too
 	// large for one is read whole off the socket queue
-	// (PACKET_COPY_THRESH) and sent with a write of its own.
+	// (PACKET_COPY_THRESH), and every super-frame is sent with a write of
+	// its own, through the qdisc layer that segments it where needed.
 	Offloads bool
 }
 
@@ -75,6 +76,11 @@ type Live struct {
 	wmu      sync.Mutex
 	closed   bool
 	csums    atomic.Uint64 // partial checksums filled in by put
+	// refused is the transmit slot the driver last refused (-1: none)
+	// and refusedAt when it first did; see kick.
+	refused   int
+	refusedAt time.Time
+	txDropped atomic.Uint64
 }
 
 var _ Ring = (*Live)(nil)
@@ -167,7 +173,7 @@ func openLive(iface string, o LiveOptions, meta bool) (*Live, error) {
 		unix.Close(rfd)
 		return nil, fmt.Errorf("capture: %s: %w", iface, err)
 	}
-	l := &Live{offloads: o.Offloads, meta: rx.vnet, name: iface, mtu: ifi.MTU, poll: o.PollInterval, rfd: rfd, rx: rx, wfd: wfd, tx: tx, sfd: sfd, batch: min(o.TxBatch, tx.n)}
+	l := &Live{offloads: o.Offloads, meta: rx.vnet, name: iface, mtu: ifi.MTU, poll: o.PollInterval, rfd: rfd, rx: rx, wfd: wfd, tx: tx, sfd: sfd, batch: min(o.TxBatch, tx.n), refused: -1}
 	if !o.KeepPromiscuousOff {
 		mr := unix.PacketMreq{Ifindex: int32(ifi.Index), Type: unix.PACKET_MR_PROMISC}
 		if err := unix.SetsockoptPacketMreq(rfd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, &mr); err != nil {
@@ -190,6 +196,10 @@ func (l *Live) MTU() int { return l.mtu }
 // ring slot (Info.Truncated), and a partial checksum is still seen on
 // plain IPv4 and IPv6 (the ring's status says so; the headers say where).
 func (l *Live) Metadata() bool { return l.meta }
+
+// TxDropped counts frames the driver refused for a whole poll interval,
+// dropped so that the frames behind them could leave (see kick).
+func (l *Live) TxDropped() uint64 { return l.txDropped.Load() }
 
 // ChecksumsCompleted counts the partial checksums the port filled in
 // before sending (see Queue).
@@ -330,7 +340,11 @@ func (l *Live) put(frame []byte, g OffloadInfo) error {
 	if len(frame) < 14 || len(frame) > limit || len(frame) > bigFrame-vnetHdrLen {
 		return fmt.Errorf("capture: %s: write %d bytes: %w", l.name, len(frame), unix.EMSGSIZE)
 	}
-	if len(frame) > l.tx.txRoom() || super && !l.tx.vnet {
+	// A super-frame always goes by the ordinary socket, where the kernel
+	// segments it for a port that cannot take it whole: the ring bypasses
+	// the qdisc layer, and dev_direct_xmit drops a frame it would have to
+	// segment, which the ring then retries for ever (see kick).
+	if super || len(frame) > l.tx.txRoom() {
 		return l.sendWhole(frame, g)
 	}
 	if !l.tx.txFree() {
@@ -378,7 +392,8 @@ func (l *Live) sendWhole(frame []byte, g OffloadInfo) error {
 // waitTx sends the queue and waits, up to the poll interval, until ready
 // reports the ring ready: (*ring).txFree, the slot to fill next is free
 // again (the driver held the frame sent from it); (*ring).txSent, the
-// kernel has taken every queued slot. Called under wmu.
+// kernel has taken every queued slot. A frame the driver refused all that
+// time is dropped then (see kick). Called under wmu.
 func (l *Live) waitTx(ready func(*ring) bool) error {
 	deadline := time.Now().Add(l.poll)
 	for {
@@ -389,7 +404,16 @@ func (l *Live) waitTx(ready func(*ring) bool) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("capture: %s: %w", l.name, ErrTxBusy)
+			if l.refused >= 0 && l.refused == l.tx.txOldest() {
+				l.dropRefused()
+				if err := l.kick(); err != nil {
+					return err
+				}
+				if ready(&l.tx) {
+					return nil
+				}
+			}
+			return fmt.Errorf("capture: %s: %w (%s)", l.name, ErrTxBusy, l.tx.txState())
 		}
 		if _, err := pollFd(l.wfd, unix.POLLOUT, time.Millisecond); err != nil {
 			return fmt.Errorf("capture: %s: write: %w", l.name, err)
@@ -399,20 +423,48 @@ func (l *Live) waitTx(ready func(*ring) bool) error {
 
 // kick asks the kernel to send every queued slot, without waiting for the
 // driver. Called under wmu.
+//
+// ENOBUFS means the driver refused the frame at the ring's head (a full or
+// stopped queue, a peer that will not take it); the kernel leaves it
+// there and retries it at the next send, and sends nothing behind it.
+// Congestion clears; a frame the port can never send would stop the ring
+// for good, so one refused for a whole poll interval is dropped (counted
+// in TxDropped) and the rest go on.
 func (l *Live) kick() error {
 	l.queued = 0
 	for {
 		err := unix.Sendto(l.wfd, nil, unix.MSG_DONTWAIT, nil)
 		switch err {
-		case nil, unix.EAGAIN, unix.ENOBUFS:
-			// EAGAIN/ENOBUFS: the send buffer is full; what is left goes
-			// with the next kick.
+		case nil, unix.EAGAIN:
+			// EAGAIN: the send buffer is full; what is left goes with
+			// the next kick.
+			l.refused = -1
 			return nil
+		case unix.ENOBUFS:
+			head := l.tx.txOldest()
+			now := time.Now()
+			if head != l.refused {
+				l.refused, l.refusedAt = head, now
+				return nil
+			}
+			if now.Sub(l.refusedAt) < l.poll {
+				return nil
+			}
+			l.dropRefused()
+			continue
 		case unix.EINTR:
 			continue
 		}
 		return fmt.Errorf("capture: %s: send: %w", l.name, err)
 	}
+}
+
+// dropRefused drops the frame the driver keeps refusing. Called under wmu.
+func (l *Live) dropRefused() {
+	if l.tx.txDropOldest() {
+		l.txDropped.Add(1)
+	}
+	l.refused = -1
 }
 
 // Stats returns the kernel's count of frames received and dropped (ring

@@ -356,6 +356,77 @@ func (r *ring) txSent() bool {
 	return atomic.LoadUint32(&r.hdr(last).Status) != unix.TP_STATUS_SEND_REQUEST
 }
 
+// txState describes the transmit ring for an ErrTxBusy: how many slots
+// wait to be sent, are being sent (the driver holds the frame) or are
+// free, and the state of the slot to fill next, so a ring the kernel
+// stopped taking can be told from a driver that is only slow.
+func (r *ring) txState() string {
+	var waiting, sending, free, other int
+	for i := range r.n {
+		switch atomic.LoadUint32(&r.hdr(i).Status) {
+		case unix.TP_STATUS_SEND_REQUEST:
+			waiting++
+		case unix.TP_STATUS_SENDING:
+			sending++
+		case unix.TP_STATUS_AVAILABLE:
+			free++
+		default:
+			other++
+		}
+	}
+	return fmt.Sprintf("%d slots: %d waiting, %d sending, %d free, %d other; next %d status %#x",
+		r.n, waiting, sending, free, other, r.head, atomic.LoadUint32(&r.hdr(r.head).Status))
+}
+
+// txOldest is the oldest slot waiting to be sent, where the kernel's own
+// head stands (it takes slots in ring order and stops at the first that
+// does not wait), or -1 when none waits.
+func (r *ring) txOldest() int {
+	i, k := r.head, 0
+	for k < r.n {
+		j := i - 1
+		if j < 0 {
+			j = r.n - 1
+		}
+		if atomic.LoadUint32(&r.hdr(j).Status) != unix.TP_STATUS_SEND_REQUEST {
+			break
+		}
+		i, k = j, k+1
+	}
+	if k == 0 {
+		return -1
+	}
+	return i
+}
+
+// txDropOldest removes the oldest waiting frame: the ones behind it move
+// up a slot each, keeping their order, so the kernel finds the next one
+// where its head stands. Only while no send is in progress (under wmu).
+func (r *ring) txDropOldest() bool {
+	i := r.txOldest()
+	if i < 0 {
+		return false
+	}
+	last := r.head - 1
+	if last < 0 {
+		last = r.n - 1
+	}
+	for i != last {
+		j := i + 1
+		if j == r.n {
+			j = 0
+		}
+		from, to := r.hdr(j), r.hdr(i)
+		src := r.off(j) + tp2HdrLen
+		copy(r.mem[r.off(i)+tp2HdrLen:], r.mem[src:src+int(from.Len)])
+		to.Len = from.Len
+		i = j
+	}
+	atomic.StoreUint32(&r.hdr(last).Status, unix.TP_STATUS_AVAILABLE)
+	r.head = last
+	return true
+}
+
 // txFree reports whether the slot to fill next is free.
 func (r *ring) txFree() bool {
 	return atomic.LoadUint32(&r.hdr(r.head).Status) == unix.TP_STATUS_AVAILABLE
