@@ -187,7 +187,8 @@ func (c *Console) SetListener(addr string) {
 	}
 }
 
-// Close closes the console's store.
+// Close closes the console's store; call it once Run has returned (Run
+// drains the events it received into the store as it stops).
 func (c *Console) Close() error { return c.store.Close() }
 
 // audit records r; a failure to write is logged, never silent.

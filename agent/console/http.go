@@ -34,7 +34,9 @@ type StateView struct {
 	Actions    []Action    `json:"actions"`
 	Ingested   uint64      `json:"ingested"`
 	IngestRate float64     `json:"ingest_rate"`
-	Session    *Session    `json:"session,omitempty"`
+	// Telemetry counts the fleet's telemetry by its seqs: what is missing.
+	Telemetry TelemetryStats `json:"telemetry"`
+	Session   *Session       `json:"session,omitempty"`
 	// Verifying: reports are checked against the fleet CA; Unverified
 	// are the newest refused (UnverifiedTotal in all).
 	Verifying       bool         `json:"verifying"`
@@ -55,7 +57,7 @@ func (c *Console) State() StateView {
 		pend = pend[:50]
 	}
 	v := StateView{Now: c.opt.Now().UTC(), Connected: up, ConnError: e, Devices: c.Devices(), Policy: pv, HasPolicy: ok,
-		Pending: pend, Actions: acts, Ingested: c.Ingested(), IngestRate: c.IngestRate()}
+		Pending: pend, Actions: acts, Ingested: c.Ingested(), IngestRate: c.IngestRate(), Telemetry: c.Telemetry()}
 	if r, ok := c.Roster(); ok {
 		v.Roster = &r
 	}

@@ -30,8 +30,12 @@ type Device struct {
 	Verified bool `json:"verified"`
 	// Silent: its last state says online, but nothing came from it for
 	// longer than Options.Silence, so it is shown offline.
-	Silent bool      `json:"silent,omitempty"`
-	heard  time.Time // when the console last heard from it
+	Silent bool `json:"silent,omitempty"`
+	// TelemetryMissing counts telemetry seqs of this device that never
+	// arrived (lost on the way or dropped by its queue).
+	TelemetryMissing uint64    `json:"telemetry_missing,omitempty"`
+	heard            time.Time // when the console last heard from it
+	gaps             telemetryGaps
 }
 
 // Filter is what the console shows of a router's links telemetry section.
@@ -118,6 +122,11 @@ func (d *Device) applyState(s *contract.State) {
 }
 
 func (d *Device) applyTelemetry(t *contract.Telemetry) {
+	d.gaps.see(t.BootID, t.Seq)
+	d.TelemetryMissing = d.gaps.missing()
+	if t.TS.Before(d.TelemetryAt) {
+		return // a late redelivery: counted, but not newer than what is shown
+	}
 	d.TelemetryAt = t.TS
 	d.QueueDepth = t.Agent.Queue.Depth
 	if l, err := t.Links(); err == nil && l != nil {
@@ -160,6 +169,7 @@ func (d *Device) applyTelemetry(t *contract.Telemetry) {
 // clone copies d deeply enough for a reader outside the lock.
 func (d *Device) clone() Device {
 	c := *d
+	c.gaps = telemetryGaps{} // the console's own bookkeeping
 	if d.Filter != nil {
 		f := *d.Filter
 		f.Approvals = slices.Clone(f.Approvals)

@@ -375,7 +375,7 @@ func (l *Link) registerBuiltins() {
 		if err := waitToken(ctx, l.client.Unsubscribe(contract.PolicyTopic), 10*time.Second); err != nil {
 			return nil, fmt.Errorf("unsubscribe: %w", err)
 		}
-		if err := waitToken(ctx, l.client.Subscribe(contract.PolicyTopic, 1, l.onMessage), 10*time.Second); err != nil {
+		if err := waitToken(ctx, l.client.Subscribe(contract.PolicyTopic, 0, l.onMessage), 10*time.Second); err != nil {
 			return nil, fmt.Errorf("subscribe: %w", err)
 		}
 		var serial uint64

@@ -367,9 +367,12 @@ func (l *Link) connect(ctx context.Context) error {
 	if err := waitToken(ctx, tok, stepTimeout); err != nil {
 		return err
 	}
-	subs := map[string]byte{l.topics.Cmd: 1, contract.AllCmdTopic: 1, contract.PolicyTopic: 1}
+	// The policy and the roster are retained, sent again at every
+	// subscribe, so QoS 0 loses nothing that the next connection would not
+	// bring; on NATS it spares two JetStream consumers per device.
+	subs := map[string]byte{l.topics.Cmd: 1, contract.AllCmdTopic: 1, contract.PolicyTopic: 0}
 	if l.opt.Roster != nil {
-		subs[contract.RosterTopic] = 1
+		subs[contract.RosterTopic] = 0
 	}
 	if l.opt.Site != "" {
 		subs[l.topics.SiteCmd] = 1

@@ -14,6 +14,7 @@ package fleet
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,45 +38,98 @@ import (
 )
 
 // Device is one device of the fleet, as Options.Start is asked to run it.
+// It travels to an agent process as JSON.
 type Device struct {
-	ID, Site       string
-	Broker         string // tcp://host:port
-	Dir            string // its state directory
-	TelemetryEvery time.Duration
+	ID             string        `json:"id"`
+	Site           string        `json:"site"`
+	Broker         string        `json:"broker"`            // tcp://host:port or mqtts://
+	Brokers        []string      `json:"brokers,omitempty"` // further nodes, tried after Broker
+	CA             string        `json:"ca,omitempty"`      // the broker's CA (mqtts)
+	Cert           string        `json:"cert,omitempty"`    // its certificate (client TLS, report seals)
+	Key            string        `json:"key,omitempty"`
+	Dir            string        `json:"dir"` // its state directory
+	TelemetryEvery time.Duration `json:"telemetry_every"`
 	// CommitteePub and OperatorPub are the key files it trusts for
 	// policies and for commands.
-	CommitteePub, OperatorPub string
-	Logger                    *slog.Logger
+	CommitteePub string       `json:"committee_pub"`
+	OperatorPub  string       `json:"operator_pub"`
+	Logger       *slog.Logger `json:"-"`
 }
 
 // Options describe one fleet run.
 type Options struct {
 	Agents int
-	// Start runs one device until ctx ends; its error ends the run.
-	Start          func(ctx context.Context, d Device) error
-	Broker         string        // tcp://host:port
+	// Start runs one device until ctx ends; its error ends the run. With
+	// Procs > 1 it is the agent processes' (ServeAgents), not this one's.
+	Start   func(ctx context.Context, d Device) error
+	Broker  string   // tcp://host:port, or mqtts:// with TLS
+	Brokers []string // further nodes of a clustered broker
+	// TLS are the console's and the harness's files for an mqtts broker
+	// (an operator's identity).
+	TLS console.TLSFiles
+	// Identity, when set, issues each device its certificate: its TLS
+	// client identity and the key that seals its reports. FleetCA, with
+	// it, is what the console verifies the seals against.
+	Identity func(id string) (cert, key string, err error)
+	FleetCA  *x509.CertPool
+	// Procs are the processes that hold the agents: 0 or 1 this one,
+	// more are children started from Exec (a command that runs
+	// ServeAgents with the same Start). ProcsFor sizes them.
+	Procs int
+	Exec  []string
+	// Store is the console's store (a SQLite path or postgres:// URL):
+	// the fleet's events are ingested into it. Empty: Dir/console.
+	Store          string
 	Dir            string        // state of every agent (queues, replay memory); required
 	TelemetryEvery time.Duration // default 10s
 	ConnectRate    int           // agents started per second; default 500
 	Hold           time.Duration // how long to hold the fleet while measuring ingest; default 2×TelemetryEvery
 	Timeout        time.Duration // for each phase; default 2m
-	Logger         *slog.Logger
+	// Kill, when set, kills one node of a clustered broker half way
+	// through the hold and returns the client ids that were connected to
+	// it; the run measures how many of those devices are back within
+	// KillWithin (default 60 s), and keeps counting telemetry throughout.
+	Kill       func() ([]string, error)
+	KillWithin time.Duration
+	// BrokerPIDs are the broker's processes, for its CPU.
+	BrokerPIDs func() []int
+	Logger     *slog.Logger
 }
 
 // Result is what one run measured.
 type Result struct {
 	Agents          int     `json:"agents"`
 	Broker          string  `json:"broker"`
+	Procs           int     `json:"procs"`
 	TelemetryEveryS float64 `json:"telemetry_every_s"`
+	HoldS           float64 `json:"hold_s"`
 	OnlineS         float64 `json:"online_s"`       // start of the first agent to every agent online
 	PolicyPushS     float64 `json:"policy_push_s"`  // publish to every agent reporting the new serial
 	CommandAllS     float64 `json:"command_all_s"`  // ping to all until every result is in
 	IngestPerS      float64 `json:"ingest_per_s"`   // console messages per second while holding
 	ExpectedPerS    float64 `json:"expected_per_s"` // telemetry the fleet should send per second
-	StayedOnline    int     `json:"stayed_online"`  // agents online at the end of the hold
-	RSSMB           float64 `json:"rss_mb"`         // this process (agents + console)
-	Goroutines      int     `json:"goroutines"`
-	Error           string  `json:"error,omitempty"`
+	// Telemetry during the hold as the console counted it by the
+	// devices' seqs: received (distinct), missing (never arrived),
+	// duplicates (redelivered).
+	TelemetryReceived uint64  `json:"telemetry_received"`
+	TelemetryMissing  uint64  `json:"telemetry_missing"`
+	TelemetryDup      uint64  `json:"telemetry_duplicates"`
+	StayedOnline      int     `json:"stayed_online"` // agents online at the end of the hold
+	RSSMB             float64 `json:"rss_mb"`        // this process (the console, and the agents without Procs)
+	AgentRSSMB        float64 `json:"agent_rss_mb"`  // the processes holding the agents
+	KBPerAgent        float64 `json:"kb_per_agent"`
+	FilesPerAgent     float64 `json:"files_per_agent"`
+	// BrokerCPU is the broker's CPU over the hold, in cores (1.0 is one
+	// core busy), when Options.BrokerPIDs names it.
+	BrokerCPU  float64 `json:"broker_cpu_cores"`
+	Goroutines int     `json:"goroutines"`
+	// After a node kill: the devices that were on it, how many were back
+	// (online, with a state published after the kill) within KillWithin,
+	// and when 99.9% of them were.
+	KilledNodeAgents int     `json:"killed_node_agents,omitempty"`
+	BackAfterKill    int     `json:"back_after_kill,omitempty"`
+	BackS            float64 `json:"back_999_s,omitempty"`
+	Error            string  `json:"error,omitempty"`
 }
 
 // Run starts the fleet, measures it and stops it.
@@ -92,18 +146,21 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	if opt.Timeout <= 0 {
 		opt.Timeout = 2 * time.Minute
 	}
+	if opt.KillWithin <= 0 {
+		opt.KillWithin = 60 * time.Second
+	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	raiseFileLimit()
-	res = &Result{Agents: opt.Agents, Broker: opt.Broker, TelemetryEveryS: opt.TelemetryEvery.Seconds(),
-		ExpectedPerS: float64(opt.Agents) / opt.TelemetryEvery.Seconds()}
+	res = &Result{Agents: opt.Agents, Broker: opt.Broker, Procs: max(opt.Procs, 1), TelemetryEveryS: opt.TelemetryEvery.Seconds(),
+		HoldS: opt.Hold.Seconds(), ExpectedPerS: float64(opt.Agents) / opt.TelemetryEvery.Seconds()}
 	defer func() {
 		if err != nil {
 			res.Error = err.Error()
 		}
 	}()
-	if opt.Start == nil {
+	if opt.Start == nil && opt.Procs <= 1 {
 		return res, errors.New("fleet: Options.Start is required")
 	}
 	if err := checkWatchLimit(opt.Agents); err != nil {
@@ -129,24 +186,62 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	// Certificates before the clock starts: issuing 10,000 takes seconds.
+	idents := make([][2]string, opt.Agents)
+	if opt.Identity != nil {
+		for i := range opt.Agents {
+			if idents[i][0], idents[i][1], err = opt.Identity(deviceID(i)); err != nil {
+				return res, err
+			}
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	failed := make(chan error, 1)
 	// One defer, in this order: the agents and the console stop with the
 	// context, so it must be cancelled before waiting for them (two defers
 	// ran the wait first and hung the command after a run).
+	var closeStore func() error // after the console's Run has drained into it
 	defer func() {
 		cancel()
 		wg.Wait()
+		if closeStore != nil {
+			err = errors.Join(err, closeStore())
+		}
+		select {
+		case ferr := <-failed:
+			err = errors.Join(err, ferr)
+		default:
+		}
 	}()
+	fail := func(e error) {
+		select {
+		case failed <- e:
+		default:
+		}
+		cancel()
+	}
+	var kids *procs
+	if opt.Procs > 1 {
+		if kids, err = startProcs(ctx, opt.Exec, opt.Procs, fail); err != nil {
+			return res, err
+		}
+		defer kids.close()
+	}
+	store := opt.Store
+	if store == "" {
+		store = filepath.Join(opt.Dir, "console.db")
+	}
 	// The console holds no key: the committee's and the operator's
 	// messages go out from this harness's own client, as lgctl would send
 	// them.
-	con, err := console.New(console.Options{Broker: opt.Broker, Trust: []ed25519.PublicKey{committee.Public().(ed25519.PublicKey)}, Logger: opt.Logger})
+	con, err := console.New(console.Options{Broker: opt.Broker, Brokers: opt.Brokers, TLS: opt.TLS, FleetCA: opt.FleetCA,
+		Trust: []ed25519.PublicKey{committee.Public().(ed25519.PublicKey)}, Store: store, Logger: opt.Logger})
 	if err != nil {
 		return res, err
 	}
-	defer con.Close()
-	h, err := newHarnessClient(opt.Broker)
+	closeStore = con.Close
+	h, err := newHarnessClient(append([]string{opt.Broker}, opt.Brokers...), opt.TLS)
 	if err != nil {
 		return res, err
 	}
@@ -163,33 +258,34 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 
 	t0 := time.Now()
 	tick := time.NewTicker(time.Second / time.Duration(opt.ConnectRate))
-	failed := make(chan error, 1)
 	for i := range opt.Agents {
-		<-tick.C
-		id := fmt.Sprintf("fleet-%05d", i)
-		d := Device{ID: id, Site: fmt.Sprintf("site-%03d", i%100), Broker: opt.Broker, Dir: filepath.Join(opt.Dir, id),
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			tick.Stop()
+			return res, ctx.Err()
+		}
+		id := deviceID(i)
+		d := Device{ID: id, Site: siteOf(i), Broker: opt.Broker, Brokers: opt.Brokers, CA: opt.TLS.CA,
+			Cert: idents[i][0], Key: idents[i][1], Dir: filepath.Join(opt.Dir, id),
 			TelemetryEvery: opt.TelemetryEvery, CommitteePub: committeePub, OperatorPub: operatorPub,
 			Logger: opt.Logger.With("device", id)}
+		if kids != nil {
+			if err := kids.start(d); err != nil {
+				tick.Stop()
+				return res, err
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := opt.Start(ctx, d); err != nil && ctx.Err() == nil {
-				select {
-				case failed <- fmt.Errorf("fleet: %s: %w", d.ID, err):
-				default:
-				}
-				cancel()
+				fail(fmt.Errorf("fleet: %s: %w", d.ID, err))
 			}
 		}()
 	}
 	tick.Stop()
-	defer func() {
-		select {
-		case ferr := <-failed:
-			err = errors.Join(err, ferr)
-		default:
-		}
-	}()
 	online := func(serial uint64) int {
 		n := 0
 		for _, d := range con.Devices() {
@@ -233,21 +329,121 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	}
 	res.CommandAllS = time.Since(t2).Seconds()
 
-	n0, h0 := con.Ingested(), time.Now()
-	select {
-	case <-ctx.Done():
-		return res, ctx.Err()
-	case <-time.After(opt.Hold):
+	if err := hold(ctx, opt, con, res); err != nil {
+		return res, err
 	}
-	res.IngestPerS = float64(con.Ingested()-n0) / time.Since(h0).Seconds()
 	res.StayedOnline = online(1)
 	res.RSSMB = float64(report.RSS()) / (1 << 20)
+	agentProc := procStat{RSS: report.RSS(), Files: statOf(os.Getpid()).Files}
+	if kids != nil {
+		agentProc = statsOf(kids.pids())
+	}
+	res.AgentRSSMB = float64(agentProc.RSS) / (1 << 20)
+	res.KBPerAgent = float64(agentProc.RSS) / 1024 / float64(opt.Agents)
+	res.FilesPerAgent = float64(agentProc.Files) / float64(opt.Agents)
 	res.Goroutines = runtime.NumGoroutine()
 	if _, err := h.publish(contract.PolicyTopic, nil); err != nil {
 		return res, err
 	}
 	return res, nil
 }
+
+// hold keeps the fleet running for opt.Hold, measuring the console's
+// ingest, the telemetry it counts by seq, the broker's CPU and, with
+// opt.Kill, a node's death half way through.
+func hold(ctx context.Context, opt Options, con *console.Console, res *Result) error {
+	var pids []int
+	if opt.BrokerPIDs != nil {
+		pids = opt.BrokerPIDs()
+	}
+	cpu0 := statsOf(pids).CPU
+	tel0, n0, h0 := con.Telemetry(), con.Ingested(), time.Now()
+	sleep := func(d time.Duration) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+			return nil
+		}
+	}
+	if opt.Kill == nil {
+		if err := sleep(opt.Hold); err != nil {
+			return err
+		}
+	} else {
+		if err := sleep(opt.Hold / 2); err != nil {
+			return err
+		}
+		if err := killNode(ctx, opt, con, res); err != nil {
+			return err
+		}
+		if err := sleep(time.Until(h0.Add(opt.Hold))); err != nil {
+			return err
+		}
+	}
+	// A telemetry period more, so what was sent by the end has arrived.
+	tel1, n1, el := con.Telemetry(), con.Ingested(), time.Since(h0)
+	if err := sleep(opt.TelemetryEvery); err != nil {
+		return err
+	}
+	late := con.Telemetry()
+	res.IngestPerS = float64(n1-n0) / el.Seconds()
+	res.TelemetryReceived = tel1.Received - tel0.Received
+	res.TelemetryMissing = late.Missing - tel0.Missing
+	res.TelemetryDup = late.Duplicates - tel0.Duplicates
+	if len(pids) > 0 {
+		res.BrokerCPU = (statsOf(pids).CPU - cpu0).Seconds() / time.Since(h0).Seconds()
+	}
+	return nil
+}
+
+// killNode kills a broker node and waits for the devices that were on it
+// to be back: online again with a state published after the kill.
+func killNode(ctx context.Context, opt Options, con *console.Console, res *Result) error {
+	ids, err := opt.Kill()
+	if err != nil {
+		return fmt.Errorf("fleet: kill a broker node: %w", err)
+	}
+	killed := time.Now()
+	on := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if strings.HasPrefix(id, "fleet-") {
+			on[id] = true
+		}
+	}
+	res.KilledNodeAgents = len(on)
+	back := func() int {
+		n := 0
+		for _, d := range con.Devices() {
+			if on[d.ID] && d.Online && !d.Silent && d.StateAt.After(killed) {
+				n++
+			}
+		}
+		return n
+	}
+	want := (len(on)*999 + 999) / 1000
+	deadline := killed.Add(opt.KillWithin)
+	for time.Now().Before(deadline) {
+		if n := back(); n >= want && res.BackS == 0 {
+			res.BackS = time.Since(killed).Seconds()
+		}
+		if back() == len(on) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	res.BackAfterKill = back()
+	return nil
+}
+
+func deviceID(i int) string { return fmt.Sprintf("fleet-%05d", i) }
+
+// siteOf spreads the fleet over 100 sites.
+func siteOf(i int) string { return fmt.Sprintf("site-%03d", i%100) }
 
 // policyYAML is the fleet-wide policy the run pushes: one approval, every
 // site.
@@ -325,9 +521,15 @@ func raiseFileLimit() {
 
 // Print writes results as a table.
 func Print(w io.Writer, rs []*Result) {
-	fmt.Fprintf(w, "%7s %9s %10s %10s %10s %10s %8s %8s  %s\n", "agents", "online_s", "policy_s", "cmd_all_s", "ingest/s", "expect/s", "rss_MB", "held", "error")
+	fmt.Fprintf(w, "%7s %5s %9s %9s %9s %9s %9s %8s %8s %8s %7s %6s %7s %8s  %s\n", "agents", "procs", "online_s", "policy_s", "cmd_all_s",
+		"ingest/s", "expect/s", "tel_lost", "KB/agent", "fd/agent", "brk_cpu", "held", "killed", "back_s", "error")
 	for _, r := range rs {
-		fmt.Fprintf(w, "%7d %9.2f %10.2f %10.2f %10.1f %10.1f %8.0f %8d  %s\n", r.Agents, r.OnlineS, r.PolicyPushS, r.CommandAllS, r.IngestPerS, r.ExpectedPerS, r.RSSMB, r.StayedOnline, r.Error)
+		killed, back := "-", "-"
+		if r.KilledNodeAgents > 0 {
+			killed, back = fmt.Sprintf("%d/%d", r.BackAfterKill, r.KilledNodeAgents), fmt.Sprintf("%.1f", r.BackS)
+		}
+		fmt.Fprintf(w, "%7d %5d %9.2f %9.2f %9.2f %9.1f %9.1f %8d %8.0f %8.1f %7.2f %6d %7s %8s  %s\n", r.Agents, r.Procs, r.OnlineS, r.PolicyPushS,
+			r.CommandAllS, r.IngestPerS, r.ExpectedPerS, r.TelemetryMissing, r.KBPerAgent, r.FilesPerAgent, r.BrokerCPU, r.StayedOnline, killed, back, r.Error)
 	}
 }
 

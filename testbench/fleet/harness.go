@@ -8,6 +8,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"linkguard.dev/linkguard/agent/console"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
 )
 
@@ -21,8 +22,8 @@ type harnessClient struct {
 	answers map[string]bool
 }
 
-func newHarnessClient(broker string) (*harnessClient, error) {
-	o, err := contract.BrokerOptions(broker, "", "", "")
+func newHarnessClient(brokers []string, tls console.TLSFiles) (*harnessClient, error) {
+	o, err := contract.BrokerListOptions(brokers, tls.CA, tls.Cert, tls.Key)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}

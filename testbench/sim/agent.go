@@ -96,13 +96,13 @@ func (a *Agent) Config() []byte {
 		a.log.Error("no device identity: its reports go unsigned", "err", err)
 	}
 	return deviceConfig(a.opt.ID, a.opt.Site, a.dev.kind(), a.opt.Dir, k.TrustFiles(), max(k.Threshold, 1), k.OperatorPub,
-		a.proxy.url(), cert, key, a.opt.TelemetryEvery, a.dev.config(a))
+		[]string{a.proxy.url()}, "", cert, key, a.opt.TelemetryEvery, a.dev.config(a))
 }
 
 // deviceConfig is a device's configuration file: its identity, state and
 // policy file in dir, mqtt, and the sections of its kind.
 // cert and key, when given, are its identity: it signs its reports.
-func deviceConfig(id, site, kind, dir string, trust []string, threshold int, operatorPub, url, cert, key string, telemetryEvery time.Duration, sections string) []byte {
+func deviceConfig(id, site, kind, dir string, trust []string, threshold int, operatorPub string, urls []string, ca, cert, key string, telemetryEvery time.Duration, sections string) []byte {
 	quoted := make([]string, len(trust))
 	for i, t := range trust {
 		quoted[i] = strconv.Quote(t)
@@ -111,25 +111,38 @@ func deviceConfig(id, site, kind, dir string, trust []string, threshold int, ope
 	if cert != "" {
 		identity = fmt.Sprintf("  cert: %q\n  key: %q\n", cert, key)
 	}
+	if ca != "" {
+		identity += fmt.Sprintf("  ca: %q\n", ca)
+	}
+	brokers := fmt.Sprintf("url: %q", urls[0])
+	if len(urls) > 1 {
+		q := make([]string, len(urls))
+		for i, u := range urls {
+			q[i] = strconv.Quote(u)
+		}
+		brokers = "urls: [" + strings.Join(q, ", ") + "]"
+	}
 	return fmt.Appendf(nil, `device: {id: %q, site: %q, kind: %s}
 state_dir: %q
 policy: {file: %q, trust: [%s], threshold: %d}
 mqtt:
-  url: %q
+  %s
   telemetry_every: %s
   keepalive: 10s
   operators: [%q]
 %s%s`, id, site, kind, dir, filepath.Join(dir, "policy.signed.json"), strings.Join(quoted, ", "), threshold,
-		url, max(telemetryEvery, time.Second), operatorPub, identity, sections)
+		brokers, max(telemetryEvery, time.Second), operatorPub, identity, sections)
 }
 
 // BareOptions describe a device with no hardware behind it.
 type BareOptions struct {
 	ID, Site                  string
-	Broker                    string // URL
-	Dir                       string // state and policy file
-	CommitteePub, OperatorPub string // key files it trusts
-	Cert, Key                 string // its identity (signs its reports); empty: unsigned
+	Broker                    string   // URL
+	Dir                       string   // state and policy file
+	CommitteePub, OperatorPub string   // key files it trusts
+	Brokers                   []string // further broker nodes, tried after Broker
+	CA                        string   // the broker's CA (mqtts:// brokers)
+	Cert, Key                 string   // its identity (client certificate; signs its reports); empty: unsigned
 	TelemetryEvery            time.Duration
 	Logger                    *slog.Logger
 }
@@ -142,7 +155,7 @@ func RunBare(ctx context.Context, o BareOptions) error {
 		return fmt.Errorf("sim: %w", err)
 	}
 	cfg, err := config.Parse("sim:"+o.ID, deviceConfig(o.ID, o.Site, config.KindRouter, o.Dir, []string{o.CommitteePub}, 1, o.OperatorPub,
-		o.Broker, o.Cert, o.Key, o.TelemetryEvery, ""))
+		append([]string{o.Broker}, o.Brokers...), o.CA, o.Cert, o.Key, o.TelemetryEvery, ""))
 	if err != nil {
 		return fmt.Errorf("sim: %s: %w", o.ID, err)
 	}

@@ -18,8 +18,24 @@ import (
 
 // startDevice runs one of the fleet's devices: agent.Run with no hardware.
 func startDevice(ctx context.Context, d fleet.Device) error {
-	return sim.RunBare(ctx, sim.BareOptions{ID: d.ID, Site: d.Site, Broker: d.Broker, Dir: d.Dir,
-		CommitteePub: d.CommitteePub, OperatorPub: d.OperatorPub, TelemetryEvery: d.TelemetryEvery, Logger: d.Logger})
+	return sim.RunBare(ctx, sim.BareOptions{ID: d.ID, Site: d.Site, Broker: d.Broker, Brokers: d.Brokers, CA: d.CA,
+		Cert: d.Cert, Key: d.Key, Dir: d.Dir, CommitteePub: d.CommitteePub, OperatorPub: d.OperatorPub,
+		TelemetryEvery: d.TelemetryEvery, Logger: d.Logger})
+}
+
+// newFleetAgentsCmd is a fleet run's child process: it runs the devices
+// its parent writes to its standard input (fleet.ServeAgents).
+func newFleetAgentsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "fleet-agents",
+		Short:  "Run the devices given as JSON lines on standard input (a child of testbench fleet)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+			return fleet.ServeAgents(cmd.Context(), os.Stdin, startDevice, log)
+		},
+	}
 }
 
 func newFleetCmd() *cobra.Command {
@@ -27,14 +43,29 @@ func newFleetCmd() *cobra.Command {
 		agents    string
 		opt       fleet.Options
 		mosquitto bool
+		nats      bool
+		killNode  bool
 		report    string
 	)
 	cmd := &cobra.Command{
-		Use:   "fleet --agents N[,N...] (--broker URL | --mosquitto)",
+		Use:   "fleet --agents N[,N...] (--broker URL | --mosquitto | --nats [--kill-node])",
 		Short: "Run N agents with no hardware against a real broker and measure the fleet",
-		Args:  cobra.NoArgs,
+		Long: `Run N agents with no hardware against a real broker and measure the fleet:
+time to online, a fleet-wide policy push, a command to all, then a hold measuring
+the console's ingest and the telemetry it counts missing by the devices' seqs,
+memory and descriptors per agent and the broker's CPU. --nats runs a 3-node NATS
+Server cluster (TLS, a certificate and permissions per device, reports sealed and
+verified); --kill-node kills its first node with SIGKILL half way through the hold
+and measures how many of its devices are back within 60 s. Agents are spread over
+child processes (--procs; by default as many as the open-file limit needs).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			procs := opt.Procs
 			var rs []*fleet.Result
 			for _, s := range strings.Split(agents, ",") {
 				n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -44,21 +75,39 @@ func newFleetCmd() *cobra.Command {
 				o := opt
 				o.Agents = n
 				o.Start = startDevice
+				o.Exec = []string{self, "fleet-agents"}
+				if o.Procs = procs; o.Procs <= 0 {
+					o.Procs = fleet.ProcsFor(n, fleet.FileLimit())
+				}
 				dir, err := os.MkdirTemp("", "linkguard-fleet-")
 				if err != nil {
 					return err
 				}
 				o.Dir = dir
 				stop := func() {}
-				if mosquitto {
+				switch {
+				case nats:
+					fmt.Fprintf(cmd.ErrOrStderr(), "fleet: starting a 3-node NATS cluster for %d devices…\n", n)
+					c, err := fleet.StartNATS(dir, n)
+					if err != nil {
+						os.RemoveAll(dir)
+						return err
+					}
+					c.Options(&o)
+					if !killNode {
+						o.Kill = nil
+					}
+					stop = c.Close
+				case mosquitto:
 					if o.Broker, stop, err = fleet.StartMosquitto(cmd.Context(), dir); err != nil {
 						os.RemoveAll(dir)
 						return err
 					}
-				} else if o.Broker == "" {
-					return errors.New("--broker or --mosquitto is required")
+					o.BrokerPIDs = func() []int { return fleet.PIDsUnder(dir) }
+				case o.Broker == "":
+					return errors.New("--broker, --mosquitto or --nats is required")
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "fleet: %d agents against %s…\n", n, o.Broker)
+				fmt.Fprintf(cmd.ErrOrStderr(), "fleet: %d agents in %d processes against %s…\n", n, max(o.Procs, 1), o.Broker)
 				r, err := fleet.Run(cmd.Context(), o)
 				stop()
 				os.RemoveAll(dir)
@@ -80,9 +129,13 @@ func newFleetCmd() *cobra.Command {
 	f.StringVar(&agents, "agents", "100", "number of agents; a comma-separated list runs each in turn")
 	f.StringVar(&opt.Broker, "broker", "", "broker URL (tcp://host:port)")
 	f.BoolVar(&mosquitto, "mosquitto", false, "start a fresh mosquitto on loopback for each run (Debian package mosquitto)")
+	f.BoolVar(&nats, "nats", false, "start a fresh 3-node NATS Server cluster (the go.mod tool) for each run")
+	f.BoolVar(&killNode, "kill-node", false, "with --nats: kill node 1 with SIGKILL half way through the hold")
+	f.IntVar(&opt.Procs, "procs", 0, "processes holding the agents (default: as many as the open-file limit needs; 1: this one)")
+	f.StringVar(&opt.Store, "store", "", "the console's store: a SQLite file or postgres:// URL (default: a SQLite file in the run's directory)")
 	f.DurationVar(&opt.TelemetryEvery, "telemetry", 10*time.Second, "telemetry period of every agent")
 	f.IntVar(&opt.ConnectRate, "connect-rate", 500, "agents started per second")
-	f.DurationVar(&opt.Hold, "hold", 0, "how long to hold the fleet measuring ingest (default 2 telemetry periods)")
+	f.DurationVar(&opt.Hold, "hold", 0, "how long to hold the fleet measuring ingest and telemetry loss (default 2 telemetry periods)")
 	f.DurationVar(&opt.Timeout, "timeout", 3*time.Minute, "limit for each phase")
 	f.StringVar(&report, "report", "", "write the results as JSON here")
 	return cmd

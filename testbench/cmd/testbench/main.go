@@ -58,6 +58,6 @@ func newRoot() *cobra.Command {
 	demoCmd.Flags().StringVar(&demoOpt.ConsoleAddr, "listen", "127.0.0.1:8080", "console address")
 	demoCmd.Flags().StringVar(&demoOpt.BrokerAddr, "broker-listen", "127.0.0.1:1883", "embedded broker address (loopback only)")
 	demoCmd.Flags().StringVar(&demoOpt.Dir, "dir", "", "working directory (default: a temporary one, removed at exit)")
-	root.AddCommand(demoCmd, newRunCmd(), newFleetCmd())
+	root.AddCommand(demoCmd, newRunCmd(), newFleetCmd(), newFleetAgentsCmd())
 	return root
 }
