@@ -110,6 +110,7 @@ func newProvisionCmd() *cobra.Command {
 		answers                   config.Answers
 		kind, mode                string
 		caCert, caKey, cfgPath    string
+		registryDir               string
 		policyPath                string
 		trust, release, operators []string
 		certDays                  int
@@ -140,6 +141,12 @@ with --config.`,
 			ca, err := provision.LoadCA(caCert, caKey)
 			if err != nil {
 				return err
+			}
+			var reg *provision.Registry
+			if registryDir != "" {
+				if reg, err = provision.OpenRegistry(registryDir, ca); err != nil {
+					return err
+				}
 			}
 			keys := map[string][]byte{}
 			for _, role := range []struct {
@@ -205,7 +212,16 @@ with --config.`,
 			st, err := provision.Provision(cmd.Context(), c, provision.Plan{
 				Identity: id,
 				SignCSR: func(csr *x509.CertificateRequest) ([]byte, error) {
-					return ca.Sign(csr, id.DeviceID, time.Duration(certDays)*24*time.Hour)
+					der, err := ca.Sign(csr, id.DeviceID, time.Duration(certDays)*24*time.Hour)
+					if err != nil || reg == nil {
+						return der, err
+					}
+					// Recorded before it is installed: a certificate the
+					// registry does not know could never be revoked by it.
+					if err := reg.Record(der, id.Site); err != nil {
+						return nil, err
+					}
+					return der, nil
 				},
 				CA: ca.CertPEM, Keys: keys, Config: cfg, Policy: policy, UnlockToken: tok,
 				Progress: func(step string) { fmt.Fprintf(out, "  %s\n", step) },
@@ -224,6 +240,7 @@ with --config.`,
 	f.StringVar(&id.Broker, "broker", "", "MQTT broker URL, e.g. mqtts://broker:8883")
 	f.StringVar(&caCert, "ca-cert", "", "CA certificate (PEM) that signs device certificates and is installed as the broker CA")
 	f.StringVar(&caKey, "ca-key", "", "CA private key (PEM)")
+	f.StringVar(&registryDir, "registry", "", "the CA's registry directory: the certificate issued is recorded there, with the site, and the brokers' site map and CRL written again (lgctl ca)")
 	f.StringSliceVar(&trust, "trust", nil, "policy committee public key to install (repeatable)")
 	f.StringSliceVar(&release, "release", nil, "release public key to install (repeatable)")
 	f.StringSliceVar(&operators, "operator", nil, "operator public key to install (repeatable)")

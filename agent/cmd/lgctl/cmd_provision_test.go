@@ -64,14 +64,7 @@ func TestProvisionUnlockTokenOverPty(t *testing.T) {
 	os.WriteFile(cfg, []byte("device: {id: rtr-9, site: north, kind: router}\n"), 0o644)
 	devDir := filepath.Join(t.TempDir(), "etc")
 	con := &provision.Console{Dir: devDir}
-	done := make(chan error, 1)
-	go func() { done <- con.Serve(t.Context(), devEnd) }()
-	defer func() {
-		devEnd.Close()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	serveConsole(t, con, devEnd)
 	args := []string{"provision", "--port", techPort, "--timeout", "2s", "--device-id", "rtr-9", "--site", "north", "--broker", "mqtts://broker:8883",
 		"--ca-cert", caCert, "--ca-key", caKey, "--trust", pubA, "--trust", pubB, "--config", cfg}
 	if out, _, err := run(args...); err != nil || !strings.Contains(out, "rtr-9 provisioned: identity, key, cert, ca, config, done, trust, locked") {

@@ -262,14 +262,7 @@ func TestProvisionAndFlashOverPty(t *testing.T) {
 		// The unlock jumper is fitted: DONE locks the console, and this
 		// test provisions again and flashes after it.
 		Physical: []provision.Presence{provision.PresenceFunc(func() (bool, error) { return true, nil })}}
-	done := make(chan error, 1)
-	go func() { done <- con.Serve(t.Context(), devEnd) }()
-	defer func() {
-		devEnd.Close()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	serveConsole(t, con, devEnd)
 
 	args := []string{"provision", "--port", techPort, "--device-id", "rtr-9", "--site", "north", "--broker", "mqtts://broker:8883",
 		"--ca-cert", caCert, "--ca-key", caKey, "--trust", committee, "--release", rel.PubPath, "--config", cfg}

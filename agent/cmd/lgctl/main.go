@@ -27,6 +27,7 @@ func newRoot() *cobra.Command {
 		newBundleCmd(),
 		newPortsCmd(),
 		newProvisionCmd(),
+		newCACmd(),
 		newFlashCmd(),
 		newConsoleCmd(),
 		withEnvelopeCmds(newCmdCmd()),
