@@ -64,8 +64,8 @@ bench-bridge: ## Inline vs kernel bridge, offloads off / on the ports / on every
 bench-flood: ## 60 s SYN flood through the inline bridge: memory stays bounded (root)
 	LG_FLOOD_SECONDS=60 $(GO) test -run TestNetnsSYNFlood -count=1 -v ./agent/linkfilter/
 
-fleet: ## Fleet-scale simulation: N simulated agents against a local mosquitto (FLEET=1000,2000,3500)
-	$(GO) run ./testbench/cmd/testbench fleet --mosquitto --agents $(or $(FLEET),1000,2000,3500) --telemetry 10s --report fleet.json
+fleet: ## Fleet-scale simulation: N agents over child processes against a local mosquitto, 10 min hold (FLEET=10000; testbench/README.md)
+	$(GO) run ./testbench/cmd/testbench fleet --mosquitto --agents $(or $(FLEET),10000) --telemetry 10s --hold 10m --report fleet.json
 
 demo: ## Run the testbench demo: embedded broker, simulated sites, console (Ctrl-C stops)
 	@# Built, then exec'd: `go run` exits 1 on any interrupt, whatever the demo returns.

@@ -120,7 +120,15 @@ child processes (--procs; by default as many as the open-file limit needs).`,
 			fmt.Fprintln(cmd.OutOrStdout())
 			fleet.Print(cmd.OutOrStdout(), rs)
 			if report != "" {
-				return fleet.WriteJSON(report, rs)
+				if err := fleet.WriteJSON(report, rs); err != nil {
+					return err
+				}
+			}
+			// A run that did not complete fails the command (make fleet).
+			for _, r := range rs {
+				if r != nil && r.Error != "" {
+					return fmt.Errorf("fleet: %d agents: %s", r.Agents, r.Error)
+				}
 			}
 			return nil
 		},
