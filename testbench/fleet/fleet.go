@@ -190,7 +190,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	idents := make([][2]string, opt.Agents)
 	if opt.Identity != nil {
 		for i := range opt.Agents {
-			if idents[i][0], idents[i][1], err = opt.Identity(deviceID(i)); err != nil {
+			if idents[i][0], idents[i][1], err = opt.Identity(DeviceID(i)); err != nil {
 				return res, err
 			}
 		}
@@ -265,8 +265,8 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 			tick.Stop()
 			return res, ctx.Err()
 		}
-		id := deviceID(i)
-		d := Device{ID: id, Site: siteOf(i), Broker: opt.Broker, Brokers: opt.Brokers, CA: opt.TLS.CA,
+		id := DeviceID(i)
+		d := Device{ID: id, Site: SiteOf(i), Broker: opt.Broker, Brokers: opt.Brokers, CA: opt.TLS.CA,
 			Cert: idents[i][0], Key: idents[i][1], Dir: filepath.Join(opt.Dir, id),
 			TelemetryEvery: opt.TelemetryEvery, CommitteePub: committeePub, OperatorPub: operatorPub,
 			Logger: opt.Logger.With("device", id)}
@@ -440,10 +440,11 @@ func killNode(ctx context.Context, opt Options, con *console.Console, res *Resul
 	return nil
 }
 
-func deviceID(i int) string { return fmt.Sprintf("fleet-%05d", i) }
+// DeviceID is the id of the fleet's i-th simulated device.
+func DeviceID(i int) string { return fmt.Sprintf("fleet-%05d", i) }
 
-// siteOf spreads the fleet over 100 sites.
-func siteOf(i int) string { return fmt.Sprintf("site-%03d", i%100) }
+// SiteOf is the site of the i-th device: the fleet spreads over 100.
+func SiteOf(i int) string { return fmt.Sprintf("site-%03d", i%100) }
 
 // policyYAML is the fleet-wide policy the run pushes: one approval, every
 // site.

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"linkguard.dev/linkguard/testbench/fleet"
+	"linkguard.dev/linkguard/testbench/natsfleet"
 	"linkguard.dev/linkguard/testbench/sim"
 )
 
@@ -88,7 +89,7 @@ child processes (--procs; by default as many as the open-file limit needs).`,
 				switch {
 				case nats:
 					fmt.Fprintf(cmd.ErrOrStderr(), "fleet: starting a 3-node NATS cluster for %d devices…\n", n)
-					c, err := fleet.StartNATS(dir, n)
+					c, err := natsfleet.Start(dir, n)
 					if err != nil {
 						os.RemoveAll(dir)
 						return err

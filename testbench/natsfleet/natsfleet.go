@@ -1,4 +1,4 @@
-package fleet
+package natsfleet
 
 import (
 	"fmt"
@@ -8,22 +8,23 @@ import (
 
 	"linkguard.dev/linkguard/agent/console"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
+	"linkguard.dev/linkguard/testbench/fleet"
 )
 
-// NATS is a 3-node NATS Server cluster for a fleet run: the test suite's
+// Cluster is a 3-node NATS Server cluster for a fleet run: the test suite's
 // (agent/mqttlink/brokertest: JetStream, MQTT over TLS on every node,
 // users mapped from client certificates with per-device permissions), one
 // process per node, so a node can be killed with SIGKILL mid-run.
-type NATS struct {
-	Cluster *brokertest.NATSCluster
-	PKI     *brokertest.PKI
-	tb      *runTB
+type Cluster struct {
+	Nodes *brokertest.NATSCluster
+	PKI   *brokertest.PKI
+	tb    *runTB
 }
 
-// StartNATS starts the cluster with a permission entry and a certificate
+// Start starts the cluster with a permission entry and a certificate
 // for each of the agents fleet.Run will start, and an operator identity
 // for the console and the harness.
-func StartNATS(dir string, agents int) (n *NATS, err error) {
+func Start(dir string, agents int) (n *Cluster, err error) {
 	tb := &runTB{dir: dir}
 	defer func() {
 		if r := recover(); r != nil {
@@ -38,16 +39,16 @@ func StartNATS(dir string, agents int) (n *NATS, err error) {
 	pki := brokertest.NewPKI(tb)
 	devs := make([]brokertest.NATSDevice, agents)
 	for i := range devs {
-		devs[i] = brokertest.NATSDevice{ID: deviceID(i), Site: siteOf(i)}
+		devs[i] = brokertest.NATSDevice{ID: fleet.DeviceID(i), Site: fleet.SiteOf(i)}
 	}
 	c := brokertest.NATS(tb, pki, brokertest.NATSOptions{Devices: devs, Operators: []string{"fleet-console"}})
-	return &NATS{Cluster: c, PKI: pki, tb: tb}, nil
+	return &Cluster{Nodes: c, PKI: pki, tb: tb}, nil
 }
 
 // Options fill a fleet run's broker fields: the nodes, the console's TLS
 // identity, each device's certificate and the CA its reports verify to.
-func (n *NATS) Options(o *Options) {
-	urls := n.Cluster.URLs()
+func (n *Cluster) Options(o *fleet.Options) {
+	urls := n.Nodes.URLs()
 	o.Broker, o.Brokers = urls[0], urls[1:]
 	cert, key := n.PKI.Client(n.tb, "fleet-console")
 	o.TLS = console.TLSFiles{CA: n.PKI.CA, Cert: cert, Key: key}
@@ -59,7 +60,7 @@ func (n *NATS) Options(o *Options) {
 	o.BrokerPIDs = n.pids
 }
 
-func (n *NATS) call(f func() (string, string)) (a, b string, err error) {
+func (n *Cluster) call(f func() (string, string)) (a, b string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			f, ok := r.(fatal)
@@ -75,7 +76,7 @@ func (n *NATS) call(f func() (string, string)) (a, b string, err error) {
 
 // killFirst kills the first node with SIGKILL and returns the MQTT
 // clients it held.
-func (n *NATS) killFirst() (ids []string, err error) {
+func (n *Cluster) killFirst() (ids []string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			f, ok := r.(fatal)
@@ -85,17 +86,17 @@ func (n *NATS) killFirst() (ids []string, err error) {
 			err = fmt.Errorf("fleet: nats: %s", f)
 		}
 	}()
-	node := n.Cluster.Nodes[0]
+	node := n.Nodes.Nodes[0]
 	ids = node.MQTTClients(n.tb)
 	node.Kill(n.tb)
 	return ids, nil
 }
 
 // pids are the cluster's nats-server processes.
-func (n *NATS) pids() []int { return PIDsUnder(n.tb.dir) }
+func (n *Cluster) pids() []int { return fleet.PIDsUnder(n.tb.dir) }
 
 // Close stops the cluster.
-func (n *NATS) Close() { n.tb.cleanup() }
+func (n *Cluster) Close() { n.tb.cleanup() }
 
 // fatal is a runTB failure, recovered where brokertest is called.
 type fatal string
