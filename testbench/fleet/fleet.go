@@ -296,7 +296,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		return n
 	}
 	if err := waitFor(ctx, opt.Timeout, func() bool { return online(0) >= opt.Agents }); err != nil {
-		return res, fmt.Errorf("fleet: %d of %d online: %w", online(0), opt.Agents, err)
+		return res, fmt.Errorf("fleet: %d of %d online (%s): %w", online(0), opt.Agents, notOnline(con.Devices(), opt.Agents), err)
 	}
 	res.OnlineS = time.Since(t0).Seconds()
 
@@ -541,4 +541,24 @@ func WriteJSON(path string, rs []*Result) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// notOnline says why the devices not online are not: never heard of,
+// offline by their state (the will, or never online), or silent (online by
+// their state, but nothing heard for longer than the console's silence).
+func notOnline(devs []console.Device, agents int) string {
+	seen, offline, silent := 0, 0, 0
+	for _, d := range devs {
+		if !strings.HasPrefix(d.ID, "fleet-") {
+			continue
+		}
+		seen++
+		switch {
+		case d.Silent:
+			silent++
+		case !d.Online:
+			offline++
+		}
+	}
+	return fmt.Sprintf("%d never heard of, %d offline, %d silent", agents-seen, offline, silent)
 }
