@@ -211,7 +211,15 @@ func vethNamespace(t *testing.T) string {
 // off, closed when the test ends.
 func vethPorts(t *testing.T, o capture.LiveOptions) (a, b *capture.Live) {
 	t.Helper()
-	ns := vethNamespace(t)
+	_, a, b = vethPortsIn(t, o)
+	return a, b
+}
+
+// vethPortsIn is vethPorts that also names the namespace, for a test that
+// changes the links.
+func vethPortsIn(t *testing.T, o capture.LiveOptions) (ns string, a, b *capture.Live) {
+	t.Helper()
+	ns = vethNamespace(t)
 	capturetest.InNetns(t, ns, func() {
 		for _, p := range []string{"va", "vb"} {
 			if err := capture.DisableOffloads(p); err != nil {
@@ -231,7 +239,7 @@ func vethPorts(t *testing.T, o capture.LiveOptions) (a, b *capture.Live) {
 		t.FailNow()
 	}
 	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
+	return ns, a, b
 }
 
 // testFrame is a frame of n bytes with the local experimental ethertype
@@ -790,28 +798,7 @@ func isProbe(f []byte) bool {
 // refuses every time (longer than the peer's MTU) is dropped after the
 // poll interval, counted, and the frames behind it leave in order.
 func TestLiveTxRefused(t *testing.T) {
-	ns := vethNamespace(t)
-	var a, b *capture.Live
-	capturetest.InNetns(t, ns, func() {
-		for _, p := range []string{"va", "vb"} {
-			if err := capture.DisableOffloads(p); err != nil {
-				t.Error(err)
-			}
-		}
-		var err error
-		o := capture.LiveOptions{PollInterval: 20 * time.Millisecond, TxRingFrames: 64, TxBatch: 8}
-		if a, err = capture.OpenLive("va", o); err != nil {
-			t.Error(err)
-			return
-		}
-		if b, err = capture.OpenLive("vb", o); err != nil {
-			t.Error(err)
-		}
-	})
-	if t.Failed() {
-		t.FailNow()
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
+	ns, a, b := vethPortsIn(t, capture.LiveOptions{PollInterval: 20 * time.Millisecond, TxRingFrames: 64, TxBatch: 8})
 	collect := func(want int, keep func([]byte) bool) [][]byte {
 		var got [][]byte
 		for deadline := time.Now().Add(2 * time.Second); len(got) < want && time.Now().Before(deadline); {
