@@ -30,8 +30,8 @@ type AuditRecord struct {
 }
 
 // Audit is the console's durable store: the audit log, the proposals
-// awaiting signatures, the enrolment requests and the fleet's event
-// history. SQLite by default, one file beside the console; PostgreSQL when
+// awaiting signatures, the enrolment requests, the devices and the fleet's
+// event and telemetry history. SQLite by default, one file beside the console; PostgreSQL when
 // several consoles share one history (a postgres:// DSN).
 type Audit struct {
 	db *sql.DB
@@ -78,6 +78,36 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_device_ts ON events(device, ts);
 CREATE INDEX IF NOT EXISTS events_type_ts ON events(type, ts);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE TABLE IF NOT EXISTS devices (
+	id      TEXT PRIMARY KEY,
+	site    TEXT NOT NULL DEFAULT '',
+	kind    TEXT NOT NULL DEFAULT '',
+	updated BIGINT NOT NULL,
+	doc     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS devices_site ON devices(site);
+CREATE TABLE IF NOT EXISTS telemetry (
+	device  TEXT NOT NULL,
+	boot_id TEXT NOT NULL,
+	seq     BIGINT NOT NULL,
+	ts      BIGINT NOT NULL,
+	v       TEXT NOT NULL,
+	PRIMARY KEY (device, boot_id, seq)
+);
+CREATE INDEX IF NOT EXISTS telemetry_ts ON telemetry(ts);
+CREATE TABLE IF NOT EXISTS rollup (
+	device TEXT NOT NULL,
+	series TEXT NOT NULL,
+	res    INTEGER NOT NULL,
+	bucket BIGINT NOT NULL,
+	cnt    BIGINT NOT NULL,
+	total  DOUBLE PRECISION NOT NULL,
+	lo     DOUBLE PRECISION NOT NULL,
+	hi     DOUBLE PRECISION NOT NULL,
+	PRIMARY KEY (device, series, res, bucket)
+);
+CREATE INDEX IF NOT EXISTS rollup_res_bucket ON rollup(res, bucket);
 `
 }
 

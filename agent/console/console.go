@@ -63,6 +63,9 @@ type Options struct {
 	// a postgres:// URL (several consoles sharing one history) or a
 	// SQLite file path.
 	Store string
+	// Retention is how long the store keeps telemetry, rollups and events;
+	// a zero field takes DefaultRetention's, a negative one keeps for ever.
+	Retention Retention
 	// Hosts are the names (host:port) the console answers to; every
 	// other Host header is refused. Empty: DefaultHosts of the listener.
 	Hosts  []string
@@ -102,8 +105,10 @@ type Console struct {
 	// queue blocks the MQTT handler, and so the broker's flow control:
 	// nothing received is dropped.
 	history chan contract.Event
-	foreign atomic.Uint64 // events whose payload names another device than the topic
-	gate    *gate         // which reports are believed
+	samples chan Sample         // telemetry for the store, the same way
+	dirty   map[string]struct{} // devices whose stored copy is behind; under mu
+	foreign atomic.Uint64       // events whose payload names another device than the topic
+	gate    *gate               // which reports are believed
 
 	mu      sync.RWMutex
 	devices map[string]*Device
@@ -147,6 +152,15 @@ func New(opt Options) (*Console, error) {
 	if opt.SessionTTL <= 0 {
 		opt.SessionTTL = 30 * time.Minute
 	}
+	for _, r := range []struct {
+		v *time.Duration
+		d time.Duration
+	}{{&opt.Retention.Raw, DefaultRetention.Raw},
+		{&opt.Retention.Minute, DefaultRetention.Minute}, {&opt.Retention.Hour, DefaultRetention.Hour}, {&opt.Retention.Events, DefaultRetention.Events}} {
+		if *r.v == 0 {
+			*r.v = r.d
+		}
+	}
 	if opt.PolicyValidity <= 0 {
 		opt.PolicyValidity = 30 * 24 * time.Hour
 	}
@@ -164,6 +178,7 @@ func New(opt Options) (*Console, error) {
 	}
 	c := &Console{
 		opt: opt, log: opt.Logger, trust: t, store: st, pending: map[string]*Pending{}, history: make(chan contract.Event, historyQueue),
+		samples: make(chan Sample, telemetryQueue), dirty: map[string]struct{}{},
 		gate:    newGate(opt),
 		auth:    auth{challenges: map[string]time.Time{}, sessions: map[string]*Session{}},
 		devices: map[string]*Device{}, byCmd: map[string]*Action{},
@@ -173,6 +188,10 @@ func New(opt Options) (*Console, error) {
 		c.hosts = append(c.hosts, strings.ToLower(h))
 	}
 	if err := c.loadPending(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := c.loadDevices(); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -251,7 +270,7 @@ func (c *Console) Run(ctx context.Context) error {
 	})
 	rctx, stopRecording := context.WithCancel(context.Background())
 	recorded := make(chan struct{})
-	go func() { defer close(recorded); c.recordEvents(rctx) }()
+	go func() { defer close(recorded); c.record(rctx) }()
 	c.client = paho.NewClient(o)
 	c.client.Connect() // retries on its own
 	<-ctx.Done()
@@ -353,6 +372,7 @@ func (c *Console) ingest(topic string, payload []byte) {
 		var s contract.State
 		if len(payload) == 0 { // retained state cleared
 			delete(c.devices, dev)
+			c.dirty[dev] = struct{}{}
 			break
 		}
 		if json.Unmarshal(payload, &s) == nil && s.Device == dev {
@@ -361,6 +381,7 @@ func (c *Console) ingest(topic string, payload []byte) {
 			d.Verified = verified
 			d.heard = now
 			c.markApplied(dev)
+			c.dirty[dev] = struct{}{}
 		}
 	case "telemetry":
 		var t contract.Telemetry
@@ -368,6 +389,8 @@ func (c *Console) ingest(topic string, payload []byte) {
 			d := c.device(dev)
 			d.applyTelemetry(&t)
 			d.heard = now
+			sample := SampleOf(&t)
+			defer func() { c.samples <- sample }() // after c.mu is released
 		}
 	case "events":
 		for _, e := range believed {

@@ -21,8 +21,11 @@
 // published. The fleet policy and roster are verified against the
 // committee anchors before anything is shown as good or built on;
 // device-reported serials are display only. Logins, proposals, signatures,
-// publications, commands and devices' results go to the SQLite store
-// (Audit), which survives a restart and exports as CSV.
+// publications, commands and devices' results go to the store (Audit:
+// SQLite, or PostgreSQL shared by several consoles), which survives a
+// restart and exports as CSV. The store also keeps the devices, the
+// fleet's events and its telemetry as series (raw, 1-minute and 1-hour
+// rollups, each with its retention), ingested idempotently.
 //
 // Everything it knows of devices it reads through the wire contract alone
 // (agent/mqttlink/contract); it verifies with agent/command, policy,

@@ -20,6 +20,11 @@ const (
 	historyQueue = 20000
 )
 
+// eventTS is an event's time as stored: fixed width, so that the text
+// order is the time order (RFC 3339 with trimmed fractions is not:
+// "10:00:00Z" sorts after "10:00:00.5Z").
+func eventTS(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000000Z") }
+
 // IngestEvents stores events, ignoring those already stored; it returns how
 // many were new.
 func (a *Audit) IngestEvents(ctx context.Context, evs []contract.Event) (int, error) {
@@ -43,7 +48,7 @@ func (a *Audit) IngestEvents(ctx context.Context, evs []contract.Event) (int, er
 		if err != nil {
 			return 0, err
 		}
-		res, err := stmt.ExecContext(ctx, e.Device, e.ID, int64(e.Seq), e.BootID, e.TS.UTC().Format(time.RFC3339Nano), e.Severity, e.Type, string(doc))
+		res, err := stmt.ExecContext(ctx, e.Device, e.ID, int64(e.Seq), e.BootID, eventTS(e.TS), e.Severity, e.Type, string(doc))
 		if err != nil {
 			return 0, fmt.Errorf("console: history: %w", err)
 		}
@@ -81,11 +86,11 @@ func (a *Audit) History(ctx context.Context, q HistoryQuery) ([]contract.Event, 
 	}
 	if !q.Since.IsZero() {
 		sqlq += ` AND ts >= ?`
-		args = append(args, q.Since.UTC().Format(time.RFC3339Nano))
+		args = append(args, eventTS(q.Since))
 	}
 	if !q.Until.IsZero() {
 		sqlq += ` AND ts < ?`
-		args = append(args, q.Until.UTC().Format(time.RFC3339Nano))
+		args = append(args, eventTS(q.Until))
 	}
 	if q.Limit <= 0 || q.Limit > 5000 {
 		q.Limit = 500
@@ -112,48 +117,112 @@ func (a *Audit) History(ctx context.Context, q HistoryQuery) ([]contract.Event, 
 	return out, rows.Err()
 }
 
-// recordEvents writes the events the console receives to the store in
-// batches until ctx ends, then drains what is left.
-func (c *Console) recordEvents(ctx context.Context) {
-	var batch []contract.Event
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		// A fresh context: what was received is written even as the
-		// console stops.
+// record writes what the console receives to the store in batches until
+// ctx ends, then drains what is left: the fleet's events, its telemetry and
+// the devices that changed. It is the store's one writer of history, and
+// prunes what the retention no longer keeps.
+func (c *Console) record(ctx context.Context) {
+	var events []contract.Event
+	var samples []Sample
+	// retry runs a write with a fresh context, so what was received is
+	// written even as the console stops, and retries it a few times.
+	retry := func(what string, n int, write func(context.Context) error) {
 		wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		for attempt := 0; ; attempt++ {
-			_, err := c.store.IngestEvents(wctx, batch)
+			err := write(wctx)
 			if err == nil {
-				break
+				return
 			}
-			c.log.Error("console: event history write failed; retrying", "events", len(batch), "err", err)
+			c.log.Error("console: history write failed; retrying", "what", what, "records", n, "err", err)
 			if attempt == 5 || wctx.Err() != nil {
-				c.log.Error("console: event history write gave up", "events", len(batch))
-				break
+				c.log.Error("console: history write gave up", "what", what, "records", n)
+				return
 			}
 			time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 		}
-		batch = batch[:0]
 	}
+	flushEvents := func() {
+		if len(events) > 0 {
+			retry("events", len(events), func(ctx context.Context) error { _, err := c.store.IngestEvents(ctx, events); return err })
+			events = events[:0]
+		}
+	}
+	flushSamples := func() {
+		if len(samples) == 0 {
+			return
+		}
+		retry("telemetry", len(samples), func(ctx context.Context) error {
+			_, refused, err := c.store.IngestTelemetry(ctx, c.opt.Now(), samples)
+			if refused > 0 {
+				c.log.Warn("console: telemetry not stored: seq 0 or beyond int64, or stamped in the future", "samples", refused)
+			}
+			return err
+		})
+		samples = samples[:0]
+	}
+	flushDevices := func() {
+		c.mu.Lock()
+		if len(c.dirty) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		put, gone := []Device{}, []string{}
+		for id := range c.dirty {
+			if d := c.devices[id]; d != nil {
+				v := d.clone()
+				for _, f := range v.Feeds {
+					f.History = nil // the store's series hold it
+				}
+				put = append(put, v)
+			} else {
+				gone = append(gone, id)
+			}
+		}
+		clear(c.dirty)
+		c.mu.Unlock()
+		now := c.opt.Now()
+		retry("devices", len(put)+len(gone), func(ctx context.Context) error {
+			return c.store.PutDevices(ctx, put, gone, now)
+		})
+	}
+	flush := func() { flushEvents(); flushSamples(); flushDevices() }
+	prune := func() {
+		n, err := c.store.Prune(ctx, c.opt.Now(), c.opt.Retention)
+		if err != nil {
+			c.log.Error("console: pruning the store failed", "err", err)
+		} else if n > 0 {
+			c.log.Info("console: pruned the store", "rows", n)
+		}
+	}
+	prune()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
+	pruneTick := time.NewTicker(10 * time.Minute)
+	defer pruneTick.Stop()
 	for {
 		select {
 		case e := <-c.history:
-			batch = append(batch, e)
-			if len(batch) >= historyBatch {
-				flush()
+			events = append(events, e)
+			if len(events) >= historyBatch {
+				flushEvents()
+			}
+		case s := <-c.samples:
+			samples = append(samples, s)
+			if len(samples) >= telemetryBatch {
+				flushSamples()
 			}
 		case <-tick.C:
 			flush()
+		case <-pruneTick.C:
+			prune()
 		case <-ctx.Done():
 			for {
 				select {
 				case e := <-c.history:
-					batch = append(batch, e)
+					events = append(events, e)
+				case s := <-c.samples:
+					samples = append(samples, s)
 				default:
 					flush()
 					return
@@ -161,4 +230,19 @@ func (c *Console) recordEvents(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// loadDevices restores the devices the store knows, offline until heard
+// from: the list survives a console restart.
+func (c *Console) loadDevices() error {
+	ds, err := c.store.StoredDevices(context.Background())
+	if err != nil {
+		return err
+	}
+	for i := range ds {
+		d := ds[i]
+		d.Online, d.Silent = false, false
+		c.devices[d.ID] = &d
+	}
+	return nil
 }

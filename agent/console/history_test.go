@@ -70,17 +70,8 @@ func startPostgres(t *testing.T) string {
 func TestStoreBackends(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
-			dsn := filepath.Join(t.TempDir(), "console.db")
-			if backend == "postgres" {
-				dsn = startPostgres(t)
-			}
-			st, err := OpenAudit(dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st, _ := openStore(t, backend)
 			ctx := context.Background()
-			t0 := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 			var evs []contract.Event
 			for i := range 10 {
 				dev, typ := "r1", "link.denied"

@@ -125,6 +125,20 @@ func (c *Console) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, evs)
 	}))
+	mux.HandleFunc("GET /api/series", c.needSession(c.serveSeries))
+	mux.HandleFunc("GET /api/series/names", c.needSession(func(w http.ResponseWriter, r *http.Request, _ *Session) {
+		q := r.URL.Query()
+		if (q.Get("device") == "") == (q.Get("site") == "") {
+			writeJSON(w, http.StatusBadRequest, apiError{"name a device or a site"})
+			return
+		}
+		names, err := c.store.SeriesNames(r.Context(), q.Get("device"), q.Get("site"))
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, names)
+	}))
 	mux.HandleFunc("GET /api/pending", c.needSession(func(w http.ResponseWriter, r *http.Request, _ *Session) {
 		writeJSON(w, http.StatusOK, c.Pendings())
 	}))
@@ -289,4 +303,47 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 		return err
 	}
 	return nil
+}
+
+// serveSeries answers /api/series?device=|site=&series=&res=1m|1h&since=&until=;
+// since and until are RFC 3339 times or durations ago ("6h").
+func (c *Console) serveSeries(w http.ResponseWriter, r *http.Request, _ *Session) {
+	q := r.URL.Query()
+	now := c.opt.Now()
+	sq := SeriesQuery{Device: q.Get("device"), Site: q.Get("site"), Series: q.Get("series")}
+	switch q.Get("res") {
+	case "":
+	case "1m":
+		sq.Res = ResMinute
+	case "1h":
+		sq.Res = ResHour
+	default:
+		writeJSON(w, http.StatusBadRequest, apiError{"res: 1m or 1h"})
+		return
+	}
+	for name, t := range map[string]*time.Time{"since": &sq.Since, "until": &sq.Until} {
+		v := q.Get(name)
+		if v == "" {
+			continue
+		}
+		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+			*t = now.Add(-d)
+			continue
+		}
+		var err error
+		if *t, err = time.Parse(time.RFC3339, v); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{name + ": an RFC 3339 time or a duration ago (6h)"})
+			return
+		}
+	}
+	v, err := c.store.Series(r.Context(), now, sq)
+	if errors.Is(err, ErrSeriesQuery) {
+		writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }
