@@ -107,6 +107,7 @@ type Console struct {
 	history chan contract.Event
 	samples chan Sample         // telemetry for the store, the same way
 	dirty   map[string]struct{} // devices whose stored copy is behind; under mu
+	dirtyA  map[string]struct{} // actions whose stored copy is behind; under mu
 	foreign atomic.Uint64       // events whose payload names another device than the topic
 	gate    *gate               // which reports are believed
 
@@ -178,7 +179,7 @@ func New(opt Options) (*Console, error) {
 	}
 	c := &Console{
 		opt: opt, log: opt.Logger, trust: t, store: st, pending: map[string]*Pending{}, history: make(chan contract.Event, historyQueue),
-		samples: make(chan Sample, telemetryQueue), dirty: map[string]struct{}{},
+		samples: make(chan Sample, telemetryQueue), dirty: map[string]struct{}{}, dirtyA: map[string]struct{}{},
 		gate:    newGate(opt),
 		auth:    auth{challenges: map[string]time.Time{}, sessions: map[string]*Session{}},
 		devices: map[string]*Device{}, byCmd: map[string]*Action{},
@@ -188,6 +189,10 @@ func New(opt Options) (*Console, error) {
 		c.hosts = append(c.hosts, strings.ToLower(h))
 	}
 	if err := c.loadPending(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := c.loadActions(); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -410,6 +415,7 @@ func (c *Console) ingest(topic string, payload []byte) {
 		if json.Unmarshal(payload, &r) == nil && r.Device == dev {
 			if a := c.byCmd[r.CmdID]; a != nil {
 				a.Results = append(a.Results, r)
+				c.dirtyA[a.ID] = struct{}{}
 				defer c.audit(AuditRecord{Kind: "result", Subject: r.CmdID, Detail: payload})
 			}
 		}
@@ -441,6 +447,7 @@ func (c *Console) markApplied(dev string) {
 	for _, a := range c.actions {
 		if a.Serial != 0 && d.Online && d.PolicySerial >= a.Serial && !contains(a.Applied, dev) {
 			a.Applied = append(a.Applied, dev)
+			c.dirtyA[a.ID] = struct{}{}
 		}
 	}
 }
@@ -516,10 +523,7 @@ func (c *Console) Actions() []Action {
 	defer c.mu.RUnlock()
 	out := make([]Action, 0, len(c.actions))
 	for i := len(c.actions) - 1; i >= 0; i-- {
-		a := *c.actions[i]
-		a.Results = append([]contract.Result(nil), a.Results...)
-		a.Applied = append([]string(nil), a.Applied...)
-		out = append(out, a)
+		out = append(out, c.actions[i].copy())
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
@@ -186,7 +187,21 @@ func (c *Console) record(ctx context.Context) {
 			return c.store.PutDevices(ctx, put, gone, now)
 		})
 	}
-	flush := func() { flushEvents(); flushSamples(); flushDevices() }
+	flushActions := func() {
+		c.mu.Lock()
+		var acts []Action
+		for _, a := range c.actions {
+			if _, ok := c.dirtyA[a.ID]; ok {
+				acts = append(acts, a.copy())
+			}
+		}
+		clear(c.dirtyA)
+		c.mu.Unlock()
+		for _, a := range acts {
+			retry("action", 1, func(context.Context) error { return c.store.putDoc("actions", a.ID, a) })
+		}
+	}
+	flush := func() { flushEvents(); flushSamples(); flushDevices(); flushActions() }
 	prune := func() {
 		n, err := c.store.Prune(ctx, c.opt.Now(), c.opt.Retention)
 		if err != nil {
@@ -243,6 +258,62 @@ func (c *Console) loadDevices() error {
 		d := ds[i]
 		d.Online, d.Silent = false, false
 		c.devices[d.ID] = &d
+	}
+	return nil
+}
+
+// maxActions bounds the actions kept in memory (the newest); the store
+// keeps them all.
+const maxActions = 1000
+
+// addAction records a published action; c.mu must be held.
+func (c *Console) addAction(a *Action) {
+	c.actions = append(c.actions, a)
+	c.dirtyA[a.ID] = struct{}{}
+	if n := len(c.actions); n > maxActions {
+		for _, old := range c.actions[:n-maxActions] {
+			if c.byCmd[old.ID] == old {
+				delete(c.byCmd, old.ID)
+			}
+		}
+		c.actions = append(c.actions[:0:0], c.actions[n-maxActions:]...)
+	}
+}
+
+// copy is a copy of a for a reader outside the lock.
+func (a *Action) copy() Action {
+	v := *a
+	v.Results = slices.Clone(a.Results)
+	v.Applied = slices.Clone(a.Applied)
+	v.By = slices.Clone(a.By)
+	return v
+}
+
+// loadActions restores the newest actions kept in the store, with their
+// results so far: a device answering after a restart still finds its
+// command.
+func (c *Console) loadActions() error {
+	var acts []*Action
+	err := c.store.docs("actions", func(b []byte) error {
+		var a Action
+		if err := json.Unmarshal(b, &a); err != nil {
+			return fmt.Errorf("console: stored action: %w", err)
+		}
+		acts = append(acts, &a)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortStableFunc(acts, func(x, y *Action) int { return x.At.Compare(y.At) })
+	if len(acts) > maxActions {
+		acts = acts[len(acts)-maxActions:]
+	}
+	for _, a := range acts {
+		c.actions = append(c.actions, a)
+		if a.Serial == 0 { // a command: its results are still coming
+			c.byCmd[a.ID] = a
+		}
 	}
 	return nil
 }

@@ -253,7 +253,7 @@ func (c *Console) settle(p *Pending) error {
 	c.audit(AuditRecord{Kind: "publish", Operator: p.By, Subject: p.ID, Signed: env,
 		Detail: jsonDetail(map[string]any{"action": p.Action, "target": p.Target, "topic": topic, "signers": signers, "reason": p.Reason, "serial": p.Serial})})
 	c.mu.Lock()
-	c.actions = append(c.actions, a)
+	c.addAction(a)
 	if p.Kind == "policy" {
 		c.setPolicyLocked(env)
 		if p.Action == "revoke" && p.removed != nil {

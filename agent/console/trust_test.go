@@ -509,6 +509,13 @@ func TestAuditSurvivesRestart(t *testing.T) {
 	if err := bob.do(ctx, "GET", "/api/audit?format=csv", nil, &csv); err != nil || !bytes.Contains(csv, []byte("publish,alice")) {
 		t.Fatalf("CSV export: %v\n%s", err, csv)
 	}
+	// The published action, with its signers, survives a restart too.
+	f.stop()
+	f.start("")
+	acts := f.c.Actions()
+	if len(acts) != 1 || acts[0].ID != p.ID || acts[0].Kind != "revoke" || acts[0].Serial != 43 || strings.Join(acts[0].By, ",") != "alice,bob" {
+		t.Fatalf("actions after a restart: %+v", acts)
+	}
 }
 
 // TestConsoleHoldsNoPrivateKey: nothing in the console's options can hold
