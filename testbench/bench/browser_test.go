@@ -101,6 +101,15 @@ func TestConsoleInChromium(t *testing.T) {
 	alice.waitFor(ctx, "denied counts shown", `Number(`+row("router-a")+`?.dataset.denied) > 0`, 10*time.Second)
 	alice.waitFor(ctx, "feed chart", `document.querySelectorAll('.feed[data-device="relay-a"] canvas').length === 1`, 10*time.Second)
 	alice.waitFor(ctx, "policy verified", `document.querySelector('#policy-status').dataset.verified === "true"`, 10*time.Second)
+	// The site's traffic chart, drawn from the store's rollups, moves as
+	// the routers' telemetry arrives.
+	traffic := `document.querySelector('.traffic[data-site="vientiane-north"]')`
+	alice.waitFor(ctx, "traffic chart of vientiane-north", traffic+`?.dataset.points > 0 && Number(`+traffic+`.dataset.deniedTotal) > 0`, 20*time.Second)
+	var denied0 float64
+	if err := alice.eval(`Number(`+traffic+`.dataset.deniedTotal)`, &denied0); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitFor(ctx, "traffic chart moves", fmt.Sprintf(`Number(%s.dataset.deniedTotal) > %v`, traffic, denied0), 20*time.Second)
 	alice.screenshot(filepath.Join(shots, "1-fleet.png"))
 
 	// 2. Bob, a viewer, sees the fleet but every action is off, and the

@@ -294,6 +294,63 @@
     for (const div of box.querySelectorAll(".feed")) if (!keep.has(div.getAttribute("data-key"))) div.remove();
   }
 
+  // --- traffic by site, from the store's series -------------------------
+  const hhmm = (t) => new Date(t).toISOString().slice(11, 16);
+  const rate = (v) => (v >= 1000 ? (v / 1000).toFixed(1) + "k" : v.toFixed(v < 10 ? 1 : 0)) + "/s";
+  function drawRates(cv, from, to, lines) {
+    const ctx = cv.getContext("2d"), W = cv.width, H = cv.height, L = 44;
+    ctx.clearRect(0, 0, W, H);
+    let top = 1;
+    for (const l of lines) for (const p of l.points) top = Math.max(top, p.v);
+    top *= 1.15;
+    const x = (t) => L + ((t - from) / (to - from)) * (W - L - 6), y = (v) => H - 16 - (v / top) * (H - 28);
+    ctx.fillStyle = "#667"; ctx.font = "10px sans-serif"; ctx.strokeStyle = "#e4e7eb"; ctx.lineWidth = 1;
+    ctx.fillText(rate(top), 0, 12); ctx.fillText("0", L - 10, H - 14);
+    // The time axis: a tick every 15 minutes, in UTC like every time here.
+    const step = 15 * 60000;
+    for (let t = Math.ceil(from / step) * step; t <= to; t += step) {
+      ctx.beginPath(); ctx.moveTo(x(t), 4); ctx.lineTo(x(t), H - 14); ctx.stroke();
+      ctx.fillText(hhmm(t), x(t) - 14, H - 2);
+    }
+    lines.forEach((l, i) => {
+      ctx.lineWidth = 2; ctx.strokeStyle = l.color; ctx.beginPath();
+      // Each point is a minute's rate, drawn at the minute's middle.
+      l.points.forEach((p, j) => (j ? ctx.lineTo(x(p.t + 30000), y(p.v)) : ctx.moveTo(x(p.t + 30000), y(p.v))));
+      ctx.stroke();
+      ctx.fillStyle = l.color;
+      for (const p of l.points) ctx.fillRect(x(p.t + 30000) - 2, y(p.v) - 2, 4, 4); // a lone minute shows too
+      ctx.fillText(l.name, W - 110 + i * 55, 12);
+    });
+  }
+
+  let trafficAt = 0;
+  async function refreshTraffic(devs) {
+    if (Date.now() - trafficAt < 5000) return; // a minute's rollup moves slowly
+    trafficAt = Date.now();
+    const box = $("#traffic");
+    const sites = [...new Set(devs.filter((d) => d.filter || d.kind === "router").map((d) => d.site).filter(Boolean))].sort();
+    if (!sites.length) { box.replaceChildren(el("p", { class: "empty" }, "No router has reported traffic yet.")); return; }
+    box.querySelector(".empty")?.remove();
+    for (const div of box.querySelectorAll(".traffic")) if (!sites.includes(div.getAttribute("data-site"))) div.remove();
+    for (const site of sites) {
+      let div = box.querySelector('.traffic[data-site="' + CSS.escape(site) + '"]');
+      if (!div) {
+        div = el("div", { class: "traffic", "data-site": site }, el("h3", {}, site), el("canvas", { width: 420, height: 160 }), el("div", { class: "figures" }));
+        box.append(div);
+      }
+      const q = (series) => api("GET", "/api/series?" + new URLSearchParams({ site, series, since: "1h" }));
+      const [passed, denied] = await Promise.all([q("links.passed"), q("links.denied")]);
+      const to = Date.now(), from = to - 3600000, sum = (s) => s.points.reduce((n, p) => n + p.v * s.res_s, 0);
+      drawRates($("canvas", div), from, to, [{ name: "passed", color: "#1f6feb", points: passed.points }, { name: "denied", color: "#d1242f", points: denied.points }]);
+      const last = (s) => (s.points.length ? s.points[s.points.length - 1].v : 0);
+      div.setAttribute("data-points", String(passed.points.length + denied.points.length));
+      div.setAttribute("data-passed-total", String(sum(passed)));
+      div.setAttribute("data-denied-total", String(sum(denied)));
+      $(".figures", div).textContent = "this minute: passed " + rate(last(passed)) + ", denied " + rate(last(denied)) +
+        "; last hour: " + Math.round(sum(passed)) + " passed, " + Math.round(sum(denied)) + " denied";
+    }
+  }
+
   function renderActions(acts) {
     const ul = $("#actions");
     ul.replaceChildren(...acts.map((a) => {
@@ -343,6 +400,7 @@
       renderPending(s.pending || []);
       renderRoster(s.roster);
       renderFeeds(s.devices || []);
+      refreshTraffic(s.devices || []).catch((e) => { $("#traffic").setAttribute("data-error", e.message); });
       renderActions(s.actions || []);
       await refreshEvents(false);
       document.body.setAttribute("data-refreshed", String(Date.now()));
