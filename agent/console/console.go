@@ -394,6 +394,10 @@ func (c *Console) ingest(topic string, payload []byte) {
 			d := c.device(dev)
 			d.applyTelemetry(&t)
 			d.heard = now
+			if d.StateAt.IsZero() && now.Sub(d.stateAsked) > stateAskEvery {
+				d.stateAsked = now
+				c.askState(dev)
+			}
 			sample := SampleOf(&t)
 			defer func() { c.samples <- sample }() // after c.mu is released
 		}
@@ -422,6 +426,35 @@ func (c *Console) ingest(topic string, payload []byte) {
 	}
 	c.mu.Unlock()
 	c.notify()
+}
+
+// stateAskEvery spaces the console's requests for a device's retained
+// state.
+const stateAskEvery = 30 * time.Second
+
+// askState subscribes once more to dev's state topic, so the broker sends
+// its retained state again: a device is heard (its telemetry) but its
+// state never came. A clustered broker can miss a QoS 1 message to a
+// wildcard subscription (NATS while it sets up the subscription's
+// consumer); a retained message is always sent on subscribe. dev is one
+// level of a topic a client published to, so it holds no wildcard.
+func (c *Console) askState(dev string) {
+	cl := c.client
+	if cl == nil || !cl.IsConnectionOpen() {
+		return
+	}
+	topic := contract.Prefix + dev + "/state"
+	go func() {
+		tok := cl.Subscribe(topic, 0, c.onMessage)
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			c.log.Warn("console: asking for a device's state failed", "device", dev, "err", tok.Error())
+			return
+		}
+		// The retained copy comes with the subscription; the wildcard
+		// subscription carries the rest.
+		time.Sleep(5 * time.Second)
+		cl.Unsubscribe(topic)
+	}()
 }
 
 // Ingest feeds one message to the model as if it came from the broker

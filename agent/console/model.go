@@ -35,6 +35,7 @@ type Device struct {
 	// arrived (lost on the way or dropped by its queue).
 	TelemetryMissing uint64    `json:"telemetry_missing,omitempty"`
 	heard            time.Time // when the console last heard from it
+	stateAsked       time.Time // when its retained state was last asked for again
 	gaps             telemetryGaps
 }
 
