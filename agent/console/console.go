@@ -392,13 +392,15 @@ func (c *Console) ingest(topic string, payload []byte) {
 		var t contract.Telemetry
 		if json.Unmarshal(payload, &t) == nil && t.Device == dev {
 			d := c.device(dev)
-			d.applyTelemetry(&t)
+			l, _ := t.Links() // nil when malformed: shown and stored as absent
+			fs, _ := t.Feeds()
+			d.applyTelemetry(&t, l, fs)
 			d.heard = now
 			if d.StateAt.IsZero() && now.Sub(d.stateAsked) > stateAskEvery {
 				d.stateAsked = now
 				c.askState(dev)
 			}
-			sample := SampleOf(&t)
+			sample := sampleOf(&t, l, fs)
 			defer func() { c.samples <- sample }() // after c.mu is released
 		}
 	case "events":

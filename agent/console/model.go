@@ -122,7 +122,8 @@ func (d *Device) applyState(s *contract.State) {
 	}
 }
 
-func (d *Device) applyTelemetry(t *contract.Telemetry) {
+// applyTelemetry takes t's sections decoded (nil: absent or malformed).
+func (d *Device) applyTelemetry(t *contract.Telemetry, l *contract.Links, fs contract.Feeds) {
 	d.gaps.see(t.BootID, t.Seq)
 	d.TelemetryMissing = d.gaps.missing()
 	if t.TS.Before(d.TelemetryAt) {
@@ -130,13 +131,9 @@ func (d *Device) applyTelemetry(t *contract.Telemetry) {
 	}
 	d.TelemetryAt = t.TS
 	d.QueueDepth = t.Agent.Queue.Depth
-	if l, err := t.Links(); err == nil && l != nil {
+	if l != nil {
 		d.Filter = &Filter{PolicySerial: l.PolicySerial, Passed: l.Passed, Denied: l.Denied, DeniedFlows: l.DeniedFlows,
 			Domestic: l.Domestic, Approvals: l.Approvals}
-	}
-	fs, err := t.Feeds()
-	if err != nil {
-		return
 	}
 	for _, in := range fs {
 		i := slices.IndexFunc(d.Feeds, func(f *Feed) bool { return f.ID == in.Feed })

@@ -78,6 +78,14 @@ func IsCounter(series string) bool {
 // each approval's counters, each feed's power, cap, circuits on and relay
 // operations in the last hour, the agent's queue and memory.
 func SampleOf(t *contract.Telemetry) Sample {
+	l, _ := t.Links()
+	fs, _ := t.Feeds()
+	return sampleOf(t, l, fs)
+}
+
+// sampleOf is SampleOf with the sections already decoded (nil: absent or
+// malformed), so a message is decoded once for the model and the store.
+func sampleOf(t *contract.Telemetry, l *contract.Links, fs contract.Feeds) Sample {
 	s := Sample{Device: t.Device, BootID: t.BootID, Seq: t.Seq, TS: t.TS, Values: map[string]float64{
 		"agent.queue_depth": float64(t.Agent.Queue.Depth),
 		"agent.rss_bytes":   float64(t.Agent.RSSBytes),
@@ -87,7 +95,7 @@ func SampleOf(t *contract.Telemetry) Sample {
 			s.Values[name] = v
 		}
 	}
-	if l, err := t.Links(); err == nil && l != nil {
+	if l != nil {
 		for name, v := range map[string]uint64{"passed": l.Passed, "passed_bytes": l.PassedBytes, "denied": l.Denied,
 			"denied_bytes": l.DeniedBytes, "denied_flows": l.DeniedFlows, "domestic": l.Domestic, "new_flows": l.NewFlows,
 			"tunnelled": l.Tunnelled, "spoofed": l.Spoofed, "link_control": l.LinkControl, "malformed": l.Malformed} {
@@ -101,28 +109,26 @@ func SampleOf(t *contract.Telemetry) Sample {
 			}
 		}
 	}
-	if fs, err := t.Feeds(); err == nil {
-		for _, f := range fs {
-			if f.Feed == "" {
-				continue
-			}
-			p := "feed." + f.Feed + "."
-			if f.PowerKW != nil {
-				put(p+"power_w", *f.PowerKW*1000)
-			}
-			if f.CapKW != nil {
-				put(p+"cap_w", *f.CapKW*1000)
-			}
-			on, ops := 0, 0
-			for _, c := range f.Circuits {
-				if c.On {
-					on++
-				}
-				ops += c.OpsLastHour
-			}
-			put(p+"circuits_on", float64(on))
-			put(p+"relay_ops_last_hour", float64(ops))
+	for _, f := range fs {
+		if f.Feed == "" {
+			continue
 		}
+		p := "feed." + f.Feed + "."
+		if f.PowerKW != nil {
+			put(p+"power_w", *f.PowerKW*1000)
+		}
+		if f.CapKW != nil {
+			put(p+"cap_w", *f.CapKW*1000)
+		}
+		on, ops := 0, 0
+		for _, c := range f.Circuits {
+			if c.On {
+				on++
+			}
+			ops += c.OpsLastHour
+		}
+		put(p+"circuits_on", float64(on))
+		put(p+"relay_ops_last_hour", float64(ops))
 	}
 	return s
 }
