@@ -149,8 +149,13 @@ func (b *Broker) Pause() {
 		return
 	}
 	b.srv.Listeners.Close(listenerID, func(id string) {
-		for _, cl := range b.srv.Clients.GetByListener(id) {
-			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		// Not Clients.GetByListener: in mochi v2.7.9 it read-locks the
+		// clients twice (through Len), and a client attaching meanwhile
+		// (its Delete waiting for the write lock) deadlocks the broker.
+		for _, cl := range b.srv.Clients.GetAll() {
+			if cl.Net.Listener == id && !cl.Closed() {
+				_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
 		}
 	})
 	b.srv.Listeners.Delete(listenerID)
