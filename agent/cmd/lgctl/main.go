@@ -30,6 +30,7 @@ func newRoot() *cobra.Command {
 		newCACmd(),
 		newFlashCmd(),
 		newConsoleCmd(),
+		newNATSCalloutCmd(),
 		withEnvelopeCmds(newCmdCmd()),
 		newRosterCmd(),
 		newWatchCmd(),

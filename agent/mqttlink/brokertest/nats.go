@@ -34,7 +34,29 @@ type NATSOptions struct {
 	// A certificate named in neither is refused.
 	Devices   []NATSDevice
 	Operators []string
+	// Callout, when set, hands every MQTT connection to an authorization
+	// callout service (scripts/natsauth) instead of the static permission
+	// map: Devices and Operators are then not used, and the service, which
+	// the test starts, decides identity and rights.
+	Callout *NATSCallout
 }
+
+// NATSCallout configures the cluster for an authorization callout: the
+// public account nkey that signs its answers, and the user and password
+// the service connects with (a client of account AUTH). Admitted clients
+// are placed in account FLEET, which has JetStream and the MQTT sessions.
+type NATSCallout struct {
+	Issuer         string
+	User, Password string
+	// Serve starts the service on the nodes' client URLs; it is called
+	// once the nodes run, before the cluster is probed (the probe's
+	// client, NATSProbe, must be admitted as an operator).
+	Serve func(clientURLs []string)
+}
+
+// NATSProbe is the certificate name of the client that checks each node
+// is ready.
+const NATSProbe = "brokertest-nats-probe"
 
 // NATSCluster is a cluster of nats-server processes (JetStream, an MQTT
 // listener with TLS on each node, users mapped from client certificates),
@@ -48,13 +70,13 @@ type NATSCluster struct {
 
 // NATSNode is one node of a NATSCluster.
 type NATSNode struct {
-	Name              string
-	bin, conf         string
-	mqttPort, monPort int
-	mu                sync.Mutex
-	cmd               *exec.Cmd
-	done              chan struct{}
-	out               *bytes.Buffer
+	Name                          string
+	bin, conf                     string
+	mqttPort, monPort, clientPort int
+	mu                            sync.Mutex
+	cmd                           *exec.Cmd
+	done                          chan struct{}
+	out                           *bytes.Buffer
 }
 
 var natsBin struct {
@@ -63,10 +85,10 @@ var natsBin struct {
 	err  error
 }
 
-// natsServer returns the nats-server binary of the module's go.mod (a
+// NATSServer returns the nats-server binary of the module's go.mod (a
 // tool dependency): `go tool -n` builds it once into the build cache
 // (about 45 s on two cores) and prints its path, later in 0.2 s.
-func natsServer(tb testing.TB) string {
+func NATSServer(tb testing.TB) string {
 	tb.Helper()
 	natsBin.once.Do(func() {
 		goBin, err := exec.LookPath("go")
@@ -122,19 +144,15 @@ func quoteAll(ss []string) string {
 // end of the test.
 func NATS(tb testing.TB, pki *PKI, opt NATSOptions) *NATSCluster {
 	tb.Helper()
-	bin := natsServer(tb)
+	bin := NATSServer(tb)
 	if opt.Nodes <= 0 {
 		opt.Nodes = 3
 	}
-	c := &NATSCluster{pki: pki, probe: "brokertest-nats-probe"}
+	c := &NATSCluster{pki: pki, probe: NATSProbe}
 	c.probeTLS = pki.ClientTLS(tb, c.probe)
-	ops := append([]string{c.probe}, opt.Operators...)
-	var users []string
-	for _, o := range ops {
-		users = append(users, fmt.Sprintf(`{user: %q, permissions: {publish: ">", subscribe: ">"}}`, "CN="+o))
-	}
-	for _, d := range opt.Devices {
-		users = append(users, fmt.Sprintf(`{user: %q, permissions: %s}`, "CN="+d.ID, NATSPermissions(d)))
+	auth := staticAuth(c.probe, opt)
+	if opt.Callout != nil {
+		auth = calloutAuth(opt.Callout)
 	}
 	routePorts := make([]int, opt.Nodes)
 	for i := range routePorts {
@@ -146,10 +164,10 @@ func NATS(tb testing.TB, pki *PKI, opt NATSOptions) *NATSCluster {
 	}
 	dir := tb.TempDir()
 	for i := range opt.Nodes {
-		n := &NATSNode{Name: "n" + strconv.Itoa(i+1), bin: bin, mqttPort: freePort(tb), monPort: freePort(tb)}
+		n := &NATSNode{Name: "n" + strconv.Itoa(i+1), bin: bin, mqttPort: freePort(tb), monPort: freePort(tb), clientPort: freePort(tb)}
 		n.conf = filepath.Join(dir, n.Name+".conf")
 		conf := fmt.Sprintf(`server_name: %s
-listen: 127.0.0.1:-1
+listen: 127.0.0.1:%d
 http: 127.0.0.1:%d
 jetstream {
   store_dir: %q
@@ -167,20 +185,16 @@ mqtt {
     cert_file: %q
     key_file: %q
     ca_file: %q
-    verify_and_map: true
+    %s: true
     timeout: 5
   }
   stream_replicas: %d
   ack_wait: "5s"
   max_ack_pending: 1024
 }
-authorization {
-  users: [
-    %s
-  ]
-}
-`, n.Name, n.monPort, filepath.Join(dir, n.Name), routePorts[i], strings.Join(routes, ", "), n.mqttPort,
-			pki.ServerCert, pki.ServerKey, pki.CA, min(opt.Nodes, 3), strings.Join(users, ",\n    "))
+%s
+`, n.Name, n.clientPort, n.monPort, filepath.Join(dir, n.Name), routePorts[i], strings.Join(routes, ", "), n.mqttPort,
+			pki.ServerCert, pki.ServerKey, pki.CA, auth.verify, min(opt.Nodes, 3), auth.conf)
 		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
 			tb.Fatal(err)
 		}
@@ -194,8 +208,54 @@ authorization {
 			n.Kill(tb)
 		}
 	})
+	if opt.Callout != nil && opt.Callout.Serve != nil {
+		opt.Callout.Serve(c.ClientURLs())
+	}
 	c.WaitReady(tb, 60*time.Second)
 	return c
+}
+
+// natsAuth is how a cluster's nodes authenticate MQTT clients: the mqtt
+// TLS block's verify option and the configuration's account and
+// authorization blocks.
+type natsAuth struct{ verify, conf string }
+
+// staticAuth maps certificates to users with fixed permissions.
+func staticAuth(probe string, opt NATSOptions) natsAuth {
+	var users []string
+	for _, o := range append([]string{probe}, opt.Operators...) {
+		users = append(users, fmt.Sprintf(`{user: %q, permissions: {publish: ">", subscribe: ">"}}`, "CN="+o))
+	}
+	for _, d := range opt.Devices {
+		users = append(users, fmt.Sprintf(`{user: %q, permissions: %s}`, "CN="+d.ID, NATSPermissions(d)))
+	}
+	return natsAuth{verify: "verify_and_map", conf: "authorization {\n  users: [\n    " + strings.Join(users, ",\n    ") + "\n  ]\n}"}
+}
+
+// calloutAuth asks the callout service about every client but its own
+// user. The client's verified certificate chain goes with the request.
+func calloutAuth(c *NATSCallout) natsAuth {
+	return natsAuth{verify: "verify", conf: fmt.Sprintf(`accounts {
+  AUTH: { users: [ {user: %q, password: %q} ] }
+  FLEET: { jetstream: enabled }
+}
+authorization {
+  auth_callout {
+    issuer: %q
+    auth_users: [ %q ]
+    account: AUTH
+  }
+}`, c.User, c.Password, c.Issuer, c.User)}
+}
+
+// ClientURLs are the nodes' NATS client URLs (nats://127.0.0.1:PORT), in
+// node order, for a callout service.
+func (c *NATSCluster) ClientURLs() []string {
+	var u []string
+	for _, n := range c.Nodes {
+		u = append(u, "nats://127.0.0.1:"+strconv.Itoa(n.clientPort))
+	}
+	return u
 }
 
 // URLs are the nodes' MQTT URLs (mqtts://127.0.0.1:PORT), in node order.
