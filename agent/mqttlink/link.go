@@ -44,6 +44,9 @@ type Options struct {
 	TelemetryEvery time.Duration
 	MinBackoff     time.Duration // first reconnect delay (default 500ms)
 	MaxBackoff     time.Duration // reconnect delay cap (default 60s)
+	// StepTimeout bounds each step of a connection: connect, subscribe,
+	// the retained state (default DefaultStepTimeout).
+	StepTimeout time.Duration
 
 	StateDir      string // queue, event chain and replay memory live in StateDir/mqtt
 	QueueMaxBytes int64
@@ -146,6 +149,9 @@ func New(opt Options) (*Link, error) {
 	}
 	if opt.MaxBackoff <= 0 {
 		opt.MaxBackoff = time.Minute
+	}
+	if opt.StepTimeout <= 0 {
+		opt.StepTimeout = DefaultStepTimeout
 	}
 	if opt.InFlight <= 0 {
 		opt.InFlight = 64
@@ -280,7 +286,7 @@ func (l *Link) newClient() (paho.Client, error) {
 		SetConnectRetry(false).
 		SetKeepAlive(l.opt.Keepalive).
 		SetPingTimeout(10 * time.Second).
-		SetConnectTimeout(15 * time.Second).
+		SetConnectTimeout(l.opt.StepTimeout).
 		SetWriteTimeout(15 * time.Second).
 		SetStore(paho.NewOrderedMemoryStore()).
 		SetMaxResumePubInFlight(l.opt.InFlight).
@@ -351,20 +357,30 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(n.Int64())
 }
 
-// stepTimeout bounds each step of a connection (connect, subscribe, the
-// retained state): a broker node that does not answer in time is left for
-// the next URL. A clustered broker can accept a connection and never
-// acknowledge a publish while its stream leaders are re-elected; 30 s of
-// waiting kept a device off the fleet that long.
-const stepTimeout = 10 * time.Second
+// DefaultStepTimeout bounds each step of a connection (connect,
+// subscribe, the retained state): a broker node that does not answer in
+// time is left for the next URL. A clustered broker can accept a
+// connection and never acknowledge a publish while its stream leaders are
+// re-elected; 30 s of waiting kept a device off the fleet that long.
+const DefaultStepTimeout = 10 * time.Second
 
 func (l *Link) connect(ctx context.Context) error {
 	select {
 	case <-l.lost: // a stale loss from the previous session
 	default:
 	}
+	// paho tries the brokers in turn, each for its whole connect timeout
+	// (StepTimeout): a hung node first in the list must not use up the
+	// wait for the healthy ones after it.
 	tok := l.client.Connect()
-	if err := waitToken(ctx, tok, stepTimeout); err != nil {
+	if err := waitToken(ctx, tok, l.opt.StepTimeout*time.Duration(len(l.opt.brokers()))); err != nil {
+		// An attempt we stopped waiting for goes on, and paho refuses every
+		// Connect until it ends; one that then succeeds is a session nobody
+		// subscribes or publishes on, and the device stays "already
+		// connected" but silent (with a 15 s connect timeout against a 10 s
+		// wait, a tenth of a 10,000-agent fleet ramping on two cores).
+		// Disconnect ends the attempt either way.
+		l.client.Disconnect(0)
 		return err
 	}
 	// The policy and the roster are retained, sent again at every
@@ -377,7 +393,7 @@ func (l *Link) connect(ctx context.Context) error {
 	if l.opt.Site != "" {
 		subs[l.topics.SiteCmd] = 1
 	}
-	if err := waitToken(ctx, l.client.SubscribeMultiple(subs, l.onMessage), stepTimeout); err != nil {
+	if err := waitToken(ctx, l.client.SubscribeMultiple(subs, l.onMessage), l.opt.StepTimeout); err != nil {
 		l.client.Disconnect(0)
 		return fmt.Errorf("subscribe: %w", err)
 	}
@@ -466,7 +482,7 @@ func (l *Link) publishState(ctx context.Context) error {
 	b = l.seal(contract.KindState, b)
 	tok := l.client.Publish(l.topics.State, 1, true, b)
 	l.stateMu.Unlock()
-	if err := waitToken(ctx, tok, stepTimeout); err != nil {
+	if err := waitToken(ctx, tok, l.opt.StepTimeout); err != nil {
 		return fmt.Errorf("publish state: %w", err)
 	}
 	return nil
