@@ -396,6 +396,10 @@ func (c *Console) ingest(topic string, payload []byte) {
 			fs, _ := t.Feeds()
 			d.applyTelemetry(&t, l, fs)
 			d.heard = now
+			if d.StateAt.IsZero() && d.stateAsked.IsZero() {
+				// First heard: its state may simply still be on its way.
+				d.stateAsked = now.Add(stateAskGrace - stateAskEvery)
+			}
 			if d.StateAt.IsZero() && now.Sub(d.stateAsked) > stateAskEvery {
 				d.stateAsked = now
 				c.askState(dev)
@@ -434,6 +438,11 @@ func (c *Console) ingest(topic string, payload []byte) {
 // state.
 const stateAskEvery = 30 * time.Second
 
+// stateAskGrace is how long a device is heard without its state before it
+// is first asked for: a fleet coming up sends telemetry (QoS 0) that can
+// overtake states (QoS 1, a window at a time).
+const stateAskGrace = 5 * time.Second
+
 // askState subscribes once more to dev's state topic, so the broker sends
 // its retained state again: a device is heard (its telemetry) but its
 // state never came. A clustered broker can miss a QoS 1 message to a
@@ -447,7 +456,12 @@ func (c *Console) askState(dev string) {
 	}
 	topic := contract.Prefix + dev + "/state"
 	go func() {
-		tok := cl.Subscribe(topic, 0, c.onMessage)
+		// No handler of its own: paho matches every message against each
+		// handler's filter, one by one, and runs every handler that
+		// matches, so a handler per asked device made each message cost
+		// O(devices asked) and reach the model twice. The retained copy
+		// matches the +/state subscription's handler like any state.
+		tok := cl.Subscribe(topic, 0, nil)
 		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			c.log.Warn("console: asking for a device's state failed", "device", dev, "err", tok.Error())
 			return
