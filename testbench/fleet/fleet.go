@@ -286,6 +286,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		}()
 	}
 	tick.Stop()
+	poll := min(time.Second, 100*time.Millisecond*time.Duration(max(1, opt.Agents/1000)))
 	online := func(serial uint64) int {
 		n := 0
 		for _, d := range con.Devices() {
@@ -295,7 +296,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		}
 		return n
 	}
-	if err := waitFor(ctx, opt.Timeout, func() bool { return online(0) >= opt.Agents }); err != nil {
+	if err := waitEvery(ctx, opt.Timeout, poll, func() bool { return online(0) >= opt.Agents }); err != nil {
 		return res, fmt.Errorf("fleet: %d of %d online (%s): %w", online(0), opt.Agents, notOnline(con.Devices(), opt.Agents), err)
 	}
 	res.OnlineS = time.Since(t0).Seconds()
@@ -308,7 +309,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	if _, err := h.publish(contract.PolicyTopic, env); err != nil {
 		return res, err
 	}
-	if err := waitFor(ctx, opt.Timeout, func() bool { return online(1) >= opt.Agents }); err != nil {
+	if err := waitEvery(ctx, opt.Timeout, poll, func() bool { return online(1) >= opt.Agents }); err != nil {
 		return res, fmt.Errorf("fleet: policy applied by %d of %d: %w", online(1), opt.Agents, err)
 	}
 	res.PolicyPushS = time.Since(t1).Seconds()
@@ -483,6 +484,13 @@ func checkWatchLimit(agents int) error {
 }
 
 func waitFor(ctx context.Context, within time.Duration, cond func() bool) error {
+	return waitEvery(ctx, within, 100*time.Millisecond, cond)
+}
+
+// waitEvery is waitFor checking cond every period: the fleet-wide
+// conditions copy every device from the console, which at 10,000 devices
+// costs the console's ingest more than a finer figure is worth.
+func waitEvery(ctx context.Context, within, period time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -491,7 +499,7 @@ func waitFor(ctx context.Context, within time.Duration, cond func() bool) error 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(period):
 		}
 	}
 	return nil

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,16 +29,19 @@ func startDevice(ctx context.Context, d fleet.Device) error {
 // newFleetAgentsCmd is a fleet run's child process: it runs the devices
 // its parent writes to its standard input (fleet.ServeAgents).
 func newFleetAgentsCmd() *cobra.Command {
-	return &cobra.Command{
+	var level slog.Level = slog.LevelError
+	cmd := &cobra.Command{
 		Use:    "fleet-agents",
 		Short:  "Run the devices given as JSON lines on standard input (a child of testbench fleet)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			return fleet.ServeAgents(cmd.Context(), os.Stdin, startDevice, log)
 		},
 	}
+	cmd.Flags().TextVar(&level, "log-level", &level, "the agents' log level")
+	return cmd
 }
 
 func newFleetCmd() *cobra.Command {
@@ -47,6 +52,8 @@ func newFleetCmd() *cobra.Command {
 		nats      bool
 		killNode  bool
 		report    string
+		stateDir  string
+		agentLog  string
 	)
 	cmd := &cobra.Command{
 		Use:   "fleet --agents N[,N...] (--broker URL | --mosquitto | --nats [--kill-node])",
@@ -76,15 +83,25 @@ child processes (--procs; by default as many as the open-file limit needs).`,
 				o := opt
 				o.Agents = n
 				o.Start = startDevice
-				o.Exec = []string{self, "fleet-agents"}
+				o.Exec = []string{self, "fleet-agents", "--log-level", agentLog}
 				if o.Procs = procs; o.Procs <= 0 {
 					o.Procs = fleet.ProcsFor(n, fleet.FileLimit())
 				}
-				dir, err := os.MkdirTemp("", "linkguard-fleet-")
+				dir, err := os.MkdirTemp(stateDir, "linkguard-fleet-")
 				if err != nil {
 					return err
 				}
 				o.Dir = dir
+				if o.Store == "" {
+					// The central side's store is on disk, as it would be.
+					sdir, err := os.MkdirTemp("", "linkguard-fleet-store-")
+					if err != nil {
+						os.RemoveAll(dir)
+						return err
+					}
+					defer os.RemoveAll(sdir)
+					o.Store = filepath.Join(sdir, "console.db")
+				}
 				stop := func() {}
 				switch {
 				case nats:
@@ -147,5 +164,17 @@ child processes (--procs; by default as many as the open-file limit needs).`,
 	f.DurationVar(&opt.Hold, "hold", 0, "how long to hold the fleet measuring ingest and telemetry loss (default 2 telemetry periods)")
 	f.DurationVar(&opt.Timeout, "timeout", 3*time.Minute, "limit for each phase")
 	f.StringVar(&report, "report", "", "write the results as JSON here")
+	f.StringVar(&agentLog, "agent-log", "error", "the simulated agents' log level (their logs go to standard error)")
+	f.StringVar(&stateDir, "state-dir", defaultStateDir(), "where the simulated agents keep their state (queues, replay memory); default a tmpfs: each real device fsyncs its own flash, and thousands of agents fsyncing one shared disk would measure the disk")
 	return cmd
+}
+
+// defaultStateDir is /dev/shm when it is a tmpfs, else the temporary
+// directory.
+func defaultStateDir() string {
+	var st syscall.Statfs_t
+	if syscall.Statfs("/dev/shm", &st) == nil && st.Type == 0x01021994 { // TMPFS_MAGIC
+		return "/dev/shm"
+	}
+	return os.TempDir()
 }
