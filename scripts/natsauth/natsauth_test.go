@@ -205,7 +205,7 @@ func TestCalloutBindsIdentity(t *testing.T) {
 	refusedBecause("r2", "r2", urls[0], "revoked (CRL)")
 }
 
-func readCert(t *testing.T, path string) *x509.Certificate {
+func readCert(t testing.TB, path string) *x509.Certificate {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
