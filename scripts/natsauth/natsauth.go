@@ -193,6 +193,11 @@ func (a *Authorizer) Respond(token []byte, now time.Time) ([]byte, Decision, err
 	if err != nil {
 		return nil, Decision{}, fmt.Errorf("natsauth: request: %w", err)
 	}
+	if !nkeys.IsValidPublicUserKey(rc.UserNkey) {
+		// The answer is addressed to this key; without one there is no
+		// answer to give (and the claims library would return nil).
+		return nil, Decision{}, fmt.Errorf("natsauth: request: user_nkey %q is not a user key", rc.UserNkey)
+	}
 	d := a.Authorize(&rc.AuthorizationRequest, now)
 	resp := jwt.NewAuthorizationResponseClaims(rc.UserNkey)
 	resp.Audience = rc.Server.ID
