@@ -63,13 +63,16 @@ type OperatorView struct {
 	Keys  []string      `json:"keys"` // key ids
 }
 
-// NewApproval is an approval the committee adds.
+// NewApproval is an approval the committee adds, with its validity
+// window when it has one.
 type NewApproval struct {
-	ID       string   `json:"id"`
-	Holder   string   `json:"holder"`
-	Sites    []string `json:"sites,omitempty"`
-	Remote   []string `json:"remote"`
-	Services []string `json:"services,omitempty"`
+	ID         string     `json:"id"`
+	Holder     string     `json:"holder"`
+	Sites      []string   `json:"sites,omitempty"`
+	Remote     []string   `json:"remote"`
+	Services   []string   `json:"services,omitempty"`
+	ValidFrom  *time.Time `json:"valid_from,omitempty"`
+	ValidUntil *time.Time `json:"valid_until,omitempty"`
 }
 
 // setPolicy takes the retained fleet policy: verified against the committee

@@ -215,3 +215,18 @@ func signedReason(doc []byte) string {
 	line, _, _ := bytes.Cut(doc[len(reasonPrefix):], []byte("\n"))
 	return string(line)
 }
+
+// withWindow adds a validity window to an approval's YAML (a block
+// mapping, as policy.NewApprovalYAML makes it); Parse judges the window
+// with the rest of the edited policy.
+func withWindow(approval []byte, from, until *time.Time) []byte {
+	for _, f := range []struct {
+		key string
+		t   *time.Time
+	}{{"valid_from", from}, {"valid_until", until}} {
+		if f.t != nil && len(approval) > 0 {
+			approval = fmt.Appendf(approval, "%s: %s\n", f.key, f.t.UTC().Format(time.RFC3339))
+		}
+	}
+	return approval
+}

@@ -43,6 +43,17 @@ func TestReasonIsSignedAndRequired(t *testing.T) {
 	if err != nil || len(recs) != 1 || !strings.Contains(string(recs[0].Detail), `"reason":"scam calls, case 118 # serial: 99"`) {
 		t.Fatalf("audit %+v %v", recs, err)
 	}
+	// A new approval with a validity window carries it.
+	until := time.Date(2027, 1, 5, 23, 59, 59, 0, time.UTC)
+	p, err = alice.Propose(ctx, Proposal{Action: "approve", Approval: "LA-9", Reason: "new carrier",
+		New: &NewApproval{ID: "LA-9", Holder: "x", Remote: []string{"192.0.2.0/24"}, ValidUntil: &until}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	np, err := policy.Parse(p.Payload)
+	if err != nil || !np.Approvals[len(np.Approvals)-1].ValidUntil.Equal(until) {
+		t.Fatalf("%v\n%s", err, p.Payload)
+	}
 	// A second proposal on a base carrying the line replaces it.
 	if got := withReason(withReason([]byte("serial: 1\n"), "one"), "two"); string(got) != reasonPrefix+"two\nserial: 1\n" {
 		t.Fatalf("withReason twice: %q", got)

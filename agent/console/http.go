@@ -29,7 +29,6 @@ type StateView struct {
 	// Fleet counts the devices; the devices themselves are paged
 	// (/api/sites, /api/devices), never sent whole.
 	Fleet     FleetSummary `json:"fleet"`
-	Devices   []Device     `json:"devices"` // the whole fleet: until the page reads it by site
 	Policy    PolicyView   `json:"policy"`
 	HasPolicy bool         `json:"has_policy"`
 	Roster    *RosterView  `json:"roster,omitempty"`
@@ -62,7 +61,7 @@ func (c *Console) State() StateView {
 	if len(pend) > 50 {
 		pend = pend[:50]
 	}
-	v := StateView{Now: c.opt.Now().UTC(), Connected: up, ConnError: e, Fleet: c.Fleet(), Devices: c.Devices(), Policy: pv, HasPolicy: ok,
+	v := StateView{Now: c.opt.Now().UTC(), Connected: up, ConnError: e, Fleet: c.Fleet(), Policy: pv, HasPolicy: ok,
 		Pending: pend, Actions: acts, Ingested: c.Ingested(), IngestRate: c.IngestRate(), Telemetry: c.Telemetry()}
 	if r, ok := c.Roster(); ok {
 		v.Roster = &r

@@ -378,6 +378,7 @@ func (c *Console) Propose(s *Session, req Proposal) (*Pending, error) {
 		switch {
 		case req.New != nil && len(req.New.Remote) > 0:
 			approval, err = policy.NewApprovalYAML(req.New.ID, req.New.Holder, req.New.Sites, req.New.Remote, req.New.Services)
+			approval = withWindow(approval, req.New.ValidFrom, req.New.ValidUntil)
 			p.Detail = req.New.ID
 		case removed != nil:
 			approval = removed.YAML

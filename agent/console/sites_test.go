@@ -182,7 +182,8 @@ func TestSitesAPI(t *testing.T) {
 }
 
 // TestPagesAt10000Devices: with 10,000 devices in the model a page of
-// devices or sites is a bounded answer, whatever the page size asked.
+// devices or sites is a bounded answer, whatever the page size asked;
+// the state the page polls carries counts, not the fleet.
 func TestPagesAt10000Devices(t *testing.T) {
 	c, _ := fleetConsole(t, 10000)
 	size := func(h func(http.ResponseWriter, *http.Request, *Session), path string) int {
@@ -201,6 +202,10 @@ func TestPagesAt10000Devices(t *testing.T) {
 	}
 	if n := size(c.serveSites, "/api/sites?per_page=1000000"); n > 256<<10 {
 		t.Errorf("a page of sites is %d bytes", n)
+	}
+	st, _ := json.Marshal(c.State())
+	if len(st) > 32<<10 {
+		t.Errorf("the state is %d bytes with 10,000 devices", len(st))
 	}
 	if f := c.Fleet(); f.Devices != 10000 || f.Sites != 500 || f.Offline != 1428 {
 		t.Errorf("fleet %+v", f)
