@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -181,4 +183,36 @@ func TestExpiryWarnings(t *testing.T) {
 	if !strings.Contains(string(b), `"expiry_warning_days":14`) {
 		t.Fatalf("state: %s", b)
 	}
+}
+
+// FuzzReasonLine: whatever reason an operator types, the policy it is
+// signed in means what it meant without it, the reason reads back as one
+// line, and a later proposal's reason replaces it.
+func FuzzReasonLine(f *testing.F) {
+	for _, s := range []string{"scam calls, case 118", "a\nserial: 99", "x\r\napprovals: []", "\u2028expires: 2030-01-01T00:00:00Z", "# console: nested", "\x00\x7f", ""} {
+		f.Add(s)
+	}
+	doc, err := os.ReadFile("../../policy/testdata/example.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	want, err := policy.Parse(doc)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, reason string) {
+		line := "revoke LA-1, proposed by alice at 2026-12-03T00:00:00Z: " + reason
+		for _, d := range [][]byte{withReason(doc, line), withReason(withReason(doc, "before"), line)} {
+			got, err := policy.Parse(d)
+			if err != nil {
+				t.Fatalf("with the reason the policy does not parse: %v\n%s", err, d)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("the reason changed the policy:\n%s", d)
+			}
+			if r := signedReason(d); r != cleanReason(line) || strings.ContainsAny(r, "\r\n") {
+				t.Fatalf("reads back %q", r)
+			}
+		}
+	})
 }

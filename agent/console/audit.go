@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS rollup (
 	PRIMARY KEY (device, series, res, bucket)
 );
 CREATE INDEX IF NOT EXISTS rollup_res_bucket ON rollup(res, bucket);
+CREATE INDEX IF NOT EXISTS rollup_res_series_bucket ON rollup(res, series, bucket);
 `
 }
 
