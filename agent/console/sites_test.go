@@ -258,3 +258,30 @@ func BenchmarkRecentRates10000(b *testing.B) {
 		}
 	}
 }
+
+// TestRecentRatesBackends: the rates query gives the same rates per second
+// on SQLite and a real PostgreSQL: the increase over the last minute and
+// the one under way, over the seconds they span to now; older buckets
+// and other series count nothing.
+func TestRecentRatesBackends(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			st, _ := openStore(t, backend)
+			now := t0.Add(30 * time.Second) // 10:00:30: the window is 09:59:00 to now, 90 s
+			var samples []Sample
+			for i, ts := range []time.Duration{-5 * time.Minute, -time.Minute, 0} {
+				samples = append(samples, Sample{Device: "r1", BootID: "b", Seq: uint64(i + 1), TS: now.Add(ts),
+					Values: map[string]float64{"links.passed": float64(900 * i), "links.denied": float64(90 * i), "links.domestic": float64(5000 * i)}})
+			}
+			storeSamples(t, st, now, samples)
+			r, err := st.RecentRates(context.Background(), now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The increases at 09:59:30 and 10:00:30: 900 + 900 passed.
+			if got := r["r1"]; len(r) != 1 || got.Passed != 20 || got.Denied != 2 {
+				t.Fatalf("rates %+v", r)
+			}
+		})
+	}
+}
