@@ -159,7 +159,9 @@ func pageBounds(page, perPage, n int) (p, pp, lo, hi int) {
 		pp = defaultPerPage
 	}
 	pp = min(pp, maxPerPage)
-	p = max(page, 1)
+	// A page past the last is empty; bounded first, so that no page
+	// number a client sends overflows the offset.
+	p = min(max(page, 1), n/pp+2)
 	lo = min((p-1)*pp, n)
 	hi = min(lo+pp, n)
 	return p, pp, lo, hi

@@ -285,3 +285,28 @@ func TestRecentRatesBackends(t *testing.T) {
 		})
 	}
 }
+
+// FuzzDevicesQuery: whatever a client puts in the query of /api/devices
+// or /api/sites, the answer is a bounded page or a refusal.
+func FuzzDevicesQuery(f *testing.F) {
+	for _, s := range []string{"page=2&per_page=5", "page=9223372036854775807&per_page=200", "page=-9223372036854775808&per_page=-1",
+		"state=silent&q=RELAY", "q=%00%ff&site=site-0001", "per_page=1e9", "site=" + strings.Repeat("s", 200)} {
+		f.Add(s)
+	}
+	c, _ := fleetConsole(f, 60, false)
+	f.Fuzz(func(t *testing.T, query string) {
+		for _, h := range []func(http.ResponseWriter, *http.Request, *Session){c.serveDevices, c.serveSites} {
+			r := httptest.NewRequest("GET", "/api/x", nil)
+			r.URL.RawQuery = query
+			w := httptest.NewRecorder()
+			h(w, r, nil)
+			switch {
+			case w.Code == http.StatusBadRequest:
+			case w.Code != http.StatusOK:
+				t.Fatalf("%q: %d", query, w.Code)
+			case w.Body.Len() > 64<<10:
+				t.Fatalf("%q: %d bytes", query, w.Body.Len())
+			}
+		}
+	})
+}
