@@ -288,6 +288,7 @@ func (c *Console) Run(ctx context.Context) error {
 	rctx, stopRecording := context.WithCancel(context.Background())
 	recorded := make(chan struct{})
 	go func() { defer close(recorded); c.record(rctx) }()
+	go c.keepRates(ctx)
 	c.client = paho.NewClient(o)
 	c.client.Connect() // retries on its own
 	<-ctx.Done()

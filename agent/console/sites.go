@@ -326,25 +326,39 @@ func (c *Console) DevicesPage(ctx context.Context, q DeviceQuery) DevicePage {
 	return out
 }
 
-// rateCache holds every device's rates, read from the store at most every
-// ratesEvery: one query for the fleet, whatever the page asks.
+// rateCache holds every device's rates, read from the store every
+// ratesEvery by keepRates while a page asks for them: one query for the
+// fleet, whatever the pages ask, and no request waits for it.
 type rateCache struct {
 	mu       sync.Mutex
-	at       time.Time
+	at       time.Time // when byDevice was read
+	asked    time.Time // when a page last asked
 	byDevice map[string]Rates
 }
 
-// rates returns the devices' rates; a store that fails is logged and the
-// last rates kept.
+// rates returns the devices' rates. It reads them itself only when
+// keepRates has not (the first ask, or a console not running).
 func (c *Console) rates(ctx context.Context) map[string]Rates {
+	rc := &c.rateCache
+	now := c.opt.Now()
+	rc.mu.Lock()
+	rc.asked = now
+	if rc.byDevice != nil && now.Sub(rc.at) < 3*ratesEvery && !now.Before(rc.at) {
+		defer rc.mu.Unlock()
+		return rc.byDevice
+	}
+	rc.mu.Unlock()
+	return c.readRates(ctx)
+}
+
+// readRates reads the rates from the store into the cache; a store that
+// fails is logged and the last rates kept.
+func (c *Console) readRates(ctx context.Context) map[string]Rates {
+	now := c.opt.Now()
+	m, err := c.store.RecentRates(ctx, now)
 	rc := &c.rateCache
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	now := c.opt.Now()
-	if rc.byDevice != nil && now.Sub(rc.at) < ratesEvery && !now.Before(rc.at) {
-		return rc.byDevice
-	}
-	m, err := c.store.RecentRates(ctx, now)
 	if err != nil {
 		c.log.Warn("console: rates from the store", "err", err)
 		if rc.byDevice == nil {
@@ -354,6 +368,30 @@ func (c *Console) rates(ctx context.Context) map[string]Rates {
 	}
 	rc.byDevice, rc.at = m, now
 	return m
+}
+
+// keepRates reads the rates every ratesEvery while a page has asked for
+// them in the last minute, until ctx ends.
+func (c *Console) keepRates(ctx context.Context) {
+	t := time.NewTicker(ratesEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if c.ratesWanted() {
+				c.readRates(ctx)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// ratesWanted says a page asked for rates in the last minute.
+func (c *Console) ratesWanted() bool {
+	c.rateCache.mu.Lock()
+	defer c.rateCache.mu.Unlock()
+	return c.opt.Now().Sub(c.rateCache.asked) < time.Minute
 }
 
 // RecentRates is each device's passed and denied frames per second over

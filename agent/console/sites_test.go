@@ -18,10 +18,19 @@ import (
 // fleetConsole is a console with n devices over n/20 sites (site-0000 …),
 // every tenth a relay controller with one feed, the rest routers; every
 // seventh is offline and device 3 of each site runs serial 1 where the
-// others run 2. Each router has stored telemetry: 600 passed and 60
-// denied frames over the minute before now, and with allSeries the 16
-// other series a router sends.
-func fleetConsole(tb testing.TB, n int, allSeries bool) (*Console, time.Time) {
+// others run 2. Each router has stored telemetry (unless noTelemetry):
+// 600 passed and 60 denied frames over the minute before now, and with
+// allSeries the 16 other series a router sends.
+// What fleetConsole stores of the routers' telemetry.
+type stored int
+
+const (
+	noTelemetry stored = iota // nothing: pages without rates
+	rateSeries                // links.passed and links.denied
+	allSeries                 // the 18 series a router sends
+)
+
+func fleetConsole(tb testing.TB, n int, what stored) (*Console, time.Time) {
 	tb.Helper()
 	now := time.Date(2026, 12, 3, 12, 0, 30, 0, time.UTC)
 	c, err := New(Options{Broker: "tcp://127.0.0.1:1", Now: func() time.Time { return now },
@@ -53,15 +62,18 @@ func fleetConsole(tb testing.TB, n int, allSeries bool) (*Console, time.Time) {
 			c.Ingest(contract.Prefix+id+"/telemetry", b)
 			continue
 		}
+		if what == noTelemetry {
+			continue
+		}
 		for s := range 2 {
 			// The series a router sends, the two rates among them.
 			v := map[string]float64{"links.passed": float64(600 * s), "links.denied": float64(60 * s)}
-			if allSeries {
+			if what == allSeries {
 				v["agent.queue_depth"], v["agent.rss_bytes"], v["links.flows"] = 0, 1<<24, 40
 				v["approval.LA-1.packets"], v["approval.LA-1.bytes"] = float64(300*s), float64(300000*s)
 			}
 			for _, n := range []string{"passed_bytes", "denied_bytes", "denied_flows", "domestic", "new_flows", "tunnelled", "spoofed", "link_control", "malformed"} {
-				if allSeries {
+				if what == allSeries {
 					v["links."+n] = float64(10 * s)
 				}
 			}
@@ -89,7 +101,7 @@ func storeSamples(tb testing.TB, a *Audit, now time.Time, samples []Sample) {
 // rates from the store (per second, not totals) and lists its feeds with
 // power against cap; the fleet summary counts everything.
 func TestSiteOverview(t *testing.T) {
-	c, _ := fleetConsole(t, 40, false)
+	c, _ := fleetConsole(t, 40, rateSeries)
 	pg := c.Sites(context.Background(), "", 1, 0)
 	if pg.Total != 2 || len(pg.Sites) != 2 || pg.Fleet.Devices != 40 || pg.Fleet.Sites != 2 {
 		t.Fatalf("page %+v", pg)
@@ -117,7 +129,7 @@ func TestSiteOverview(t *testing.T) {
 // TestDevicesPage: search by id, site, kind or state, filters by site and
 // state, sorted by site then id, paged with the page size bounded.
 func TestDevicesPage(t *testing.T) {
-	c, _ := fleetConsole(t, 100, false)
+	c, _ := fleetConsole(t, 100, rateSeries)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		q     DeviceQuery
@@ -154,7 +166,7 @@ func TestDevicesPage(t *testing.T) {
 // TestSitesAPI: the handlers answer with bounded pages and refuse what
 // they cannot search; without a session the API answers nothing.
 func TestSitesAPI(t *testing.T) {
-	c, _ := fleetConsole(t, 60, false)
+	c, _ := fleetConsole(t, 60, rateSeries)
 	get := func(h func(http.ResponseWriter, *http.Request, *Session), path string) *httptest.ResponseRecorder {
 		w := httptest.NewRecorder()
 		h(w, httptest.NewRequest("GET", path, nil), nil)
@@ -196,7 +208,7 @@ func TestSitesAPI(t *testing.T) {
 // devices or sites is a bounded answer, whatever the page size asked;
 // the state the page polls carries counts, not the fleet.
 func TestPagesAt10000Devices(t *testing.T) {
-	c, _ := fleetConsole(t, 10000, false)
+	c, _ := fleetConsole(t, 10000, noTelemetry)
 	size := func(h func(http.ResponseWriter, *http.Request, *Session), path string) int {
 		w := httptest.NewRecorder()
 		h(w, httptest.NewRequest("GET", path, nil), nil)
@@ -227,7 +239,7 @@ func TestPagesAt10000Devices(t *testing.T) {
 // devices, encoded as served (rates cached, as between two reads of the
 // store).
 func BenchmarkDevicesPage10000(b *testing.B) {
-	c, _ := fleetConsole(b, 10000, false)
+	c, _ := fleetConsole(b, 10000, noTelemetry)
 	for _, path := range []string{"/api/devices?page=3", "/api/devices?q=site-0321", "/api/devices?state=offline&q=relay"} {
 		b.Run(strings.TrimPrefix(path, "/api/devices"), func(b *testing.B) {
 			req := httptest.NewRequest("GET", path, nil)
@@ -241,7 +253,7 @@ func BenchmarkDevicesPage10000(b *testing.B) {
 // BenchmarkSites10000 is one page of the site overview over 10,000
 // devices in 500 sites.
 func BenchmarkSites10000(b *testing.B) {
-	c, _ := fleetConsole(b, 10000, false)
+	c, _ := fleetConsole(b, 10000, noTelemetry)
 	req := httptest.NewRequest("GET", "/api/sites", nil)
 	for b.Loop() {
 		c.serveSites(httptest.NewRecorder(), req, nil)
@@ -251,7 +263,7 @@ func BenchmarkSites10000(b *testing.B) {
 // BenchmarkRecentRates10000 is the store's query behind the rates, read
 // at most every ratesEvery.
 func BenchmarkRecentRates10000(b *testing.B) {
-	c, now := fleetConsole(b, 10000, true)
+	c, now := fleetConsole(b, 10000, allSeries)
 	for b.Loop() {
 		if _, err := c.store.RecentRates(context.Background(), now); err != nil {
 			b.Fatal(err)
@@ -293,7 +305,7 @@ func FuzzDevicesQuery(f *testing.F) {
 		"state=silent&q=RELAY", "q=%00%ff&site=site-0001", "per_page=1e9", "site=" + strings.Repeat("s", 200)} {
 		f.Add(s)
 	}
-	c, _ := fleetConsole(f, 60, false)
+	c, _ := fleetConsole(f, 60, rateSeries)
 	f.Fuzz(func(t *testing.T, query string) {
 		for _, h := range []func(http.ResponseWriter, *http.Request, *Session){c.serveDevices, c.serveSites} {
 			r := httptest.NewRequest("GET", "/api/x", nil)
