@@ -9,19 +9,13 @@ import (
 	"linkguard.dev/linkguard/policy/roster"
 )
 
-// approvalNode is an approval revoked here, kept to be approved again as it
-// was (policy.Edited.Removed).
-type approvalNode struct {
-	yaml   []byte
-	holder string
-}
-
 // PolicyView is the fleet policy for the page.
 type PolicyView struct {
 	Serial    uint64         `json:"serial"`
 	Issued    time.Time      `json:"issued"`
 	Expires   time.Time      `json:"expires"`
 	Expired   bool           `json:"expired,omitempty"`
+	Expiring  bool           `json:"expiring,omitempty"` // within Options.ExpiryWarning
 	Verified  bool           `json:"verified"`
 	Problem   string         `json:"problem,omitempty"`
 	Signers   []string       `json:"signers,omitempty"`
@@ -29,14 +23,28 @@ type PolicyView struct {
 	Approvals []ApprovalView `json:"approvals"`
 }
 
-// ApprovalView is one approval, in force or revoked here.
+// ApprovalView is one approval, in force or revoked: a revoked one as it
+// was in the policy version before its revocation.
 type ApprovalView struct {
-	ID       string   `json:"id"`
-	Holder   string   `json:"holder"`
-	Sites    []string `json:"sites,omitempty"`
-	Remote   []string `json:"remote"`
-	Services []string `json:"services,omitempty"`
-	Revoked  bool     `json:"revoked,omitempty"`
+	ID         string     `json:"id"`
+	Holder     string     `json:"holder"`
+	Sites      []string   `json:"sites,omitempty"`
+	Remote     []string   `json:"remote"`
+	Services   []string   `json:"services,omitempty"`
+	Note       string     `json:"note,omitempty"`
+	ValidFrom  *time.Time `json:"valid_from,omitempty"`
+	ValidUntil *time.Time `json:"valid_until,omitempty"`
+	NotYet     bool       `json:"not_yet,omitempty"`  // its window has not opened
+	Expired    bool       `json:"expired,omitempty"`  // its window has closed
+	Expiring   bool       `json:"expiring,omitempty"` // closes within Options.ExpiryWarning
+	Revoked    bool       `json:"revoked,omitempty"`
+	// RevokedAt is when the console saw the policy without it, signed by
+	// RevokedBy as serial RevokedSerial; RevokedNote is the reason that
+	// policy's proposal signed.
+	RevokedAt     *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy     []string   `json:"revoked_by,omitempty"`
+	RevokedSerial uint64     `json:"revoked_serial,omitempty"`
+	RevokedNote   string     `json:"revoked_note,omitempty"`
 }
 
 // RosterView is the roster in force for the page.
@@ -55,13 +63,16 @@ type OperatorView struct {
 	Keys  []string      `json:"keys"` // key ids
 }
 
-// NewApproval is an approval the committee adds.
+// NewApproval is an approval the committee adds, with its validity
+// window when it has one.
 type NewApproval struct {
-	ID       string   `json:"id"`
-	Holder   string   `json:"holder"`
-	Sites    []string `json:"sites,omitempty"`
-	Remote   []string `json:"remote"`
-	Services []string `json:"services,omitempty"`
+	ID         string     `json:"id"`
+	Holder     string     `json:"holder"`
+	Sites      []string   `json:"sites,omitempty"`
+	Remote     []string   `json:"remote"`
+	Services   []string   `json:"services,omitempty"`
+	ValidFrom  *time.Time `json:"valid_from,omitempty"`
+	ValidUntil *time.Time `json:"valid_until,omitempty"`
 }
 
 // setPolicy takes the retained fleet policy: verified against the committee
@@ -82,10 +93,11 @@ func (c *Console) setPolicyLocked(env []byte) {
 	if !fp.Verified {
 		c.log.Warn("console: the fleet policy on the broker does not verify", "problem", fp.Problem)
 	}
+	c.noteRevocations(c.policy, fp, c.opt.Now())
 	c.policy = fp
 	if fp.Verified {
 		for _, a := range fp.Parsed.Approvals {
-			delete(c.revoked, a.ID)
+			c.forgetRevoked(a.ID)
 		}
 	}
 }
@@ -128,19 +140,14 @@ func (c *Console) Policy() (PolicyView, bool) {
 		return v, true
 	}
 	v.Serial, v.Issued, v.Expires = p.Serial, p.Issued, p.Expires
-	v.Expired = !c.opt.Now().Before(p.Expires)
-	for _, a := range p.Approvals {
-		av := ApprovalView{ID: a.ID, Holder: a.Holder, Sites: a.Sites}
-		for _, r := range a.Remote {
-			av.Remote = append(av.Remote, r.String())
-		}
-		for _, s := range a.Services {
-			av.Services = append(av.Services, s.String())
-		}
-		v.Approvals = append(v.Approvals, av)
+	now := c.opt.Now()
+	v.Expired = !now.Before(p.Expires)
+	v.Expiring = !v.Expired && p.Expires.Sub(now) <= c.opt.ExpiryWarning
+	for i := range p.Approvals {
+		v.Approvals = append(v.Approvals, c.approvalView(&p.Approvals[i], now))
 	}
-	for id, n := range c.revoked {
-		v.Approvals = append(v.Approvals, ApprovalView{ID: id, Holder: n.holder, Revoked: true})
+	for _, n := range c.revoked {
+		v.Approvals = append(v.Approvals, n.View)
 	}
 	slices.SortFunc(v.Approvals, func(a, b ApprovalView) int { return strings.Compare(a.ID, b.ID) })
 	return v, true

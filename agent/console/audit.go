@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS actions (
 	id   TEXT PRIMARY KEY,
 	doc  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS revoked (
+	id   TEXT PRIMARY KEY,
+	doc  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS enrolments (
 	key_id TEXT PRIMARY KEY,
 	doc    TEXT NOT NULL
@@ -112,6 +116,7 @@ CREATE TABLE IF NOT EXISTS rollup (
 	PRIMARY KEY (device, series, res, bucket)
 );
 CREATE INDEX IF NOT EXISTS rollup_res_bucket ON rollup(res, bucket);
+CREATE INDEX IF NOT EXISTS rollup_res_series_bucket ON rollup(res, series, bucket);
 `
 }
 

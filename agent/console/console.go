@@ -75,6 +75,9 @@ type Options struct {
 	// PolicyValidity is how long a proposed policy is valid from its
 	// issue (default 30 days).
 	PolicyValidity time.Duration
+	// ExpiryWarning is how long before the fleet policy or an approval
+	// expires the console warns (default 14 days).
+	ExpiryWarning time.Duration
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -123,6 +126,8 @@ type Console struct {
 	connErr string
 	connUp  bool
 
+	rateCache rateCache // devices' traffic rates, from the store
+
 	msgs   atomic.Uint64 // messages ingested
 	rateMu sync.Mutex
 	rateAt time.Time
@@ -162,6 +167,9 @@ func New(opt Options) (*Console, error) {
 			*r.v = r.d
 		}
 	}
+	if opt.ExpiryWarning <= 0 {
+		opt.ExpiryWarning = DefaultExpiryWarning
+	}
 	if opt.PolicyValidity <= 0 {
 		opt.PolicyValidity = 30 * 24 * time.Hour
 	}
@@ -197,6 +205,10 @@ func New(opt Options) (*Console, error) {
 		return nil, err
 	}
 	if err := c.loadDevices(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := c.loadRevoked(); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -276,6 +288,7 @@ func (c *Console) Run(ctx context.Context) error {
 	rctx, stopRecording := context.WithCancel(context.Background())
 	recorded := make(chan struct{})
 	go func() { defer close(recorded); c.record(rctx) }()
+	go c.keepRates(ctx)
 	c.client = paho.NewClient(o)
 	c.client.Connect() // retries on its own
 	<-ctx.Done()

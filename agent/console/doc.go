@@ -27,6 +27,14 @@
 // fleet's events and its telemetry as series (raw, 1-minute and 1-hour
 // rollups, each with its retention), ingested idempotently.
 //
+// The page's first level is the sites (Sites: each site's devices' health,
+// policy serials, traffic rates from the rollups, feeds against cap), then
+// a site's devices (DevicesPage), both searched and paged here so that a
+// fleet of thousands never goes to a browser whole. Approvals carry their
+// validity window and expiry warnings (Options.ExpiryWarning); one a newer
+// policy drops is kept as it was, revoked, with who signed its removal. A
+// proposal needs a reason, signed as a comment line of the policy.
+//
 // Everything it knows of devices it reads through the wire contract alone
 // (agent/mqttlink/contract); it verifies with agent/command, policy,
 // policy/roster and policy/dsse. It must not import the device side

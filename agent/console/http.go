@@ -23,17 +23,22 @@ var static embed.FS
 
 // StateView is what /api/state returns.
 type StateView struct {
-	Now        time.Time   `json:"now"`
-	Connected  bool        `json:"connected"`
-	ConnError  string      `json:"conn_error,omitempty"`
-	Devices    []Device    `json:"devices"`
-	Policy     PolicyView  `json:"policy"`
-	HasPolicy  bool        `json:"has_policy"`
-	Roster     *RosterView `json:"roster,omitempty"`
-	Pending    []Pending   `json:"pending"`
-	Actions    []Action    `json:"actions"`
-	Ingested   uint64      `json:"ingested"`
-	IngestRate float64     `json:"ingest_rate"`
+	Now       time.Time `json:"now"`
+	Connected bool      `json:"connected"`
+	ConnError string    `json:"conn_error,omitempty"`
+	// Fleet counts the devices; the devices themselves are paged
+	// (/api/sites, /api/devices), never sent whole.
+	Fleet     FleetSummary `json:"fleet"`
+	Policy    PolicyView   `json:"policy"`
+	HasPolicy bool         `json:"has_policy"`
+	Roster    *RosterView  `json:"roster,omitempty"`
+	// Warnings are the expiries within ExpiryWarningDays, or past.
+	Warnings          []Warning `json:"warnings"`
+	ExpiryWarningDays float64   `json:"expiry_warning_days"`
+	Pending           []Pending `json:"pending"`
+	Actions           []Action  `json:"actions"`
+	Ingested          uint64    `json:"ingested"`
+	IngestRate        float64   `json:"ingest_rate"`
 	// Telemetry counts the fleet's telemetry by its seqs: what is missing.
 	Telemetry TelemetryStats `json:"telemetry"`
 	Session   *Session       `json:"session,omitempty"`
@@ -56,11 +61,12 @@ func (c *Console) State() StateView {
 	if len(pend) > 50 {
 		pend = pend[:50]
 	}
-	v := StateView{Now: c.opt.Now().UTC(), Connected: up, ConnError: e, Devices: c.Devices(), Policy: pv, HasPolicy: ok,
+	v := StateView{Now: c.opt.Now().UTC(), Connected: up, ConnError: e, Fleet: c.Fleet(), Policy: pv, HasPolicy: ok,
 		Pending: pend, Actions: acts, Ingested: c.Ingested(), IngestRate: c.IngestRate(), Telemetry: c.Telemetry()}
 	if r, ok := c.Roster(); ok {
 		v.Roster = &r
 	}
+	v.Warnings, v.ExpiryWarningDays = c.Warnings(), c.opt.ExpiryWarning.Hours()/24
 	v.Verifying = c.Verifying()
 	v.Unverified, v.UnverifiedTotal = c.Unverified()
 	if len(v.Unverified) > 20 {
@@ -191,6 +197,9 @@ func (c *Console) Handler() http.Handler {
 		c.reply(w, p, err)
 	}))
 	mux.HandleFunc("GET /api/audit", c.needSession(c.serveAudit))
+	// sites, devices, approvals
+	mux.HandleFunc("GET /api/sites", c.needSession(c.serveSites))
+	mux.HandleFunc("GET /api/devices", c.needSession(c.serveDevices))
 	return securityHeaders(c.guard(mux))
 }
 

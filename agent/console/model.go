@@ -56,7 +56,7 @@ type Feed struct {
 	CapW     float64   `json:"cap_w"` // 0: no cap
 	Status   string    `json:"status,omitempty"`
 	Circuits []Circuit `json:"circuits"`
-	History  []Point   `json:"history"`
+	History  []Point   `json:"history,omitempty"`
 }
 
 // Circuit is one circuit's state.

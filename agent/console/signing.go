@@ -44,9 +44,6 @@ type Pending struct {
 	State       string       `json:"state"`   // collecting, published, expired, superseded, failed
 	Error       string       `json:"error,omitempty"`
 	Published   *time.Time   `json:"published,omitempty"`
-	// removed is the approval a revoke takes out, kept to approve it
-	// again as it was once the revoke is published.
-	removed *approvalNode
 }
 
 // Signature is one operator's signature over a pending payload.
@@ -256,9 +253,6 @@ func (c *Console) settle(p *Pending) error {
 	c.addAction(a)
 	if p.Kind == "policy" {
 		c.setPolicyLocked(env)
-		if p.Action == "revoke" && p.removed != nil {
-			c.revoked[p.Detail] = *p.removed
-		}
 	}
 	c.mu.Unlock()
 	c.log.Info("console relayed a signed action", "id", p.ID, "action", p.Action, "signers", signers)
@@ -344,7 +338,7 @@ func (c *Console) Propose(s *Session, req Proposal) (*Pending, error) {
 	if !s.Can(roster.Committee) {
 		return nil, fmt.Errorf("%w: policy changes are proposed by committee members; %s is not one", ErrForbidden, s.Operator)
 	}
-	if len(req.Reason) < 3 || len(req.Reason) > 500 {
+	if req.Reason = cleanReason(req.Reason); len(req.Reason) < 3 || len(req.Reason) > 500 {
 		return nil, fmt.Errorf("%w: give a reason (3 to 500 characters); it goes into the audit log", ErrBadAction)
 	}
 	c.mu.RLock()
@@ -379,23 +373,15 @@ func (c *Console) Propose(s *Session, req Proposal) (*Pending, error) {
 	switch req.Action {
 	case "revoke":
 		e, err = policy.Revoke(base.Doc, req.Approval, r)
-		if err == nil {
-			holder := ""
-			for _, a := range old.Approvals {
-				if a.ID == req.Approval {
-					holder = a.Holder
-				}
-			}
-			p.removed = &approvalNode{yaml: e.Removed, holder: holder}
-		}
 	case "approve":
 		var approval []byte
 		switch {
 		case req.New != nil && len(req.New.Remote) > 0:
 			approval, err = policy.NewApprovalYAML(req.New.ID, req.New.Holder, req.New.Sites, req.New.Remote, req.New.Services)
+			approval = withWindow(approval, req.New.ValidFrom, req.New.ValidUntil)
 			p.Detail = req.New.ID
 		case removed != nil:
-			approval = removed.yaml
+			approval = removed.YAML
 		default:
 			err = fmt.Errorf("approval %q needs remote prefixes", req.Approval)
 		}
@@ -408,7 +394,12 @@ func (c *Console) Propose(s *Session, req Proposal) (*Pending, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadAction, err)
 	}
-	p.Payload = e.Doc
+	// The reason goes into what the committee signs, as a comment the
+	// devices ignore.
+	p.Payload = withReason(e.Doc, fmt.Sprintf("%s %s, proposed by %s at %s: %s", p.Action, p.Detail, s.Operator, now.Format(time.RFC3339), p.Reason))
+	if _, err := policy.Parse(p.Payload); err != nil {
+		return nil, fmt.Errorf("console: the proposal with its reason does not parse: %w", err)
+	}
 	for _, ch := range policy.Diff(old, e.Policy) {
 		p.Changes = append(p.Changes, ch.String())
 	}

@@ -71,7 +71,7 @@ func Run(ctx context.Context, out io.Writer, opt Options) error {
 	}
 	fmt.Fprintf(out, "Keys:    %s (the simulated committee's and operator's; the console holds none)\n", b.Keys.Dir)
 	fmt.Fprintf(out, "\nConsole: %s\n\nOpen it, make your key (it stays in your browser) and log in: in this demo the simulated committee\nadds every enrolled key to the roster at once, as a committee, grid and technician operator.\n"+
-		"Try: revoke %s and watch the routers' denied counts rise; set a throttle of 20 kW on %s and watch the power fall under it.\nCtrl-C stops.\n",
+		"Try: revoke %s and watch the sites' denied rates rise; on the site page of %s set a throttle of 20 kW and watch the power fall under the cap in its chart.\nCtrl-C stops.\n",
 		b.ConsoleURL, "LA-2026-0017", "relay-vte-01")
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nstopping…")

@@ -34,7 +34,7 @@ func TestConsoleKeyFileMembers(t *testing.T) {
 			t.Fatalf("lgctl console --help still offers %s:\n%s", gone, help)
 		}
 	}
-	for _, want := range []string{"--tls-cert", "--host", "--trust", "--state", "--client-cert"} {
+	for _, want := range []string{"--tls-cert", "--host", "--trust", "--state", "--client-cert", "--expiry-warning"} {
 		if !strings.Contains(help, want) {
 			t.Fatalf("lgctl console --help lacks %s", want)
 		}

@@ -119,7 +119,12 @@
       $("#confirm-text").textContent = text;
       $("#confirm-reason").value = "";
       const done = (ok) => { d.close(); resolve(ok ? $("#confirm-reason").value.trim() : null); };
-      $("#confirm-ok").onclick = (e) => { e.preventDefault(); if ($("#confirm-reason").value.trim().length >= 3) done(true); };
+      $("#confirm-error").textContent = "";
+      $("#confirm-ok").onclick = (e) => {
+        e.preventDefault();
+        if ($("#confirm-reason").value.trim().length >= 3) done(true);
+        else $("#confirm-error").textContent = "A reason is required (at least 3 characters): it is signed and kept in the audit log.";
+      };
       $("#confirm-cancel").onclick = (e) => { e.preventDefault(); done(false); };
       d.showModal();
     });
@@ -156,28 +161,6 @@
     refresh();
   }
 
-  function renderFleet(devs) {
-    const tb = $("#fleet tbody");
-    tb.replaceChildren();
-    if (!devs.length) tb.append(el("tr", { class: "empty" }, el("td", { colSpan: 10 }, "No device has reported yet.")));
-    for (const d of devs) {
-      const f = d.filter;
-      const tr = el("tr", { "data-device": d.id, "data-online": String(d.online), "data-serial": String(d.policy_serial) });
-      if (f) tr.setAttribute("data-denied", String(f.denied));
-      const appr = f && f.approvals ? f.approvals.map((a) => a.id + ": " + a.packets + " pkts").join(", ") : "";
-      tr.append(
-        el("td", {}, d.id), el("td", {}, d.site || ""), el("td", {}, d.kind || ""),
-        el("td", { class: "state " + (d.online ? "online" : "offline"), title: d.silent ? "its last state says online, but nothing has come from it for too long" : "" }, d.online ? "online" : d.silent ? "silent" : "offline"),
-        el("td", { class: "serial" }, d.policy_serial || "none"),
-        el("td", {}, fmtTime(d.policy_expires)),
-        el("td", { class: "denied" }, f ? f.denied : ""), el("td", {}, f ? f.passed : ""),
-        el("td", {}, appr),
-        el("td", {}, el("button", { type: "button", "data-rebirth": d.id, disabled: !can("technician"), onclick: () => command(d.id, "rebirth", null, "Rebirth " + d.id + "?") }, "rebirth")),
-      );
-      tb.append(tr);
-    }
-  }
-
   function renderPolicy(s) {
     const p = s.policy, st = $("#policy-status");
     st.setAttribute("data-verified", String(!!p.verified));
@@ -189,14 +172,25 @@
     const tb = $("#approvals tbody");
     tb.replaceChildren();
     const ok = s.has_policy && p.verified && can("committee");
+    const warn = (subject) => (s.warnings || []).find((w) => w.subject === subject);
+    const pw = warn("the fleet policy (serial " + p.serial + ")");
+    if (pw) st.append(el("span", { class: "expiry", "data-expiry": "policy" }, " " + pw.text));
+    const lbl = (label, ...kids) => el("td", { "data-label": label }, ...kids);
     for (const a of p.approvals || []) {
       const btn = a.revoked
-        ? el("button", { type: "button", "data-approve": a.id, disabled: !ok, onclick: () => propose({ action: "approve", approval: a.id }, "Approve " + a.id + " again?") }, "approve again")
+        ? el("button", { type: "button", "data-approve": a.id, disabled: !ok, onclick: () => propose({ action: "approve", approval: a.id }, "Approve " + a.id + " again, as it was?") }, "approve again")
         : el("button", { type: "button", class: "danger", "data-revoke": a.id, disabled: !ok,
-            onclick: () => propose({ action: "revoke", approval: a.id }, "Revoke " + a.id + " (" + (a.holder || "") + ")?") }, "revoke");
-      tb.append(el("tr", { class: a.revoked ? "revoked" : "", "data-approval": a.id },
-        el("td", {}, a.id), el("td", {}, a.holder || ""), el("td", {}, (a.remote || []).join(", ")),
-        el("td", {}, (a.services || []).join(", ") || "any"), el("td", {}, (a.sites || []).join(", ") || "all"), el("td", {}, btn)));
+            onclick: () => propose({ action: "revoke", approval: a.id }, "Revoke " + a.id + " (" + (a.holder || "") + ")? Its traffic is cut at every site it covers.") }, "revoke");
+      // A revoked approval shows what it was, in the version before.
+      const life = el("div", {}, (a.valid_from ? fmtTime(a.valid_from) : "always") + " – " + (a.valid_until ? fmtTime(a.valid_until) : "until revoked"));
+      const w = !a.revoked && warn("approval " + a.id);
+      if (w) life.append(el("div", { class: "expiry", "data-expiry": a.id }, w.text));
+      if (a.not_yet) life.append(el("div", { class: "empty" }, "not yet in force"));
+      if (a.revoked) life.append(el("div", { class: "revoked-by", "data-revoked-by": (a.revoked_by || []).join(",") },
+        "revoked " + fmtTime(a.revoked_at) + (a.revoked_serial ? " (serial " + a.revoked_serial + ")" : "") + (a.revoked_by ? " by " + a.revoked_by.join(", ") : "") + (a.revoked_note ? ": " + a.revoked_note : "")));
+      tb.append(el("tr", { class: a.revoked ? "revoked" : a.expiring ? "expiring" : "", "data-approval": a.id },
+        lbl("Approval", a.id), lbl("Holder", a.holder || ""), lbl("Remote", (a.remote || []).join(", ")),
+        lbl("Services", (a.services || []).join(", ") || "any"), lbl("Sites", (a.sites || []).join(", ") || "all"), el("td", { "data-label": "Valid", class: "life" }, life), lbl("", btn)));
     }
   }
 
@@ -234,121 +228,6 @@
       : "no roster in force";
     const tb = $("#roster tbody");
     tb.replaceChildren(...((r && r.operators) || []).map((o) => el("tr", { "data-operator": o.id }, el("td", {}, o.id), el("td", {}, o.name || ""), el("td", {}, (o.roles || []).join(", ")), el("td", {}, (o.keys || []).map((k) => k.slice(0, 16)).join(" ")))));
-  }
-
-  function drawChart(cv, hist) {
-    const ctx = cv.getContext("2d"), W = cv.width, H = cv.height;
-    ctx.clearRect(0, 0, W, H);
-    if (!hist.length) return;
-    const t0 = hist[0].t, t1 = Math.max(hist[hist.length - 1].t, t0 + 1);
-    let top = 1;
-    for (const p of hist) top = Math.max(top, p.p, p.cap);
-    top *= 1.15;
-    const x = (t) => 30 + ((t - t0) / (t1 - t0)) * (W - 36), y = (v) => H - 14 - (v / top) * (H - 24);
-    ctx.fillStyle = "#667"; ctx.font = "10px sans-serif";
-    ctx.fillText(kw(top), 0, 10); ctx.fillText("0", 18, H - 12);
-    ctx.lineWidth = 2; ctx.strokeStyle = "#1f6feb"; ctx.beginPath();
-    hist.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.p)) : ctx.moveTo(x(p.t), y(p.p))));
-    ctx.stroke();
-    ctx.strokeStyle = "#d1242f"; ctx.setLineDash([5, 4]); ctx.beginPath();
-    let pen = false;
-    for (const p of hist) {
-      if (p.cap > 0) { pen ? ctx.lineTo(x(p.t), y(p.cap)) : ctx.moveTo(x(p.t), y(p.cap)); pen = true; } else pen = false;
-    }
-    ctx.stroke(); ctx.setLineDash([]);
-    ctx.fillStyle = "#1f6feb"; ctx.fillText("power", W - 80, 10);
-    ctx.fillStyle = "#d1242f"; ctx.fillText("cap", W - 30, 10);
-  }
-
-  function renderFeeds(devs) {
-    const box = $("#feeds");
-    const feeds = [];
-    for (const d of devs) for (const f of d.feeds || []) feeds.push([d, f]);
-    if (!feeds.length) { box.replaceChildren(el("p", { class: "empty" }, "No relay controller has reported a feed yet.")); return; }
-    const keep = new Set();
-    for (const [d, f] of feeds) {
-      const key = d.id + "/" + f.id;
-      keep.add(key);
-      let div = box.querySelector('.feed[data-key="' + CSS.escape(key) + '"]');
-      if (!div) {
-        const cap = el("input", { type: "number", min: "0.1", step: "0.1", placeholder: "cap kW", class: "cap-input" });
-        div = el("div", { class: "feed", "data-key": key, "data-device": d.id, "data-feed": f.id },
-          el("h3", {}, f.id + " @ " + d.id + (d.site ? " (" + d.site + ")" : "")),
-          el("canvas", { width: 420, height: 160 }),
-          el("div", { class: "figures" }),
-          el("div", { class: "circuits" }),
-          el("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); command(d.id, "throttle.set", { feed: f.id, cap_kw: parseFloat(cap.value) }, "Cap " + f.id + " at " + cap.value + " kW?"); } },
-            cap, el("button", { type: "submit", class: "throttle-set", disabled: !can("grid") }, "set throttle"),
-            el("button", { type: "button", class: "throttle-clear", disabled: !can("grid"), onclick: () => command(d.id, "throttle.clear", { feed: f.id }, "Clear the throttle of " + f.id + "?") }, "clear")));
-        box.querySelector(".empty")?.remove();
-        box.append(div);
-      }
-      div.setAttribute("data-power", String(f.power_w));
-      div.setAttribute("data-cap", String(f.cap_w));
-      div.setAttribute("data-online", String(d.online));
-      $(".figures", div).textContent = "power " + kw(f.power_w) + (f.cap_w > 0 ? ", cap " + kw(f.cap_w) : ", no cap") + (f.status ? " — " + f.status : "") + (d.online ? "" : " (device offline)");
-      $(".circuits", div).replaceChildren(...(f.circuits || []).map((c) =>
-        el("span", { class: c.on ? "on" : "off", "data-circuit": c.id }, c.id + (c.protected ? " (protected)" : "") + ": " + (c.on ? "on" : "off"))));
-      drawChart($("canvas", div), f.history || []);
-    }
-    for (const div of box.querySelectorAll(".feed")) if (!keep.has(div.getAttribute("data-key"))) div.remove();
-  }
-
-  // --- traffic by site, from the store's series -------------------------
-  const hhmm = (t) => new Date(t).toISOString().slice(11, 16);
-  const rate = (v) => (v >= 1000 ? (v / 1000).toFixed(1) + "k" : v.toFixed(v < 10 ? 1 : 0)) + "/s";
-  function drawRates(cv, from, to, lines) {
-    const ctx = cv.getContext("2d"), W = cv.width, H = cv.height, L = 44;
-    ctx.clearRect(0, 0, W, H);
-    let top = 1;
-    for (const l of lines) for (const p of l.points) top = Math.max(top, p.v);
-    top *= 1.15;
-    const x = (t) => L + ((t - from) / (to - from)) * (W - L - 6), y = (v) => H - 16 - (v / top) * (H - 28);
-    ctx.fillStyle = "#667"; ctx.font = "10px sans-serif"; ctx.strokeStyle = "#e4e7eb"; ctx.lineWidth = 1;
-    ctx.fillText(rate(top), 0, 12); ctx.fillText("0", L - 10, H - 14);
-    // The time axis: a tick every 15 minutes, in UTC like every time here.
-    const step = 15 * 60000;
-    for (let t = Math.ceil(from / step) * step; t <= to; t += step) {
-      ctx.beginPath(); ctx.moveTo(x(t), 4); ctx.lineTo(x(t), H - 14); ctx.stroke();
-      ctx.fillText(hhmm(t), x(t) - 14, H - 2);
-    }
-    lines.forEach((l, i) => {
-      ctx.lineWidth = 2; ctx.strokeStyle = l.color; ctx.beginPath();
-      // Each point is a minute's rate, drawn at the minute's middle.
-      l.points.forEach((p, j) => (j ? ctx.lineTo(x(p.t + 30000), y(p.v)) : ctx.moveTo(x(p.t + 30000), y(p.v))));
-      ctx.stroke();
-      ctx.fillStyle = l.color;
-      for (const p of l.points) ctx.fillRect(x(p.t + 30000) - 2, y(p.v) - 2, 4, 4); // a lone minute shows too
-      ctx.fillText(l.name, W - 110 + i * 55, 12);
-    });
-  }
-
-  let trafficAt = 0;
-  async function refreshTraffic(devs) {
-    if (Date.now() - trafficAt < 5000) return; // a minute's rollup moves slowly
-    trafficAt = Date.now();
-    const box = $("#traffic");
-    const sites = [...new Set(devs.filter((d) => d.filter || d.kind === "router").map((d) => d.site).filter(Boolean))].sort();
-    if (!sites.length) { box.replaceChildren(el("p", { class: "empty" }, "No router has reported traffic yet.")); return; }
-    box.querySelector(".empty")?.remove();
-    for (const div of box.querySelectorAll(".traffic")) if (!sites.includes(div.getAttribute("data-site"))) div.remove();
-    for (const site of sites) {
-      let div = box.querySelector('.traffic[data-site="' + CSS.escape(site) + '"]');
-      if (!div) {
-        div = el("div", { class: "traffic", "data-site": site }, el("h3", {}, site), el("canvas", { width: 420, height: 160 }), el("div", { class: "figures" }));
-        box.append(div);
-      }
-      const q = (series) => api("GET", "/api/series?" + new URLSearchParams({ site, series, since: "1h" }));
-      const [passed, denied] = await Promise.all([q("links.passed"), q("links.denied")]);
-      const to = Date.now(), from = to - 3600000, sum = (s) => s.points.reduce((n, p) => n + p.v * s.res_s, 0);
-      drawRates($("canvas", div), from, to, [{ name: "passed", color: "#1f6feb", points: passed.points }, { name: "denied", color: "#d1242f", points: denied.points }]);
-      const last = (s) => (s.points.length ? s.points[s.points.length - 1].v : 0);
-      div.setAttribute("data-points", String(passed.points.length + denied.points.length));
-      div.setAttribute("data-passed-total", String(sum(passed)));
-      div.setAttribute("data-denied-total", String(sum(denied)));
-      $(".figures", div).textContent = "this minute: passed " + rate(last(passed)) + ", denied " + rate(last(denied)) +
-        "; last hour: " + Math.round(sum(passed)) + " passed, " + Math.round(sum(denied)) + " denied";
-    }
   }
 
   function renderActions(acts) {
@@ -395,19 +274,22 @@
       $("#conn").textContent = s.connected ? "broker connected" : "broker not connected" + (s.conn_error ? ": " + s.conn_error : "");
       $("#conn").className = s.connected ? "ok" : "bad";
       $("#ingest").textContent = s.ingested + " messages, " + s.ingest_rate.toFixed(1) + "/s";
-      renderFleet(s.devices || []);
       renderPolicy(s);
       renderPending(s.pending || []);
       renderRoster(s.roster);
-      renderFeeds(s.devices || []);
-      refreshTraffic(s.devices || []).catch((e) => { $("#traffic").setAttribute("data-error", e.message); });
       renderActions(s.actions || []);
+      for (const fn of hooks) await fn(s).catch((e) => console.error(e));
       await refreshEvents(false);
       document.body.setAttribute("data-refreshed", String(Date.now()));
     } catch (e) {
       if (session) { $("#conn").textContent = "console server: " + e.message; $("#conn").className = "bad"; }
     }
   }
+
+  // What sites.js builds on: the views of sites, devices, feeds and the
+  // audit log live there, refreshed with the rest.
+  const hooks = [];
+  window.LG = { $, el, api, can, command, fmtTime, kw, say, onRefresh: (fn) => hooks.push(fn) };
 
   document.addEventListener("DOMContentLoaded", async () => {
     $("#logout").addEventListener("click", logout);
@@ -416,7 +298,9 @@
     $("#new-approval").addEventListener("submit", (e) => {
       e.preventDefault();
       const f = e.target.elements, split = (s) => s.split(",").map((x) => x.trim()).filter(Boolean);
-      propose({ action: "approve", approval: f.namedItem("id").value.trim(), new: { id: f.namedItem("id").value.trim(), holder: f.holder.value.trim(), remote: split(f.remote.value), services: split(f.services.value) } },
+      // A date: valid to the end of that day, UTC like every time here.
+      const until = f.valid_until.value ? f.valid_until.value + "T23:59:59Z" : undefined;
+      propose({ action: "approve", approval: f.namedItem("id").value.trim(), new: { id: f.namedItem("id").value.trim(), holder: f.holder.value.trim(), remote: split(f.remote.value), services: split(f.services.value), valid_until: until } },
         "Approve the new link " + f.namedItem("id").value.trim() + "?");
     });
     if (!window.crypto || !crypto.subtle) { say("this page needs WebCrypto: open it over https or on localhost", false); }
