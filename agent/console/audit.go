@@ -112,7 +112,7 @@ CREATE TABLE IF NOT EXISTS rollup (
 	PRIMARY KEY (device, series, res, bucket)
 );
 CREATE INDEX IF NOT EXISTS rollup_res_bucket ON rollup(res, bucket);
-`
+` + whySchema
 }
 
 // OpenAudit opens (creating) the store: a postgres:// or postgresql://

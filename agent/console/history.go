@@ -55,6 +55,9 @@ func (a *Audit) IngestEvents(ctx context.Context, evs []contract.Event) (int, er
 		}
 		if n, _ := res.RowsAffected(); n > 0 {
 			added++
+			if err := a.indexEvent(ctx, tx, e); err != nil { // why, inventory, event search
+				return 0, fmt.Errorf("console: history: %w", err)
+			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
