@@ -100,10 +100,23 @@ func (r *remotes) read(now time.Time) contract.Remotes {
 	clear(r.cur)
 	clear(r.index)
 	r.agg = r.agg[:0]
+	var m *match.Matcher
+	if r.matcher != nil {
+		m = r.matcher()
+	}
+	if m == nil {
+		return out // no policy yet: nothing is judged international
+	}
 	for _, fl := range r.flows() {
 		d := &fl.Decision
-		if d.Verdict == match.Domestic || !d.Remote.IsValid() {
+		if d.Verdict == match.Domestic {
 			continue
+		}
+		// The flow table keeps both ends, not which was judged: the
+		// international one is the end outside domestic space.
+		remote := fl.Dst
+		if m.IsDomestic(remote) {
+			remote = fl.Src
 		}
 		id := r.flowID(&h, &fl)
 		c := flowCount{fl.Packets, fl.Bytes}
@@ -116,7 +129,7 @@ func (r *remotes) read(now time.Time) contract.Remotes {
 		if dp == 0 && db == 0 {
 			continue
 		}
-		k := remoteKey{prefix: remotePrefix(d.Remote), proto: fl.Proto, verdict: d.Verdict, approval: -1}
+		k := remoteKey{prefix: remotePrefix(remote), proto: fl.Proto, verdict: d.Verdict, approval: -1}
 		if match.HasPorts(fl.Proto) {
 			k.dport = fl.DPort
 		}
@@ -140,10 +153,6 @@ func (r *remotes) read(now time.Time) contract.Remotes {
 		return cmp.Or(cmp.Compare(b.t.Bytes, a.t.Bytes), cmp.Compare(b.t.Packets, a.t.Packets), x.prefix.Addr().Compare(y.prefix.Addr()),
 			cmp.Compare(x.proto, y.proto), cmp.Compare(x.dport, y.dport), cmp.Compare(x.verdict, y.verdict))
 	})
-	var m *match.Matcher
-	if r.matcher != nil {
-		m = r.matcher()
-	}
 	for i := range r.agg {
 		k, t := r.agg[i].k, r.agg[i].t
 		if i >= r.top {
@@ -153,10 +162,8 @@ func (r *remotes) read(now time.Time) contract.Remotes {
 			continue
 		}
 		e := contract.RemoteTraffic{Prefix: k.prefix.String(), Proto: policy.ProtoName(k.proto), DPort: k.dport, Verdict: k.verdict.String(), RemoteTotals: t}
-		if m != nil {
-			if a := m.Approval(k.approval); a != nil {
-				e.Approval = a.ID
-			}
+		if a := m.Approval(k.approval); a != nil {
+			e.Approval = a.ID
 		}
 		out.Top = append(out.Top, e)
 	}

@@ -21,7 +21,7 @@ func testRemotes(fls *[]linkfilter.FlowInfo, m *match.Matcher) *remotes {
 func flowTo(dst string, dport uint16, v match.Verdict, approval int32, packets, bytes uint64, first time.Time) linkfilter.FlowInfo {
 	d := netip.MustParseAddr(dst)
 	return linkfilter.FlowInfo{Src: netip.MustParseAddr("103.1.2.3"), Dst: d, Proto: policy.ProtoTCP, SPort: 40000, DPort: dport,
-		Decision: match.Decision{Verdict: v, Approval: approval, Remote: d}, Packets: packets, Bytes: bytes, First: first}
+		Decision: match.Decision{Verdict: v, Approval: approval}, Packets: packets, Bytes: bytes, First: first}
 }
 
 // TestRemotesSection: the section counts each flow's increase since the
@@ -42,11 +42,15 @@ func TestRemotesSection(t *testing.T) {
 		flowTo("2001:db8:1:2::5", 443, match.Monitored, -1, 1, 100, t0),
 		flowTo("103.1.9.9", 80, match.Domestic, -1, 50, 50000, t0),
 	}
+	// Opened from outside: the remote end is the source.
+	inbound := flowTo("103.1.2.3", 22, match.Denied, -1, 1, 60, t0)
+	inbound.Src = netip.MustParseAddr("203.0.113.77")
+	fls = append(fls, inbound)
 	r := testRemotes(&fls, match.Compile(p))
 	s := r.read(t0)
 	want := []contract.RemoteTraffic{
 		{Prefix: "198.51.100.0/24", Proto: "tcp", DPort: 443, Verdict: "approved", Approval: "LA-1", RemoteTotals: contract.RemoteTotals{Flows: 1, Packets: 10, Bytes: 9000}},
-		{Prefix: "203.0.113.0/24", Proto: "tcp", DPort: 22, Verdict: "denied", RemoteTotals: contract.RemoteTotals{Flows: 2, Packets: 5, Bytes: 300}},
+		{Prefix: "203.0.113.0/24", Proto: "tcp", DPort: 22, Verdict: "denied", RemoteTotals: contract.RemoteTotals{Flows: 3, Packets: 6, Bytes: 360}},
 		{Prefix: "2001:db8:1::/48", Proto: "tcp", DPort: 443, Verdict: "monitored", RemoteTotals: contract.RemoteTotals{Flows: 1, Packets: 1, Bytes: 100}},
 	}
 	if len(s.Top) != len(want) {
@@ -95,11 +99,15 @@ func BenchmarkRemotesSection(b *testing.B) {
 		if i%3 == 0 {
 			v = match.Approved
 		}
-		fl := flowTo("203.0.113.1", uint16(i%7+20), v, -1, 1, 100, t0.Add(time.Duration(i)))
-		fl.Dst, fl.Decision.Remote = d, d
+		fl := flowTo("103.1.2.3", uint16(i%7+20), v, -1, 1, 100, t0.Add(time.Duration(i)))
+		fl.Dst = d
 		fls = append(fls, fl)
 	}
-	r := testRemotes(&fls, nil)
+	p, err := policy.Parse([]byte("serial: 1\nissued: 2026-12-01T00:00:00Z\nexpires: 2027-01-01T00:00:00Z\ndomestic: [103.1.0.0/16]\napprovals: []\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := testRemotes(&fls, match.Compile(p))
 	r.read(t0)
 	b.ReportAllocs()
 	b.ResetTimer()
