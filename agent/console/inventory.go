@@ -168,6 +168,11 @@ GROUP BY prefix, proto, dport, approval ORDER BY SUM(bytes) DESC, SUM(packets) D
 	return inv, nil
 }
 
+// Inventory is what crossed the border over q's window, from the store.
+func (c *Console) Inventory(ctx context.Context, q InventoryQuery) (Inventory, error) {
+	return c.store.Inventory(ctx, c.opt.Now(), q)
+}
+
 // writeCSV exports the inventory, one row per prefix, service and verdict.
 func (inv *Inventory) writeCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
