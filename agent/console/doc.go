@@ -25,7 +25,15 @@
 // SQLite, or PostgreSQL shared by several consoles), which survives a
 // restart and exports as CSV. The store also keeps the devices, the
 // fleet's events and its telemetry as series (raw, 1-minute and 1-hour
-// rollups, each with its retention), ingested idempotently.
+// rollups, each with its retention), ingested idempotently, and the
+// routers' remote traffic (the remotes section) for the border inventory.
+//
+// Operators search the stored events (by address, prefix, service,
+// approval, holder, device, site, type and time, through indexed keys beside
+// each event) and ask why a link is cut: the answer joins the devices'
+// link.denied events with the verified fleet policy's verdict, explained by
+// policy/match's Explain (the words of linkguard policy explain), and says
+// which approval to extend or request.
 //
 // Everything it knows of devices it reads through the wire contract alone
 // (agent/mqttlink/contract); it verifies with agent/command, policy,
