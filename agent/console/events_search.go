@@ -48,7 +48,6 @@ CREATE INDEX IF NOT EXISTS event_keys_dst ON event_keys(dst, ts);
 CREATE INDEX IF NOT EXISTS event_keys_device ON event_keys(device, ts);
 CREATE INDEX IF NOT EXISTS event_keys_site ON event_keys(site, ts);
 CREATE INDEX IF NOT EXISTS event_keys_approval ON event_keys(approval, ts);
-CREATE INDEX IF NOT EXISTS event_keys_type ON event_keys(type, ts);
 `
 
 // addrKey is an address as stored: 32 hex digits of its 16-byte form (an
@@ -327,9 +326,8 @@ func (a *Audit) SearchEvents(ctx context.Context, s EventSearch) (SearchResult, 
 		res.Next = found[len(found)-1].N
 	}
 	res.Events = fold(found)
-	// Grouped by expressions, not columns: SQLite would otherwise walk
-	// the (type, ts) index for its order rather than the rows the search
-	// narrows to.
+	// Grouped by expressions, not columns: SQLite would otherwise walk an
+	// index in (type, …) order rather than the rows the search narrows to.
 	crows, err := a.db.QueryContext(ctx, a.q(`SELECT k.type || '' AS t, k.site || '' AS s, COUNT(*) FROM event_keys k WHERE `+where+
 		` GROUP BY t, s ORDER BY COUNT(*) DESC, t, s LIMIT 200`), args...)
 	if err != nil {

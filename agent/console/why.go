@@ -505,7 +505,7 @@ func advise(e *match.Explanation, site string) []string {
 	if len(e.Candidates) == 0 {
 		remote := e.Remote
 		pfx, _ := remote.Prefix(map[bool]int{true: 24, false: 48}[remote.Is4()])
-		return append(out, fmt.Sprintf("no approval covers remote %s: request one for the customer's holder%s, service %s, remote %s", remote, at, svc, pfx))
+		return append(out, fmt.Sprintf("no approval covers remote %s: request one for the customer's link%s, service %s, remote %s", remote, at, svc, pfx))
 	}
 	// The candidate closest to covering it: the fewest conditions to change.
 	best := e.Candidates[0]

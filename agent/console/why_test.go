@@ -339,7 +339,7 @@ func TestAdvice(t *testing.T) {
 		{"vientiane-north", "203.0.113.5", policy.ProtoTCP, 443, at("2027-01-05"), "approval LA-2026-0017 (Example Telecom) covers remote 203.0.113.0/24 but expired on 2026-12-31: extend it"},
 		{"vientiane-north", "203.0.113.5", policy.ProtoTCP, 22, at("2026-12-05"), "does not allow tcp/22 (its services: tcp/443, udp/5060-5061, icmp): add the service to it"},
 		{"luang", "203.0.113.5", policy.ProtoTCP, 443, at("2026-12-05"), "does not apply at site luang (its sites: vientiane-north): add the site to it"},
-		{"luang", "192.0.2.9", policy.ProtoTCP, 443, at("2026-12-05"), "no approval covers remote 192.0.2.9: request one for the customer's holder at site luang, service tcp/443, remote 192.0.2.0/24"},
+		{"luang", "192.0.2.9", policy.ProtoTCP, 443, at("2026-12-05"), "no approval covers remote 192.0.2.9: request one for the customer's link at site luang, service tcp/443, remote 192.0.2.0/24"},
 		{"luang", "198.51.100.7", policy.ProtoUDP, 53, at("2026-12-05"), "approval LA-2026-0018 (Transit Carrier) covers it with no end date: nothing to request"},
 		{"luang", "103.1.9.9", policy.ProtoTCP, 443, at("2026-12-05"), "both ends are domestic"},
 		{"vientiane-north", "203.0.113.5", policy.ProtoTCP, 443, at("2026-11-20"), "opens on 2026-12-01: wait"},
