@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -450,4 +452,66 @@ func (c *Console) serveEventSearch(w http.ResponseWriter, r *http.Request, _ *Se
 		res.Query.Ends = append(res.Query.Ends, e.String())
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// indexOlderEvents gives the events stored before the search keys existed
+// (a console upgraded with its history) their keys, newest first, a batch
+// per transaction so the recorder's writes go on in between, until every
+// event has them or ctx ends.
+func (a *Audit) indexOlderEvents(ctx context.Context, log *slog.Logger) {
+	before, total := int64(math.MaxInt64), 0
+	for ctx.Err() == nil {
+		n, last, err := a.indexOlderBatch(ctx, before, 1000)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("console: indexing stored events for search failed", "err", err)
+			}
+			return
+		}
+		total += n
+		if last == 0 {
+			break
+		}
+		before = last
+	}
+	if total > 0 {
+		log.Info("console: stored events indexed for search", "events", total)
+	}
+}
+
+// indexOlderBatch indexes up to limit events below before that have no
+// keys; last is the lowest n looked at (0: none left).
+func (a *Audit) indexOlderBatch(ctx context.Context, before int64, limit int) (n int, last int64, err error) {
+	tx, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, a.q(`SELECT e.n, e.doc FROM events e WHERE e.n < ? AND NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.n = e.n)
+ORDER BY e.n DESC LIMIT ?`), before, limit)
+	if err != nil {
+		return 0, 0, err
+	}
+	var evs []contract.Event
+	for rows.Next() {
+		var doc string
+		if err := rows.Scan(&last, &doc); err != nil {
+			rows.Close()
+			return 0, 0, err
+		}
+		var e contract.Event
+		if json.Unmarshal([]byte(doc), &e) == nil {
+			evs = append(evs, e)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, 0, err
+	}
+	for i := range evs {
+		if err := a.indexEvent(ctx, tx, &evs[i]); err != nil {
+			return 0, 0, err
+		}
+	}
+	return len(evs), last, tx.Commit()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
@@ -214,6 +215,9 @@ func (c *Console) record(ctx context.Context) {
 		}
 	}
 	prune()
+	var backfill sync.WaitGroup // why, inventory, event search
+	backfill.Go(func() { c.store.indexOlderEvents(ctx, c.log) })
+	defer backfill.Wait()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	pruneTick := time.NewTicker(10 * time.Minute)

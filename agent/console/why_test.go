@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -499,6 +500,32 @@ func BenchmarkEventSearch(b *testing.B) {
 				if err != nil || r.Total == 0 {
 					b.Fatal(r.Total, err)
 				}
+			}
+		})
+	}
+}
+
+// TestOlderEventsIndexed: events stored before the search keys existed (a
+// console upgraded with its history) are given them, batch by batch.
+func TestOlderEventsIndexed(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			st, _ := openStore(t, backend)
+			ctx := context.Background()
+			var evs []contract.Event
+			for i := range 2500 {
+				evs = append(evs, deniedEvent(i, "r1", "north", "103.1.2.3", "203.0.113.5", 22, t0.Add(time.Duration(i)*time.Second)))
+			}
+			if _, err := st.IngestEvents(ctx, evs); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.db.Exec(`DELETE FROM event_keys WHERE n % 3 <> 0`); err != nil {
+				t.Fatal(err)
+			}
+			st.indexOlderEvents(ctx, slog.New(slog.DiscardHandler))
+			r, err := st.SearchEvents(ctx, EventSearch{Ends: []netip.Prefix{netip.MustParsePrefix("203.0.113.5/32")}})
+			if err != nil || r.Total != 2500 {
+				t.Fatalf("after indexing: %d found, %v", r.Total, err)
 			}
 		})
 	}
