@@ -141,7 +141,8 @@
     $("#ev-older").addEventListener("click", () => events(true).catch(() => {}));
     // The newest page follows the fleet; an operator reading older pages
     // is not interrupted.
-    setInterval(() => { if (visible() && !paged) events(false).catch(() => {}); }, 3000);
+    // Every 5 s: a fleet's hour of events is counted at each refresh.
+    setInterval(() => { if (visible() && !paged) events(false).catch(() => {}); }, 5000);
     setInterval(() => { if (visible() && invOpen) inventory().catch(() => {}); }, 15000);
     const first = setInterval(() => { if (visible()) { clearInterval(first); events(false).catch(() => {}); } }, 300);
   });
