@@ -37,7 +37,7 @@
 //
 // Everything it knows of devices it reads through the wire contract alone
 // (agent/mqttlink/contract); it verifies with agent/command, policy,
-// policy/roster and policy/dsse. It must not import the device side
+// policy/roster and policy/dsse, and judges flows with policy/match. It must not import the device side
 // (agent, mqttlink, queue, linkfilter, feeds, policy/store) or testbench,
 // which agent's layering test enforces; hal and policy never import it.
 package console
