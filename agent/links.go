@@ -170,6 +170,7 @@ func newLinks(site string, l *config.Links, hw *Hardware, policy *store.Store, u
 		f.SetMatcher(c.Matcher)
 	})
 	up.telemetry.AddSection(contract.SectionLinks, func() any { return stats.read() })
+	up.telemetry.AddSection(contract.SectionRemotes, newRemotes(f).section)
 	log.Info("link filter ready", "mode", mode, "enforce", l.Enforce, "inside", l.Inside, "outside", l.Outside, "max_flows", l.MaxFlows,
 		"offloads", l.Offloads && mode == linkfilter.ModeInline, "ingress", ingress, "link_local", linkLocal.String(), "pickup_grace", grace, "max_encap", l.MaxEncap)
 	return &links{f: f, kernel: kernel, loop: loop, stats: stats, release: release}, nil

@@ -25,7 +25,15 @@
 // SQLite, or PostgreSQL shared by several consoles), which survives a
 // restart and exports as CSV. The store also keeps the devices, the
 // fleet's events and its telemetry as series (raw, 1-minute and 1-hour
-// rollups, each with its retention), ingested idempotently.
+// rollups, each with its retention), ingested idempotently, and the
+// routers' remote traffic (the remotes section) for the border inventory.
+//
+// Operators search the stored events (by address, prefix, service,
+// approval, holder, device, site, type and time, through indexed keys beside
+// each event) and ask why a link is cut: the answer joins the devices'
+// link.denied events with the verified fleet policy's verdict, explained by
+// policy/match's Explain (the words of linkguard policy explain), and says
+// which approval to extend or request.
 //
 // The page's first level is the sites (Sites: each site's devices' health,
 // policy serials, traffic rates from the rollups, feeds against cap), then
@@ -37,7 +45,7 @@
 //
 // Everything it knows of devices it reads through the wire contract alone
 // (agent/mqttlink/contract); it verifies with agent/command, policy,
-// policy/roster and policy/dsse. It must not import the device side
+// policy/roster and policy/dsse, and judges flows with policy/match. It must not import the device side
 // (agent, mqttlink, queue, linkfilter, feeds, policy/store) or testbench,
 // which agent's layering test enforces; hal and policy never import it.
 package console

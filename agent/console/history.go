@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
@@ -55,6 +56,9 @@ func (a *Audit) IngestEvents(ctx context.Context, evs []contract.Event) (int, er
 		}
 		if n, _ := res.RowsAffected(); n > 0 {
 			added++
+			if err := a.indexEvent(ctx, tx, e); err != nil { // why, inventory, event search
+				return 0, fmt.Errorf("console: history: %w", err)
+			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -211,6 +215,9 @@ func (c *Console) record(ctx context.Context) {
 		}
 	}
 	prune()
+	var backfill sync.WaitGroup // why, inventory, event search
+	backfill.Go(func() { c.store.indexOlderEvents(ctx, c.log) })
+	defer backfill.Wait()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	pruneTick := time.NewTicker(10 * time.Minute)

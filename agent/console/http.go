@@ -98,19 +98,11 @@ func (c *Console) Handler() http.Handler {
 		v.Session = s
 		writeJSON(w, http.StatusOK, v)
 	}))
-	mux.HandleFunc("GET /api/events", c.needSession(func(w http.ResponseWriter, r *http.Request, _ *Session) {
-		q := r.URL.Query()
-		after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
-		limit, _ := strconv.Atoi(q.Get("limit"))
-		if limit <= 0 || limit > 500 {
-			limit = 200
-		}
-		ev := c.Events(EventFilter{Device: q.Get("device"), Type: q.Get("type"), Severity: q.Get("severity"), After: after, Limit: limit})
-		if ev == nil {
-			ev = []EventRecord{}
-		}
-		writeJSON(w, http.StatusOK, ev)
-	}))
+	// why, inventory, event search
+	mux.HandleFunc("GET /api/why", c.needSession(c.serveWhy))
+	mux.HandleFunc("GET /api/events", c.needSession(c.serveEventSearch))
+	mux.HandleFunc("GET /api/inventory", c.needSession(c.serveInventory))
+	// end of why, inventory, event search
 	mux.HandleFunc("GET /api/history", c.needSession(func(w http.ResponseWriter, r *http.Request, _ *Session) {
 		q := r.URL.Query()
 		hq := HistoryQuery{Device: q.Get("device"), Type: q.Get("type")}

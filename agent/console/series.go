@@ -66,6 +66,9 @@ type Sample struct {
 	Seq    uint64
 	TS     time.Time
 	Values map[string]float64 // series name -> value
+	// Remotes is the router's remote traffic since its last message
+	// (inventory.go), bounded.
+	Remotes []contract.RemoteTraffic
 }
 
 // IsCounter reports whether series counts since the agent started (its
@@ -90,6 +93,9 @@ func sampleOf(t *contract.Telemetry, l *contract.Links, fs contract.Feeds) Sampl
 		"agent.queue_depth": float64(t.Agent.Queue.Depth),
 		"agent.rss_bytes":   float64(t.Agent.RSSBytes),
 	}}
+	if r, err := t.Remotes(); err == nil { // why, inventory, event search
+		s.Remotes = remotesOf(r)
+	}
 	put := func(name string, v float64) {
 		if len(s.Values) < maxSeriesPerSample && len(name) <= maxSeriesName && !math.IsNaN(v) && !math.IsInf(v, 0) {
 			s.Values[name] = v
@@ -272,6 +278,9 @@ func (a *Audit) IngestTelemetry(ctx context.Context, now time.Time, samples []Sa
 			continue // stored before: a redelivery, or the other console's
 		}
 		added++
+		if err := a.ingestRemotes(ctx, tx, s); err != nil { // why, inventory, event search
+			return fail(err)
+		}
 		var prev map[string]float64
 		if err := scanValues(before.QueryRowContext(ctx, s.Device, s.BootID, seq), &prev); err != nil {
 			return fail(err)
@@ -512,6 +521,8 @@ func (a *Audit) Prune(ctx context.Context, now time.Time, r Retention) (int64, e
 		del(`DELETE FROM rollup WHERE res = 60 AND bucket < ?`, r.Minute, sec),
 		del(`DELETE FROM rollup WHERE res = 3600 AND bucket < ?`, r.Hour, sec),
 		del(`DELETE FROM events WHERE ts < ?`, r.Events, func(t time.Time) any { return eventTS(t) }),
+		del(`DELETE FROM event_keys WHERE ts < ?`, r.Events, func(t time.Time) any { return eventTS(t) }), // why, inventory, event search
+		del(`DELETE FROM remotes WHERE ts < ?`, r.Minute, ms),
 	)
 	return total, err
 }

@@ -14,5 +14,9 @@
 // the packet path caches verdicts per flow. A Matcher is never modified after Compile, so the
 // packet path can load it through an atomic.Pointer and swap it whole.
 //
+// Explain answers the operator's question about one flow — the decision and
+// every approval naming its remote end, with the conditions it fails — for
+// linkguard policy explain and the console alike, off the packet path.
+//
 // It imports policy and bart only: nothing of MQTT, the agent or capture.
 package match

@@ -251,11 +251,6 @@ func newPolicyVerifyCmd() *cobra.Command {
 	return cmd
 }
 
-// hasPorts reports whether flows of proto are opened to a port.
-func hasPorts(proto uint8) bool {
-	return proto == policy.ProtoTCP || proto == policy.ProtoUDP || proto == policy.ProtoSCTP
-}
-
 func newPolicyExplainCmd() *cobra.Command {
 	var ps policySource
 	var src, dst, proto string
@@ -282,9 +277,9 @@ func newPolicyExplainCmd() *cobra.Command {
 				return fmt.Errorf("--proto: %w", err)
 			}
 			switch given := cmd.Flags().Changed("dport"); {
-			case hasPorts(q.Proto) && (!given || dport == 0):
+			case match.HasPorts(q.Proto) && (!given || dport == 0):
 				return fmt.Errorf("--dport is required for %s: the port the flow was opened to (1-65535)", policy.ProtoName(q.Proto))
-			case !hasPorts(q.Proto) && given:
+			case !match.HasPorts(q.Proto) && given:
 				return fmt.Errorf("--dport: %s has no ports", policy.ProtoName(q.Proto))
 			}
 			q.DPort = dport
@@ -315,120 +310,13 @@ func newPolicyExplainCmd() *cobra.Command {
 // explain prints the verdict, then every approval that lists the remote end
 // and which of its conditions the flow meets, with what the approval would
 // have needed: what a technician needs when a customer asks why a link is
-// cut.
+// cut. The console answers the same question with the same match.Explain.
 func explain(w io.Writer, j *judged, q *match.Query) {
-	m := j.m
-	d := m.Decide(q)
-	p := m.Policy()
-	if j.draft {
-		fmt.Fprintln(w, "UNSIGNED DRAFT: this policy is not signed; no device enforces it until the committee signs it")
-	}
-	port := ""
-	if hasPorts(q.Proto) {
-		port = fmt.Sprintf(" port %d", q.DPort)
-	}
-	at := fmt.Sprintf("at site %q", q.Site)
-	if q.Site == "" {
-		at = "at no site (no approval is site-restricted)"
-	}
-	fmt.Fprintf(w, "flow:     %s %s -> %s%s %s, %s\n", policy.ProtoName(q.Proto), q.Src, q.Dst, port, at, q.Now.UTC().Format(time.RFC3339))
-	fmt.Fprintf(w, "policy:   %s, default %s\n", j.label, p.Default)
-	fmt.Fprintf(w, "verdict:  %s\nreason:   %s\n", strings.ToUpper(d.Verdict.String()), d.Reason)
-	if a := m.Approval(d.Approval); a != nil {
-		fmt.Fprintf(w, "approval: %s (%s)\n", a.ID, a.Holder)
-	}
-	if d.Verdict == match.Domestic {
-		return
-	}
-	fmt.Fprintf(w, "remote:   %s\n", d.Remote)
-	found := false
-	for _, remote := range []netip.Addr{q.Dst.Unmap(), q.Src.Unmap()} {
-		if m.IsDomestic(remote) {
-			continue
-		}
-		for i := range p.Approvals {
-			a := &p.Approvals[i]
-			for _, pfx := range a.Remote {
-				if !pfx.Contains(remote) {
-					continue
-				}
-				found = true
-				siteOK, svcOK, winOK := a.CoversSite(q.Site), a.CoversService(q.Proto, q.DPort), a.ActiveAt(q.Now)
-				fmt.Fprintf(w, "  %s (%s) lists %s: site %s, service %s, window %s\n", a.ID, a.Holder, pfx,
-					yesNo(siteOK), yesNo(svcOK), yesNo(winOK))
-				if !siteOK {
-					fmt.Fprintf(w, "      sites:    %s\n", strings.Join(a.Sites, ", "))
-				}
-				if !svcOK {
-					fmt.Fprintf(w, "      services: %s\n", services(a.Services))
-				}
-				if !winOK || !a.ValidUntil.IsZero() {
-					fmt.Fprintf(w, "      valid:    %s\n", window(a, q.Now))
-				}
-			}
-		}
-	}
-	if !found {
-		fmt.Fprintln(w, "  no approval lists this address")
-	}
-}
-
-func services(ss []policy.Service) string {
-	if len(ss) == 0 {
-		return "any"
-	}
-	names := make([]string, len(ss))
-	for i, s := range ss {
-		names[i] = s.String()
-	}
-	return strings.Join(names, ", ")
-}
-
-// window spells an approval's validity window and where t lies in it.
-func window(a *policy.Approval, t time.Time) string {
-	from, until := "always", "revoked"
-	if !a.ValidFrom.IsZero() {
-		from = a.ValidFrom.UTC().Format(time.RFC3339)
-	}
-	if !a.ValidUntil.IsZero() {
-		until = a.ValidUntil.UTC().Format(time.RFC3339)
-	}
-	s := "from " + from + " until " + until
-	switch {
-	case !a.ValidFrom.IsZero() && t.Before(a.ValidFrom):
-		s += fmt.Sprintf(" (opens in %s)", days(a.ValidFrom.Sub(t)))
-	case !a.ValidUntil.IsZero() && !t.Before(a.ValidUntil):
-		s += fmt.Sprintf(" (lapsed %s ago)", days(t.Sub(a.ValidUntil)))
-	case !a.ValidUntil.IsZero():
-		s += fmt.Sprintf(" (%s left)", days(a.ValidUntil.Sub(t)))
-	}
-	return s
+	e := match.Explain(j.m, q)
+	e.Draft = j.draft
+	io.WriteString(w, e.String())
 }
 
 // days spells a duration in days and hours, or hours and minutes under a
 // day.
-func days(d time.Duration) string {
-	const day = 24 * time.Hour
-	if d < day {
-		return d.Round(time.Minute).String()
-	}
-	n, h := int(d/day), int((d%day).Round(time.Hour)/time.Hour)
-	if h == 24 {
-		n, h = n+1, 0
-	}
-	s := fmt.Sprintf("%d days", n)
-	if n == 1 {
-		s = "1 day"
-	}
-	if h > 0 {
-		s += fmt.Sprintf(" %dh", h)
-	}
-	return s
-}
-
-func yesNo(ok bool) string {
-	if ok {
-		return "ok"
-	}
-	return "NO"
-}
+func days(d time.Duration) string { return match.Days(d) }

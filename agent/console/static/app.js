@@ -17,6 +17,7 @@
     for (const k of kids) if (k != null) e.append(k instanceof Node ? k : String(k));
     return e;
   }
+  window.lgDom = { $, el }; // shared with why.js
   const fmtTime = (s) => (s ? new Date(s).toISOString().slice(0, 16).replace("T", " ") + "Z" : "—");
   const kw = (w) => (w / 1000).toFixed(1) + " kW";
   const enc = new TextEncoder();
@@ -242,30 +243,6 @@
     }));
   }
 
-  let evAfter = 0;
-  function evQuery() {
-    const p = new URLSearchParams();
-    for (const [k, id] of [["device", "#ev-device"], ["type", "#ev-type"], ["severity", "#ev-sev"]]) {
-      const v = $(id).value.trim();
-      if (v) p.set(k, v);
-    }
-    return p;
-  }
-  async function refreshEvents(reset) {
-    const tb = $("#events tbody");
-    if (reset) { evAfter = 0; tb.replaceChildren(); }
-    const p = evQuery();
-    p.set("after", evAfter);
-    const evs = await api("GET", "/api/events?" + p);
-    for (const e of evs) {
-      evAfter = Math.max(evAfter, e.n);
-      const details = e.fields ? Object.entries(e.fields).map(([k, v]) => k + "=" + (typeof v === "object" ? JSON.stringify(v) : v)).join(" ") : "";
-      tb.prepend(el("tr", { class: "sev-" + e.severity, "data-type": e.type },
-        el("td", {}, fmtTime(e.ts)), el("td", {}, e.device), el("td", {}, e.severity), el("td", {}, e.type), el("td", {}, details)));
-    }
-    while (tb.children.length > 300) tb.lastChild.remove();
-  }
-
   async function refresh() {
     if (!session) return;
     try {
@@ -279,7 +256,6 @@
       renderRoster(s.roster);
       renderActions(s.actions || []);
       for (const fn of hooks) await fn(s).catch((e) => console.error(e));
-      await refreshEvents(false);
       document.body.setAttribute("data-refreshed", String(Date.now()));
     } catch (e) {
       if (session) { $("#conn").textContent = "console server: " + e.message; $("#conn").className = "bad"; }
@@ -293,8 +269,6 @@
 
   document.addEventListener("DOMContentLoaded", async () => {
     $("#logout").addEventListener("click", logout);
-    $("#event-filter").addEventListener("input", () => refreshEvents(true));
-    $("#event-filter").addEventListener("submit", (e) => e.preventDefault());
     $("#new-approval").addEventListener("submit", (e) => {
       e.preventDefault();
       const f = e.target.elements, split = (s) => s.split(",").map((x) => x.trim()).filter(Boolean);

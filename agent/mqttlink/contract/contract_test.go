@@ -28,6 +28,10 @@ func TestSchemasCompileAndJudge(t *testing.T) {
 		{SchemaTelemetry, telemetry(`"links":` + strings.Replace(links, `"denied":1,`, ``, 1)), false},
 		{SchemaTelemetry, telemetry(`"feeds":` + strings.Replace(feeds, `"cap_kw":null`, `"cap_kw":null,"cap_w":null`, 1)), false},
 		{SchemaTelemetry, telemetry(`"feeds":` + strings.Replace(feeds, `"mode":"auto"`, `"mode":"manual"`, 1)), false},
+		{SchemaTelemetry, telemetry(`"remotes":` + remotes), true},
+		{SchemaTelemetry, telemetry(`"remotes":` + strings.Replace(remotes, `"verdict":"denied"`, `"verdict":"blocked"`, 1)), false},
+		{SchemaTelemetry, telemetry(`"remotes":` + strings.Replace(remotes, `"flows":2,`, `"flows":2,"site":"s",`, 1)), false},
+		{SchemaTelemetry, telemetry(`"remotes":` + strings.Replace(remotes, `"prefix":"203.0.113.0/24",`, ``, 1)), false},
 		// link.denied carries the filter's words and no others.
 		{SchemaEvent, event(`"site":"s","mode":"inline","action":"dropped","verdict":"denied","reason":"no-approval","technique":"tunnel","at":"2026-11-30T12:00:00Z","src":"10.0.0.1","dst":"192.0.2.1","proto":"udp","sport":1,"dport":4789,"layer":1,"via":"vxlan"`), true},
 		{SchemaEvent, event(`"site":"s","mode":"inline","action":"dropped","verdict":"denied","reason":"malformed","problem":"truncated","ethertype":"0x88cc","link_protocol":"lldp","at":"2026-11-30T12:00:00Z"`), true},
@@ -57,6 +61,9 @@ const (
 		`"events_suppressed":0,"evidence_frames":0,"resets":0,"policy_swaps":1,` +
 		`"approvals":[{"id":"LA-1","packets":2,"bytes":3}],"ports":[{"name":"eth0","received":3,"ring_dropped":0}],` +
 		`"write_errors":0,"offload_mismatches":0,"checksums_completed":0}`
+	remotes = `{"interval_s":5,"top":[{"prefix":"203.0.113.0/24","proto":"tcp","dport":22,"verdict":"denied","flows":2,"packets":4,"bytes":240},` +
+		`{"prefix":"2001:db8:1::/48","proto":"icmpv6","verdict":"approved","approval":"LA-1","flows":1,"packets":1,"bytes":64}],` +
+		`"other":{"flows":0,"packets":0,"bytes":0}}`
 	feeds = `[{"feed":"f1","time":"2026-11-30T12:00:00Z","power_kw":21.5,"cap_kw":null,` +
 		`"circuits":[{"id":"c1","on":true,"mode":"auto","ops_last_hour":0}]}]`
 )

@@ -11,6 +11,9 @@ import (
 const (
 	SectionLinks = "links" // the packet filter (routers)
 	SectionFeeds = "feeds" // the feed controller (relay controllers)
+	// SectionRemotes is the international traffic since the last
+	// telemetry, by remote prefix, service and verdict (routers).
+	SectionRemotes = "remotes"
 )
 
 // Links is the packet filter's telemetry section: its counters since the
@@ -168,4 +171,53 @@ func (t *Telemetry) Feeds() (Feeds, error) {
 		return nil, fmt.Errorf("contract: %s section: %w", SectionFeeds, err)
 	}
 	return f, nil
+}
+
+// MaxRemotes bounds the entries of a remotes section.
+const MaxRemotes = 256
+
+// Remotes is the router's international traffic since its last telemetry:
+// the top remote prefixes (a /24 for IPv4, a /48 for IPv6) by service and
+// verdict, heaviest first, at most MaxRemotes, and the rest summed in
+// Other. A flow counts under the verdict it has now; flows that ended
+// between two telemetry messages count in neither.
+type Remotes struct {
+	IntervalS float64         `json:"interval_s"`
+	Top       []RemoteTraffic `json:"top"`
+	Other     RemoteTotals    `json:"other"`
+}
+
+// RemoteTraffic is the traffic between the inside and one remote prefix
+// for one service and verdict. Flows counts the flows that carried any of
+// it; DPort is zero for a protocol without ports.
+type RemoteTraffic struct {
+	Prefix   string `json:"prefix"`
+	Proto    string `json:"proto"`
+	DPort    uint16 `json:"dport,omitempty"`
+	Verdict  string `json:"verdict"`            // approved | denied | monitored
+	Approval string `json:"approval,omitempty"` // the approval that carried it (approved)
+	RemoteTotals
+}
+
+// RemoteTotals sums traffic.
+type RemoteTotals struct {
+	Flows   uint64 `json:"flows"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Remotes decodes the remotes section; nil when the message has none.
+func (t *Telemetry) Remotes() (*Remotes, error) {
+	raw, ok := t.Sections[SectionRemotes]
+	if !ok {
+		return nil, nil
+	}
+	var r Remotes
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("contract: %s section: %w", SectionRemotes, err)
+	}
+	if len(r.Top) > MaxRemotes {
+		return nil, fmt.Errorf("contract: %s section: %d entries, at most %d", SectionRemotes, len(r.Top), MaxRemotes)
+	}
+	return &r, nil
 }
