@@ -48,8 +48,11 @@ deps: ## Install the Debian packages the tests need (root; apt-get update first)
 
 test: deps lint test-go test-qemu ## THE test command: install deps, lint, run every test (race) and the ARM tests under qemu
 
+# The browser tests save their screenshots here, kept as the run's artefacts.
+SCREENSHOTS ?= $(CURDIR)/artifacts/screenshots
+
 test-go:
-	$(GO) test -race -timeout 25m -count=1 ./...
+	LINKGUARD_SCREENSHOTS=$(SCREENSHOTS) $(GO) test -race -timeout 25m -count=1 ./...
 
 test-qemu: ## Run the core packages' tests cross-compiled for arm and arm64 under qemu-user
 	CGO_ENABLED=0 GOARCH=arm GOARM=7 $(GO) test -short -count=1 -skip '$(QEMU_SKIP)' -exec qemu-arm $(QEMU_PKGS)
