@@ -138,8 +138,11 @@ func plain(b []byte, truncated bool, p *Packet) bool {
 			b[26] >= 224 || b[30] >= 224 || binary.BigEndian.Uint32(b[26:]) == 0 {
 			return false
 		}
-		*l = Layer{Src: netip.AddrFrom4([4]byte(b[26:30])), Dst: netip.AddrFrom4([4]byte(b[30:34])),
-			Proto: b[23], HopLimit: b[22], L3Off: 14}
+		// Cleared, then set field by field: a composite literal is built
+		// on the stack and copied, which costs more than the decode.
+		*l = Layer{}
+		l.Src, l.Dst = netip.AddrFrom4([4]byte(b[26:30])), netip.AddrFrom4([4]byte(b[30:34]))
+		l.Proto, l.HopLimit, l.L3Off = b[23], b[22], 14
 		off = 14 + 20
 	case EtherIPv6:
 		if len(b) < 14+40+8 || b[14]>>4 != 6 || b[22] == 0xff || b[38] == 0xff ||
@@ -150,8 +153,9 @@ func plain(b []byte, truncated bool, p *Packet) bool {
 		if ipEnd > len(b) {
 			return false
 		}
-		*l = Layer{Src: netip.AddrFrom16([16]byte(b[22:38])), Dst: netip.AddrFrom16([16]byte(b[38:54])),
-			Proto: b[20], IPv6: true, HopLimit: b[21], L3Off: 14}
+		*l = Layer{}
+		l.Src, l.Dst = netip.AddrFrom16([16]byte(b[22:38])), netip.AddrFrom16([16]byte(b[38:54]))
+		l.Proto, l.IPv6, l.HopLimit, l.L3Off = b[20], true, b[21], 14
 		off = 14 + 40
 	default:
 		return false

@@ -2,6 +2,7 @@ package packet
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
@@ -43,9 +44,24 @@ func plainFrames() [][]byte {
 	}
 }
 
+// stale is a Packet as a previous frame leaves it, every field set, so
+// a field plain forgets to clear shows.
+var stale = func() Packet {
+	l := Layer{Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("2001:db8::1"), Proto: 99, Via: EncapGRE,
+		IPv6: true, HopLimit: 3, L4: true, TCPFlags: 0xff, SPort: 1, DPort: 2, ICMPType: 3, ICMPCode: 4,
+		LinkControl: true, LinkScoped: true, Frag: LaterFragment, FragID: 5, FragOff: 6, FragEnd: 7,
+		Seq: 8, Ack: 9, Payload: 10, L3Off: 11}
+	p := Packet{Kind: KindMalformed, Problem: ProblemOpaque, N: 3, Inner: LinkARP, Link: LinkLLDP,
+		EtherType: 0x88cc, Truncated: true, Segments: 4}
+	for i := range p.L {
+		p.L[i] = l
+	}
+	return p
+}()
+
 // checkPlain fails t if plain takes b and fills p other than walkAll.
 func checkPlain(t *testing.T, d *Decoder, b []byte, truncated bool) bool {
-	var fast, full Packet
+	fast, full := stale, stale
 	if !plain(b, truncated, &fast) {
 		return false
 	}
