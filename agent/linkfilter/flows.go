@@ -67,14 +67,15 @@ func (k *flowKey) eq(o *flowKey) bool {
 }
 
 // hash mixes the key with a per-table random seed, so nobody outside can
-// aim a flood of tuples at one probe run. Each address goes through a
-// keyed 64x64->128 multiply (wyhash's mum) on its own, so the two run in
-// parallel; a last one folds in ports, protocol and depth.
+// aim a flood of tuples at one probe run. As in wyhash: keyed 64x64->128
+// multiplies, each operand a word of the key; the two addresses' run in
+// parallel (ports, protocol and depth folded into the second), and a last
+// one mixes their results.
 func (k *flowKey) hash(seed uint64) uint64 {
-	h := mum(k.ahi^seed^0xa0761d6478bd642f, k.alo^seed^0xe7037ed1a0b428db) ^
-		mum(k.bhi^seed^0x8ebc6af09c88c6e3, k.blo^seed^0x589965cc75374cc3)
 	rest := uint64(k.pa) | uint64(k.pb)<<16 | uint64(k.proto)<<32 | uint64(k.layer)<<40
-	return mum(h^rest^0x1d8e4e27c47d124f, seed^0xeb44accab455d165)
+	a := mum(k.ahi^seed^0xa0761d6478bd642f, k.alo^seed^0xe7037ed1a0b428db)
+	b := mum(k.bhi^rest^seed^0x8ebc6af09c88c6e3, k.blo^seed^0x589965cc75374cc3)
+	return mum(a^rest^0x1d8e4e27c47d124f, b^seed^0xeb44accab455d165)
 }
 
 func mum(a, b uint64) uint64 {
