@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"testing"
 
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
@@ -107,6 +108,80 @@ func BenchmarkDecide(b *testing.B) {
 		}
 		b.ReportMetric(float64(f.Snapshot().FlowsEvicted), "evicted")
 	})
+	// The checks the plain frame does not pay for, each on its own row:
+	// IPv6, a fragmented datagram (first fragment, then a later one
+	// following its verdict), link control under its rate limit, and a
+	// tunnel between domestic hosts to an unapproved host (cut, with its
+	// technique), all against the same policy.
+	frag := func(off uint16, more bool) []byte {
+		ip := ip4("103.1.0.5", remote.String(), layers.IPProtocolUDP)
+		ip.Id, ip.FragOffset = 4242, off
+		if more {
+			ip.Flags = layers.IPv4MoreFragments
+		}
+		pl := make([]byte, 64)
+		if off == 0 {
+			pl = append([]byte{0x13, 0x88, 0x13, 0xc4, 0, 72, 0, 0}, pl...) // udp/5060, as approved
+		}
+		return frame(b, eth(layers.EthernetTypeIPv4), ip, gopacket.Payload(pl))
+	}
+	var remote6 netip.Addr
+	for _, a := range m.Policy().Approvals {
+		for _, pfx := range a.Remote {
+			if pfx.Addr().Is6() && !remote6.IsValid() {
+				remote6 = pfx.Addr().Next()
+			}
+		}
+	}
+	tcp6 := func(syn bool) []byte {
+		return frame(b, eth(layers.EthernetTypeIPv6), ip6("2001:db8:100::5", remote6.String(), layers.IPProtocolTCP),
+			&layers.TCP{SrcPort: 40000, DstPort: 443, SYN: syn, ACK: !syn, Seq: 1, Window: 100})
+	}
+	tunnelDenied := frame(b, eth(layers.EthernetTypeIPv4), ip4("103.1.0.5", "103.1.0.6", layers.IPProtocolIPv4),
+		ip4("103.1.0.5", "203.0.113.9", layers.IPProtocolTCP), &layers.TCP{SrcPort: 40000, DstPort: 22, ACK: true, Seq: 1, Window: 100})
+	for _, c := range []struct {
+		name   string
+		open   []byte // judged once before timing (nil: none)
+		frames [][]byte
+		want   Action
+	}{
+		{"cached-flow-tcp6", tcp6(true), [][]byte{tcp6(false)}, Pass},
+		{"fragments-first-later", nil, [][]byte{frag(0, true), frag(9, false)}, Pass},
+		{"link-control-arp", nil, [][]byte{arpRequest(b)}, Pass},
+		{"tunnel-denied-ipip", nil, [][]byte{tunnelDenied}, Drop},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			f := New(Options{Site: "s1"})
+			f.SetMatcher(m)
+			d := f.NewDecoder(layers.LinkTypeEthernet)
+			var p packet.Packet
+			now := t0
+			if c.open != nil {
+				d.Decode(c.open, false, &p)
+				f.Judge(&p, SideInside, c.open, len(c.open), now)
+			}
+			for _, fr := range c.frames {
+				d.Decode(fr, false, &p)
+				if r := f.Judge(&p, SideInside, fr, len(fr), now); r.Action != c.want {
+					b.Fatalf("%+v", r)
+				}
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				// 10 ms apart, under every rate limit the frames meet.
+				now += 10_000_000
+				fr := c.frames[i%len(c.frames)]
+				if fr[12] == 0x08 && fr[13] == 0 {
+					// Each datagram (each pair of fragments) its own IP ID.
+					fr[18], fr[19] = byte(i>>9), byte(i>>1)
+				}
+				i++
+				d.Decode(fr, false, &p)
+				f.Judge(&p, SideInside, fr, len(fr), now)
+			}
+		})
+	}
 	b.Run("decode-only", func(b *testing.B) {
 		d := packet.NewDecoder(layers.LinkTypeEthernet, packet.Options{})
 		var p packet.Packet

@@ -33,6 +33,13 @@
 // re-decided at its next frame — a revoked approval cuts a live TCP
 // session at its next segment.
 //
+// Nearly every frame is one header pair of a known flow whose domestic or
+// approved verdict stands: it takes a short path (judgeCached) that holds
+// its shard's lock once and counts into the shard beside the lock. Every
+// other frame (new, expired, denied, monitored, spoofed, tunnelled,
+// fragmented, due for recheck) takes the full path, which the short path
+// leaves untouched.
+//
 // # Rules a frame must pass before any approval is looked up
 //
 //   - Sides (Options.Ingress, links.ingress): strict (the default) drops

@@ -379,6 +379,16 @@ func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, n
 		f.c.malformed.Add(1)
 		return f.problem(st, p, techOf(p.Problem), match.ReasonUnclassified, frame, wireLen, now)
 	}
+	var outer *keyed // layer 0's key, when the fast path made it
+	if p.N == 1 && !p.L[0].LinkControl && p.L[0].Frag == packet.NotFragment {
+		var kd keyed
+		kd.fwd = keyOf(&p.L[0], 0, &kd.k)
+		kd.h = kd.k.hash(f.seed)
+		if r, ok := f.judgeCached(st, &p.L[0], &kd, side, p.SegmentCount(), wireLen, now); ok {
+			return r
+		}
+		outer = &kd
+	}
 	if p.N > 1 {
 		f.c.tunnelled.Add(1)
 	}
@@ -408,7 +418,7 @@ func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, n
 			r = f.laterFragment(st, p, i, now)
 		} else {
 			var spoof bool
-			r, tell, spoof = f.judgeLayer(st, p, i, check, now, wireLen, &scratch)
+			r, tell, spoof = f.judgeLayer(st, p, i, outer, check, now, wireLen, &scratch)
 			if spoof {
 				return f.spoofed(st, p, frame, wireLen, now)
 			}
@@ -505,13 +515,27 @@ func (f *Filter) spoofed(st *polState, p *packet.Packet, frame []byte, wireLen i
 	return f.problem(st, p, tech, match.ReasonSpoofed, frame, wireLen, now)
 }
 
-// judgeLayer judges header pair i of p as a flow of its own. For the
-// outermost pair, check is the side its source must belong to
-// (SideUnknown: not checked); spoof reports a source that does not.
-func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, check Side, now int64, wireLen int, ev *deniedEvent) (r Result, tell, spoof bool) {
+// keyed is a header pair's flow key, its hash and its direction.
+type keyed struct {
+	k   flowKey
+	h   uint64
+	fwd bool
+}
+
+// judgeLayer judges header pair i of p as a flow of its own (outer, if
+// not nil, is the outermost pair's key, already made). For the outermost
+// pair, check is the side its source must belong to (SideUnknown: not
+// checked); spoof reports a source that does not.
+func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, outer *keyed, check Side, now int64, wireLen int, ev *deniedEvent) (r Result, tell, spoof bool) {
 	l := &p.L[i]
-	k, fwd := keyOf(l, i)
-	h := k.hash(f.seed)
+	var kd keyed
+	if i == 0 && outer != nil {
+		kd = *outer
+	} else {
+		kd.fwd = keyOf(l, i, &kd.k)
+		kd.h = kd.k.hash(f.seed)
+	}
+	k, fwd, h := kd.k, kd.fwd, kd.h
 	s := f.shards[h>>60]
 	tcp := l.Proto == packet.ProtoTCP && l.L4
 	syn := tcp && l.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn
@@ -594,20 +618,7 @@ func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, check Side, n
 			fl.reported = false
 		}
 	}
-	fl.last = now
-	fl.pkts += p.SegmentCount()
-	fl.bytes += uint64(wireLen)
-	if fwd != fl.initA {
-		fl.seenBack = true
-	}
-	if tcp {
-		switch {
-		case l.TCPFlags&(packet.TCPFin|packet.TCPRst) != 0:
-			fl.tcp = tcpClosing
-		case fl.tcp == tcpOpening && fl.seenBack:
-			fl.tcp = tcpEstablished
-		}
-	}
+	fl.seen(l, fwd, tcp, p.SegmentCount(), wireLen, now)
 	d := fl.decision()
 	r = Result{Verdict: d.Verdict, Reason: d.Reason, Approval: d.Approval, NewFlow: isNew, Flow: FlowRef{k}, Layer: i}
 	if fl.nosyn && !d.Verdict.Allowed() {
@@ -638,6 +649,65 @@ func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, check Side, n
 		f.c.deniedFlows.Add(1)
 	}
 	return r, tell, false
+}
+
+// judgeCached is Judge for the frame that makes up nearly all traffic:
+// one header pair, not a fragment, of a flow in the table whose cached
+// verdict (domestic or approved) stands under the policy in force and at
+// now. It does what judgeLayer and finish would do for that frame, under
+// one lock and with the shard's own counters. For anything else (a new,
+// expired, re-opened, denied, monitored or spoofed flow, a verdict due
+// for recheck) it changes nothing and reports false: the full path
+// judges the frame.
+func (f *Filter) judgeCached(st *polState, l *packet.Layer, kd *keyed, side Side, segs uint64, wireLen int, now int64) (Result, bool) {
+	k, fwd, h := &kd.k, kd.fwd, kd.h
+	s := f.shards[h>>60]
+	dnow := now
+	if f.o.DecideAt != 0 {
+		dnow = f.o.DecideAt
+	}
+	tcp := l.Proto == packet.ProtoTCP && l.L4
+	s.mu.Lock()
+	idx := s.find(k, h)
+	if idx < 0 {
+		s.mu.Unlock()
+		return Result{}, false
+	}
+	fl := &s.ents[idx]
+	// An allowed verdict of this generation implies a policy (without
+	// one, flows are denied or monitored), so domesticity was recorded
+	// with it.
+	if fl.gen != uint32(st.gen) || fl.domGen != fl.gen || dnow >= fl.recheck ||
+		fl.verdict != match.Domestic && fl.verdict != match.Approved ||
+		now-fl.last > f.o.Timeouts.of(fl) ||
+		tcp && l.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn && (fwd != fl.initA || fl.nosyn) {
+		s.mu.Unlock()
+		return Result{}, false
+	}
+	if f.o.Ingress == IngressStrict && side != SideUnknown {
+		srcDom := fl.aDom
+		if !fwd {
+			srcDom = fl.bDom
+		}
+		if isSpoof(side, l.Src, srcDom) {
+			s.mu.Unlock()
+			return Result{}, false
+		}
+	}
+	fl.seen(l, fwd, tcp, segs, wireLen, now)
+	r := Result{Action: Pass, Verdict: fl.verdict, Reason: fl.reason, Approval: fl.approval, Flow: FlowRef{*k}}
+	s.passed += segs
+	s.passedBytes += uint64(wireLen)
+	if r.Verdict == match.Domestic {
+		s.domestic++
+	}
+	s.mu.Unlock()
+	if r.Verdict == match.Approved && r.Approval >= 0 && int(r.Approval) < len(st.counts) {
+		c := &st.counts[r.Approval]
+		c.pkts.Add(segs)
+		c.bytes.Add(uint64(wireLen))
+	}
+	return r, true
 }
 
 // inGrace reports whether now is within the pickup grace after start.
@@ -694,7 +764,7 @@ func (f *Filter) decide(st *polState, fl *flow, now int64) (d match.Decision, aD
 
 func (f *Filter) decideAs(st *polState, fl *flow, initA bool, now int64) match.Decision {
 	q := match.Query{Site: f.o.Site, Proto: fl.key.proto, Now: time.Unix(0, now)}
-	a, b := netip.AddrFrom16(fl.key.a), netip.AddrFrom16(fl.key.b)
+	a, b := fl.key.addrA(), fl.key.addrB()
 	if initA {
 		q.Src, q.Dst, q.DPort = a, b, fl.key.pb
 	} else {

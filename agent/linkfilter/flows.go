@@ -2,6 +2,7 @@ package linkfilter
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 	"sync"
 	"time"
@@ -13,46 +14,73 @@ import (
 // flowKey is a 5-tuple in canonical order, and the depth of the header
 // pair it was read from: both directions of a flow give the same key
 // (side a is the lower address/port pair), and a flow inside a tunnel is
-// a flow of its own.
+// a flow of its own. Addresses are held as the two big-endian words of
+// their 16-byte form (IPv4 mapped), so keys compare and hash a word at a
+// time.
 type flowKey struct {
-	a, b   [16]byte
-	pa, pb uint16
-	proto  uint8
-	layer  uint8
+	ahi, alo, bhi, blo uint64
+	pa, pb             uint16
+	proto              uint8
+	layer              uint8
 }
 
-// keyOf returns the canonical key of header pair l at depth layer, and
-// whether l travels from side a to b.
-func keyOf(l *packet.Layer, layer int) (flowKey, bool) {
-	s, d := l.Src.As16(), l.Dst.As16()
-	k := flowKey{proto: l.Proto, layer: uint8(layer)}
-	fwd := less(&s, l.SPort, &d, l.DPort)
+// addrWords returns the big-endian words of a's 16-byte form.
+func addrWords(a netip.Addr) (hi, lo uint64) {
+	if a.Is4() {
+		v := a.As4()
+		return 0, 0xffff<<32 | uint64(binary.BigEndian.Uint32(v[:]))
+	}
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+}
+
+// wordsAddr is the inverse of addrWords (IPv4 stays mapped: Unmap it).
+func wordsAddr(hi, lo uint64) netip.Addr {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	return netip.AddrFrom16(b)
+}
+
+func (k *flowKey) addrA() netip.Addr { return wordsAddr(k.ahi, k.alo) }
+func (k *flowKey) addrB() netip.Addr { return wordsAddr(k.bhi, k.blo) }
+
+// keyOf sets k to the canonical key of header pair l at depth layer, and
+// reports whether l travels from side a to b.
+func keyOf(l *packet.Layer, layer int, k *flowKey) bool {
+	shi, slo := addrWords(l.Src)
+	dhi, dlo := addrWords(l.Dst)
+	fwd := shi < dhi || shi == dhi && (slo < dlo || slo == dlo && l.SPort <= l.DPort)
+	k.proto, k.layer = l.Proto, uint8(layer)
 	if fwd {
-		k.a, k.b, k.pa, k.pb = s, d, l.SPort, l.DPort
+		k.ahi, k.alo, k.bhi, k.blo, k.pa, k.pb = shi, slo, dhi, dlo, l.SPort, l.DPort
 	} else {
-		k.a, k.b, k.pa, k.pb = d, s, l.DPort, l.SPort
+		k.ahi, k.alo, k.bhi, k.blo, k.pa, k.pb = dhi, dlo, shi, slo, l.DPort, l.SPort
 	}
-	return k, fwd
+	return fwd
 }
 
-func less(x *[16]byte, px uint16, y *[16]byte, py uint16) bool {
-	if a, b := binary.BigEndian.Uint64(x[:8]), binary.BigEndian.Uint64(y[:8]); a != b {
-		return a < b
-	}
-	if a, b := binary.BigEndian.Uint64(x[8:]), binary.BigEndian.Uint64(y[8:]); a != b {
-		return a < b
-	}
-	return px <= py
+// eq is k == *o, a word at a time (== on the struct calls memequal).
+func (k *flowKey) eq(o *flowKey) bool {
+	return k.alo == o.alo && k.blo == o.blo && k.pa == o.pa && k.pb == o.pb &&
+		k.proto == o.proto && k.layer == o.layer && k.ahi == o.ahi && k.bhi == o.bhi
 }
 
 // hash mixes the key with a per-table random seed, so nobody outside can
-// aim a flood of tuples at one probe run.
+// aim a flood of tuples at one probe run. As in wyhash: keyed 64x64->128
+// multiplies, each operand a word of the key; the two addresses' run in
+// parallel (ports, protocol and depth folded into the second), and a last
+// one mixes their results.
 func (k *flowKey) hash(seed uint64) uint64 {
-	h := seed ^ (uint64(k.proto) | uint64(k.pa)<<8 | uint64(k.pb)<<24 | uint64(k.layer)<<40)
-	h = mix64(h ^ binary.LittleEndian.Uint64(k.a[:8]))
-	h = mix64(h ^ binary.LittleEndian.Uint64(k.a[8:]))
-	h = mix64(h ^ binary.LittleEndian.Uint64(k.b[:8]))
-	return mix64(h ^ binary.LittleEndian.Uint64(k.b[8:]))
+	rest := uint64(k.pa) | uint64(k.pb)<<16 | uint64(k.proto)<<32 | uint64(k.layer)<<40
+	a := mum(k.ahi^seed^0xa0761d6478bd642f, k.alo^seed^0xe7037ed1a0b428db)
+	b := mum(k.bhi^rest^seed^0x8ebc6af09c88c6e3, k.blo^seed^0x589965cc75374cc3)
+	return mum(a^rest^0x1d8e4e27c47d124f, b^seed^0xeb44accab455d165)
+}
+
+func mum(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
 }
 
 // mix64 is the splitmix64 finaliser.
@@ -97,6 +125,25 @@ type flow struct {
 	pkts     uint64
 	bytes    uint64
 	denied   uint64 // packets dropped (inline) or reported (monitor)
+}
+
+// seen accounts a frame of header pair l (fwd: from side a; tcp: with its
+// TCP header) to the flow, and moves its TCP state on.
+func (f *flow) seen(l *packet.Layer, fwd, tcp bool, segs uint64, wireLen int, now int64) {
+	f.last = now
+	f.pkts += segs
+	f.bytes += uint64(wireLen)
+	if fwd != f.initA {
+		f.seenBack = true
+	}
+	if tcp {
+		switch {
+		case l.TCPFlags&(packet.TCPFin|packet.TCPRst) != 0:
+			f.tcp = tcpClosing
+		case f.tcp == tcpOpening && f.seenBack:
+			f.tcp = tcpEstablished
+		}
+	}
 }
 
 func (f *flow) decision() match.Decision {
@@ -165,7 +212,10 @@ type shard struct {
 	seed    uint64
 	evicted uint64
 	expired uint64
-	_       [40]byte // keep shards' locks off one cache line
+	// Counts of frames the fast path passed (judgeCached), kept under mu
+	// beside the lock it holds anyway instead of in shared atomics.
+	passed, passedBytes, domestic uint64
+	_                             [16]byte // keep shards' locks off one cache line
 }
 
 func newShard(limit int, seed uint64) *shard {
@@ -187,7 +237,7 @@ func (s *shard) find(k *flowKey, h uint64) int {
 			return -1
 		}
 		if v&^entMask == tag {
-			if e := int(v&entMask) - 1; s.ents[e].key == *k {
+			if e := int(v&entMask) - 1; s.ents[e].key.eq(k) {
 				return e
 			}
 		}
@@ -204,13 +254,16 @@ func (s *shard) slotOf(e int) uint64 {
 	}
 }
 
-// insert adds k (absent) and returns its entry, evicting first if full.
+// insert adds k (absent) and returns its entry; in a full shard it takes
+// the place of the flow evictOne frees (no entry moves).
 func (s *shard) insert(k *flowKey, h uint64, now int64, to *Timeouts) int {
-	if len(s.ents) >= s.limit {
-		s.evictOne(now, to)
-	}
 	e := len(s.ents)
-	s.ents = append(s.ents, flow{key: *k})
+	if e >= s.limit {
+		e = s.evictOne(now, to)
+		s.ents[e] = flow{key: *k}
+	} else {
+		s.ents = append(s.ents, flow{key: *k})
+	}
 	i := h & s.mask
 	for s.idx[i] != 0 {
 		i = (i + 1) & s.mask
@@ -219,9 +272,11 @@ func (s *shard) insert(k *flowKey, h uint64, now int64, to *Timeouts) int {
 	return e
 }
 
-// evictOne frees one entry: an idle-expired flow if the clock hand finds
-// one among the next 8, else the least recently seen of those 8.
-func (s *shard) evictOne(now int64, to *Timeouts) {
+// evictOne frees one entry of a full shard and returns it, out of the
+// index, for the caller to overwrite: an idle-expired flow if the clock
+// hand finds one among the next 8, else the least recently seen of those
+// 8.
+func (s *shard) evictOne(now int64, to *Timeouts) int {
 	victim, oldest := -1, int64(1<<63-1)
 	for k := 0; k < 8 && k < len(s.ents); k++ {
 		if s.cursor >= len(s.ents) {
@@ -231,18 +286,17 @@ func (s *shard) evictOne(now int64, to *Timeouts) {
 		s.cursor++
 		f := &s.ents[e]
 		if now-f.last > to.of(f) {
-			s.remove(e)
+			s.deleteSlot(s.slotOf(e))
 			s.expired++
-			return
+			return e
 		}
 		if f.last < oldest {
 			victim, oldest = e, f.last
 		}
 	}
-	if victim >= 0 {
-		s.remove(victim)
-		s.evicted++
-	}
+	s.deleteSlot(s.slotOf(victim))
+	s.evicted++
+	return victim
 }
 
 // remove deletes entry e: its index slot goes (later members of the probe
@@ -302,7 +356,7 @@ type FlowInfo struct {
 
 // event copies what a denied-flow event says of f.
 func (f *flow) event(revoked bool) deniedEvent {
-	e := deniedEvent{src: netip.AddrFrom16(f.key.a).Unmap(), dst: netip.AddrFrom16(f.key.b).Unmap(),
+	e := deniedEvent{src: f.key.addrA().Unmap(), dst: f.key.addrB().Unmap(),
 		sport: f.key.pa, dport: f.key.pb, proto: f.key.proto, revoked: revoked, layer: f.layer}
 	if !f.initA {
 		e.src, e.dst, e.sport, e.dport = e.dst, e.src, e.dport, e.sport
@@ -311,7 +365,7 @@ func (f *flow) event(revoked bool) deniedEvent {
 }
 
 func (f *flow) info() FlowInfo {
-	a, b := netip.AddrFrom16(f.key.a).Unmap(), netip.AddrFrom16(f.key.b).Unmap()
+	a, b := f.key.addrA().Unmap(), f.key.addrB().Unmap()
 	fi := FlowInfo{Src: a, Dst: b, SPort: f.key.pa, DPort: f.key.pb, Proto: f.key.proto,
 		Layer: int(f.layer), Via: f.via, PickedUp: f.nosyn,
 		Decision: f.decision(), Packets: f.pkts, Bytes: f.bytes, Denied: f.denied,

@@ -102,6 +102,9 @@ func (f *Filter) Snapshot() Snapshot {
 		s.FlowCap += sh.limit
 		s.FlowsEvicted += sh.evicted
 		s.FlowsExpired += sh.expired
+		s.Passed += sh.passed
+		s.PassedBytes += sh.passedBytes
+		s.Domestic += sh.domestic
 		sh.mu.Unlock()
 	}
 	f.retiredMu.Lock()

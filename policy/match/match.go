@@ -106,9 +106,12 @@ type Decision struct {
 }
 
 // entry is one listed remote prefix: the run of approvals in Matcher.cands
-// that list it, and the entry of its nearest listed supernet (-1: none).
+// that list it, the first of them (most prefixes have one approval: no
+// second place to read), and the entry of its nearest listed supernet (-1:
+// none).
 type entry struct {
 	off, n uint32
+	first  int32
 	parent int32
 }
 
@@ -187,7 +190,7 @@ func Compile(p *policy.Policy) *Matcher {
 			}
 		}
 		own := exact[pfx]
-		m.entries[i] = entry{off: uint32(len(m.cands)), n: uint32(len(own)), parent: parent}
+		m.entries[i] = entry{off: uint32(len(m.cands)), n: uint32(len(own)), first: own[0], parent: parent}
 		m.cands = append(m.cands, own...)
 		index[pfx] = int32(i)
 		m.remote.Insert(pfx, int32(i))
@@ -224,36 +227,36 @@ func (m *Matcher) Decide(q *Query) Decision {
 	// opened to. Taking either end would let a sender that borrows an
 	// approved address as its source reach anywhere.
 	d := Decision{Approval: -1, RecheckAt: math.MaxInt64, SrcDomestic: srcDom, DstDomestic: dstDom}
-	first, second := dst, netip.Addr{}
+	remote := dst
 	if dstDom {
-		first = src
+		remote = src
 	}
+	d.Remote = remote
 	now := q.Now.UnixNano()
 	best, bestMisses := ReasonNoApproval, 4
-	d.Remote = first
-	for _, remote := range [2]netip.Addr{first, second} {
-		if !remote.IsValid() {
-			continue
-		}
-		ei, ok := m.remote.Lookup(remote)
-		if !ok {
-			continue
-		}
-		// Most specific prefix first, then up the chain of supernets.
-		for ; ei >= 0; ei = m.entries[ei].parent {
-			e := m.entries[ei]
-			for _, idx := range m.cands[e.off : e.off+e.n] {
-				r, misses := m.apps[idx].check(q, now, &d.RecheckAt)
-				if misses == 0 {
-					d.Verdict, d.Reason, d.Approval, d.Remote = Approved, ReasonApproved, idx, remote
-					return d
-				}
-				// The nearest miss explains the denial best: fewest failed
-				// conditions, then the later reason.
-				if misses < bestMisses || misses == bestMisses && r > best {
-					best, bestMisses = r, misses
-				}
+	ei, ok := m.remote.Lookup(remote)
+	if !ok {
+		ei = -1
+	}
+	// Most specific prefix first, then up the chain of supernets.
+	for ; ei >= 0; ei = m.entries[ei].parent {
+		e := &m.entries[ei]
+		idx := e.first
+		for i := uint32(0); ; {
+			r, misses := m.apps[idx].check(q, now, &d.RecheckAt)
+			if misses == 0 {
+				d.Verdict, d.Reason, d.Approval = Approved, ReasonApproved, idx
+				return d
 			}
+			// The nearest miss explains the denial best: fewest failed
+			// conditions, then the later reason.
+			if misses < bestMisses || misses == bestMisses && r > best {
+				best, bestMisses = r, misses
+			}
+			if i++; i >= e.n {
+				break
+			}
+			idx = m.cands[e.off+i]
 		}
 	}
 	d.Reason = best

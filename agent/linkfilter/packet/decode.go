@@ -108,6 +108,105 @@ type walk struct {
 // Decode fills p from frame. truncated says the capture cut the frame, so
 // headers missing at its end are not a problem.
 func (d *Decoder) Decode(frame []byte, truncated bool, p *Packet) {
+	if d.first == stEther && plain(frame, truncated, p) {
+		return
+	}
+	d.walkAll(frame, truncated, p)
+}
+
+// plain decodes the frame nearly all traffic is, in one straight pass:
+// untagged Ethernet, IPv4 without options or fragmentation or IPv6
+// without extension headers, from a unicast source to a unicast
+// destination, carrying TCP or UDP that is no tunnel, with nothing after
+// the datagram but Ethernet's padding. It fills p exactly as walkAll
+// would (TestPlainMatchesWalk, FuzzPlain hold it to that); for any other
+// frame it reports false and leaves p for walkAll to overwrite.
+func plain(b []byte, truncated bool, p *Packet) bool {
+	if len(b) < 14+20+8 {
+		return false
+	}
+	l := &p.L[0]
+	et := be16(b, 12)
+	var off, ipEnd int
+	switch et {
+	case EtherIPv4:
+		// Version 4, no options; no more-fragments flag, offset 0; not
+		// from multicast, broadcast or 0.0.0.0, not to multicast or
+		// broadcast (those are the link-scoped rules' to judge).
+		ipEnd = 14 + int(be16(b, 16))
+		if b[14] != 0x45 || ipEnd < 14+20 || ipEnd > len(b) || be16(b, 20)&0x3fff != 0 ||
+			b[26] >= 224 || b[30] >= 224 || binary.BigEndian.Uint32(b[26:]) == 0 {
+			return false
+		}
+		// Cleared, then set field by field: a composite literal is built
+		// on the stack and copied, which costs more than the decode.
+		*l = Layer{}
+		l.Src, l.Dst = netip.AddrFrom4([4]byte(b[26:30])), netip.AddrFrom4([4]byte(b[30:34]))
+		l.Proto, l.HopLimit, l.L3Off = b[23], b[22], 14
+		off = 14 + 20
+	case EtherIPv6:
+		if len(b) < 14+40+8 || b[14]>>4 != 6 || b[22] == 0xff || b[38] == 0xff ||
+			binary.BigEndian.Uint64(b[22:]) == 0 && binary.BigEndian.Uint64(b[30:]) == 0 {
+			return false
+		}
+		ipEnd = 14 + 40 + int(be16(b, 18))
+		if ipEnd > len(b) {
+			return false
+		}
+		*l = Layer{}
+		l.Src, l.Dst = netip.AddrFrom16([16]byte(b[22:38])), netip.AddrFrom16([16]byte(b[38:54]))
+		l.Proto, l.IPv6, l.HopLimit, l.L3Off = b[20], true, b[21], 14
+		off = 14 + 40
+	default:
+		return false
+	}
+	// Ethernet's minimum-frame padding (and an FCS) may follow, no more.
+	if ipEnd < len(b) && len(b) > max(ipEnd, 60)+4 {
+		return false
+	}
+	avail := ipEnd - off
+	switch l.Proto {
+	case ProtoTCP:
+		if avail < 20 {
+			return false
+		}
+		doff := int(b[off+12]>>4) * 4
+		if doff < 20 || avail < doff {
+			return false
+		}
+		l.SPort, l.DPort = be16(b, off), be16(b, off+2)
+		l.Seq, l.Ack = binary.BigEndian.Uint32(b[off+4:]), binary.BigEndian.Uint32(b[off+8:])
+		l.TCPFlags = b[off+13] & 0x1f
+		l.Payload = avail - doff
+	case ProtoUDP:
+		if avail < 8 || int(be16(b, off+4)) != avail {
+			return false
+		}
+		l.SPort, l.DPort = be16(b, off), be16(b, off+2)
+		if tunnelPort(l.SPort) || tunnelPort(l.DPort) {
+			return false
+		}
+		l.Payload = avail - 8
+	default:
+		return false
+	}
+	l.L4 = true
+	p.Kind, p.Problem, p.N, p.Inner, p.Link, p.EtherType = KindIP, ProblemNone, 1, LinkNone, LinkNone, et
+	p.Truncated, p.Segments = truncated, 0
+	return true
+}
+
+// tunnelPort reports a UDP port udpTunnel sees into.
+func tunnelPort(port uint16) bool {
+	switch port {
+	case PortVXLAN, PortVXLANLinux, PortVXLANGPE, PortGeneve, PortGTPU:
+		return true
+	}
+	return false
+}
+
+// walkAll decodes any frame, header by header.
+func (d *Decoder) walkAll(frame []byte, truncated bool, p *Packet) {
 	p.Kind, p.Problem, p.N, p.Inner, p.Link, p.EtherType = 0, ProblemNone, 0, LinkNone, LinkNone, 0
 	p.Truncated, p.Segments = truncated, 0
 	w := walk{d: d, p: p, b: frame, truncated: truncated, ethStart: -1}

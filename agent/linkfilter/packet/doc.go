@@ -7,7 +7,10 @@
 // link types. A UDP tunnel is seen into on its destination port and on
 // its source port (the adversary's receiver may read either). Link control (ARP, neighbour discovery, LLDP,
 // STP, LACP, link-scoped routing protocols) is validated by its
-// structure, not by its EtherType or address. It allocates nothing.
+// structure, not by its EtherType or address. It allocates nothing. The
+// frame nearly all traffic is (untagged Ethernet, IPv4 or IPv6 without
+// options, unicast TCP or UDP that is no tunnel) is read in one straight
+// pass that yields exactly what the full walk would.
 //
 // It is the decoding half of agent/linkfilter, in the way tailscale's
 // net/packet sits beside its filter: it knows headers, not policy. It
