@@ -3,9 +3,9 @@
 // one small contract (Reader, Writer, Port, Ring) so the packet filter never
 // knows which it reads.
 //
-// OpenFile or NewFileReader replays a capture file (gopacket's pcapgo);
-// OpenLive opens an interface as a Live port. A bridge opens two, checks
-// they share an MTU (CheckMTU), and either turns their offloads off
+// OpenFile or NewFileReader replays a capture file (pcap or pcapng, read
+// by pcapfile); OpenLive opens an interface as a Live port. A bridge opens
+// two, checks they share an MTU (CheckMTU), and either turns their offloads off
 // (DisableOffloads) or carries them (LiveOptions.Offloads). It then loops:
 // Drain hands the frames waiting in the receive ring over in place, Queue
 // copies each allowed one into the other port's transmit ring, and Flush
