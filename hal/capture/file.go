@@ -6,8 +6,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/gopacket/gopacket/layers"
-
 	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
@@ -49,7 +47,7 @@ func NewFileReader(r io.Reader) (*File, error) {
 
 // LinkType is the link type of the capture (of its first interface, for
 // pcapng; frames of interfaces of other link types are skipped).
-func (f *File) LinkType() layers.LinkType { return layers.LinkType(f.r.LinkType()) }
+func (f *File) LinkType() pcapfile.LinkType { return f.r.LinkType() }
 
 // ReadFrame copies the next frame into buf; io.EOF at the end. A damaged
 // record ends the file with an error wrapping io.ErrUnexpectedEOF or the
