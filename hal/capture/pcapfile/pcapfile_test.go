@@ -428,3 +428,69 @@ func TestLinkTypeNames(t *testing.T) {
 		t.Error("a name for 300")
 	}
 }
+
+// BenchmarkRead reads a capture of 1,000 frames of 60 to 1514 bytes, with
+// this reader and with pcapgo's (ZeroCopyReadPacketData, as capture.File
+// used it).
+func BenchmarkRead(b *testing.B) {
+	for _, format := range []string{"pcap", "pcapng"} {
+		var buf bytes.Buffer
+		var write func(ci gopacket.CaptureInfo, data []byte) error
+		if format == "pcap" {
+			w := pcapgo.NewWriterNanos(&buf)
+			w.WriteFileHeader(262144, layers.LinkTypeEthernet)
+			write = w.WritePacket
+		} else {
+			w, _ := pcapgo.NewNgWriter(&buf, layers.LinkTypeEthernet)
+			defer w.Flush()
+			write = func(ci gopacket.CaptureInfo, data []byte) error {
+				err := w.WritePacket(ci, data)
+				w.Flush()
+				return err
+			}
+		}
+		for i := range 1000 {
+			f := frames[i%2]
+			write(gopacket.CaptureInfo{Timestamp: epoch, CaptureLength: len(f), Length: len(f)}, f)
+		}
+		data := buf.Bytes()
+		b.Run(format+"/pcapfile", func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := pcapfile.NewReader(bytes.NewReader(data))
+				if err != nil {
+					b.Fatal(err)
+				}
+				for n := 0; ; n++ {
+					if _, err := r.Next(); err != nil {
+						if n != 1000 {
+							b.Fatal(n, err)
+						}
+						break
+					}
+				}
+			}
+		})
+		b.Run(format+"/pcapgo", func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var src gopacket.ZeroCopyPacketDataSource
+				if format == "pcap" {
+					src, _ = pcapgo.NewReader(bytes.NewReader(data))
+				} else {
+					src, _ = pcapgo.NewNgReader(bytes.NewReader(data), pcapgo.NgReaderOptions{})
+				}
+				for n := 0; ; n++ {
+					if _, _, err := src.ZeroCopyReadPacketData(); err != nil {
+						if n != 1000 {
+							b.Fatal(n, err)
+						}
+						break
+					}
+				}
+			}
+		})
+	}
+}
