@@ -10,9 +10,10 @@ LDFLAGS := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT) -X $(PK
 BUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 CMDS    := linkguard lgctl
 # Packages whose tests also run cross-compiled under qemu-user: the policy
-# engine, the packet decision, the MQTT queue, firmware install. Namespace
-# tests need a real kernel's AF_PACKET and ethtool, which qemu-user lacks.
-QEMU_PKGS ?= ./policy/... ./hal/atomicfile ./agent/queue ./agent/linkfilter ./agent/linkfilter/packet ./firmware/bundle ./firmware/slot ./firmware/fetch ./firmware/update ./firmware/provision ./agent/command ./agent/report ./agent/mqttlink/contract
+# engine, the packet decision, capture files (read on 32-bit devices), the
+# MQTT queue, firmware install. Namespace tests need a real kernel's
+# AF_PACKET and ethtool, which qemu-user lacks.
+QEMU_PKGS ?= ./policy/... ./hal/atomicfile ./hal/capture/pcapfile ./agent/queue ./agent/linkfilter ./agent/linkfilter/packet ./firmware/bundle ./firmware/slot ./firmware/fetch ./firmware/update ./firmware/provision ./agent/command ./agent/report ./agent/mqttlink/contract
 QEMU_SKIP ?= ^TestNetns
 ARCHS     := armv7:arm:7 arm64:arm64: mipsle:mipsle: mips:mips:
 RELEASE_KEY ?= release.key

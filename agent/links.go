@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
@@ -17,6 +16,7 @@ import (
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/hal/capture"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 	"linkguard.dev/linkguard/policy/store"
 )
 
@@ -60,7 +60,7 @@ func newLinks(site string, l *config.Links, hw *Hardware, policy *store.Store, u
 	}
 	var ev *linkfilter.Evidence
 	if l.Evidence.Dir != "" && l.Evidence.MaxMB > 0 {
-		if ev, err = linkfilter.OpenEvidence(l.Evidence.Dir, int64(l.Evidence.MaxMB)<<20, layers.LinkTypeEthernet); err != nil {
+		if ev, err = linkfilter.OpenEvidence(l.Evidence.Dir, int64(l.Evidence.MaxMB)<<20, pcapfile.LinkTypeEthernet); err != nil {
 			return fail(err)
 		}
 		closers = append(closers, ev.Close)

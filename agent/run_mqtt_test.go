@@ -18,6 +18,7 @@ import (
 	"linkguard.dev/linkguard/agent/config"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
+	"linkguard.dev/linkguard/agent/mqttlink/contract/schema"
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/hal/capture/capturetest"
 	"linkguard.dev/linkguard/policy/dsse"
@@ -208,7 +209,7 @@ links: {mode: inline, inside: in0, outside: out0}
 	defer mu.Unlock()
 	for _, m := range seen {
 		topic, payload, _ := strings.Cut(m, " ")
-		if err := contract.ValidateTopic(topic, []byte(payload)); err != nil {
+		if err := schema.ValidateTopic(topic, []byte(payload)); err != nil {
 			t.Errorf("message breaks the contract: %v\n%s", err, contract.Pretty([]byte(payload)))
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"linkguard.dev/linkguard/agent/feeds"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
+	"linkguard.dev/linkguard/agent/mqttlink/contract/schema"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/meter"
 	"linkguard.dev/linkguard/hal/relay/relaytest"
@@ -388,7 +389,7 @@ func TestRunRosterTrust(t *testing.T) {
 	defer s.mu.Unlock()
 	for _, m := range s.seen {
 		if strings.HasPrefix(m.topic, contract.Prefix+rosterDevice+"/") && !strings.HasSuffix(m.topic, "/cmd") {
-			if err := contract.ValidateTopic(m.topic, []byte(m.payload)); err != nil {
+			if err := schema.ValidateTopic(m.topic, []byte(m.payload)); err != nil {
 				t.Errorf("message breaks the contract: %v\n%s", err, contract.Pretty([]byte(m.payload)))
 			}
 		}

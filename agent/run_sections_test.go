@@ -10,6 +10,7 @@ import (
 	"linkguard.dev/linkguard/agent/feeds"
 	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
+	"linkguard.dev/linkguard/agent/mqttlink/contract/schema"
 )
 
 // fill sets every field of v, however deep, to a value that is not zero,
@@ -143,7 +144,7 @@ func validSection(t *testing.T, name string, sec any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := contract.Validate(contract.SchemaTelemetry, msg); err != nil {
+	if err := schema.Validate(contract.SchemaTelemetry, msg); err != nil {
 		t.Errorf("%v\n%s", err, contract.Pretty(msg))
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
-
 	"linkguard.dev/linkguard/policy/dsse"
 	"linkguard.dev/linkguard/policy/roster"
 	"linkguard.dev/linkguard/policy/roster/rostertest"
@@ -31,13 +29,13 @@ func precheckCases(t testing.TB, op, stranger ed25519.PrivateKey) []struct {
 	}
 	with := func(f func(e *dsse.Envelope)) []byte {
 		c := e
-		c.Signatures = append([]ssldsse.Signature(nil), e.Signatures...)
+		c.Signatures = append([]dsse.Signature(nil), e.Signatures...)
 		f(&c)
 		out, _ := json.Marshal(c)
 		return out
 	}
 	badSig := with(func(e *dsse.Envelope) {
-		e.Signatures = []ssldsse.Signature{{KeyID: e.Signatures[0].KeyID, Sig: base64.StdEncoding.EncodeToString(make([]byte, 64))}}
+		e.Signatures = []dsse.Signature{{KeyID: e.Signatures[0].KeyID, Sig: base64.StdEncoding.EncodeToString(make([]byte, 64))}}
 	})
 	known := e.Signatures[0].KeyID
 	sig := e.Signatures[0].Sig
@@ -52,7 +50,7 @@ func precheckCases(t testing.TB, op, stranger ed25519.PrivateKey) []struct {
 		{"compact", with(func(*dsse.Envelope) {}), ""},
 		{"known key, bad signature", badSig, ""},
 		{"known key beside a stranger", with(func(e *dsse.Envelope) {
-			e.Signatures = append([]ssldsse.Signature{{KeyID: strings.Repeat("ab", 32), Sig: "AAAA"}}, e.Signatures...)
+			e.Signatures = append([]dsse.Signature{{KeyID: strings.Repeat("ab", 32), Sig: "AAAA"}}, e.Signatures...)
 		}), ""},
 		{"trailing brace", append(with(func(*dsse.Envelope) {}), '}'), ""},
 		{"url base64 payload", env(`{` + typ + `,"payload":"e30_","signatures":[{"keyid":"` + known + `","sig":"x"}]}`), ""},

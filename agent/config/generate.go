@@ -14,7 +14,13 @@ import (
 //go:embed template.yaml
 var templateText string
 
-var configTemplate = template.Must(template.New("template.yaml").Funcs(template.FuncMap{"q": strconv.Quote}).Parse(templateText))
+// parseTemplate parses the template when Generate runs, not at init: a
+// package-level template would link text/template's parser and executor
+// (about 130 KB) into every device binary, which never generates a
+// configuration (lgctl provision does).
+func parseTemplate() (*template.Template, error) {
+	return template.New("template.yaml").Funcs(template.FuncMap{"q": strconv.Quote}).Parse(templateText)
+}
 
 // Answers are what a technician tells lgctl provision about a device; with
 // the template they make its configuration.
@@ -50,8 +56,12 @@ func Generate(a Answers) ([]byte, error) {
 		}
 		return out
 	}
+	tmpl, err := parseTemplate()
+	if err != nil {
+		return nil, fmt.Errorf("config: template: %w", err)
+	}
 	var b bytes.Buffer
-	err := configTemplate.Execute(&b, struct {
+	err = tmpl.Execute(&b, struct {
 		Answers
 		StateDir, SlotRoot, PolicyFile, CA, Cert, Key string
 	}{

@@ -8,6 +8,7 @@ import (
 
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 	"linkguard.dev/linkguard/policy/match"
 )
 
@@ -23,7 +24,7 @@ func TestTCPOpensOnlyOnSYN(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec, PickupGrace: -1})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	// A2 approves 192.0.2.0/24 for tcp/443 only. The client forges a
 	// SYN-ACK from its own port 443 to the server's SSH port, then talks.
 	steps := []struct {
@@ -62,7 +63,7 @@ func TestTCPOpensOnlyOnSYN(t *testing.T) {
 func TestTCPPickupGrace(t *testing.T) {
 	f := New(Options{Site: "s1", PickupGrace: DefaultPickupGrace})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	// A1 approves 198.51.100.0/24 for any service: picked up.
 	if _, r := judgeOn(f, d, SideInside, tcpFlags4(t, "10.1.0.5", "198.51.100.7", 40000, 22, false, true, true, nil), t0); r.Action != Pass {
 		t.Fatalf("any-service approval, mid-stream in grace: %+v", r)
@@ -87,7 +88,7 @@ func TestSpoofedSource(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	cases := []struct {
 		name string
 		side Side
@@ -142,7 +143,7 @@ func TestTunnelJudgedInside(t *testing.T) {
 		rec := &report.Recorder{}
 		f := New(Options{Site: "s1", Events: rec, Mode: mode})
 		f.SetMatcher(testMatcher(t, testPolicy))
-		d := f.NewDecoder(layers.LinkTypeEthernet)
+		d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 		p, r := judgeOn(f, d, SideInside, fr, t0)
 		if p.N != 2 || r.Verdict != match.Denied || r.Layer != 1 || r.Technique != TechTunnel {
 			t.Fatalf("%v: %d layers, %+v", mode, p.N, r)
@@ -167,7 +168,7 @@ func TestTunnelJudgedInside(t *testing.T) {
 func TestFragmentOverlapDropsDatagram(t *testing.T) {
 	f := New(Options{Site: "s1"})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	body := make([]byte, 72)
 	copy(body, []byte{0x13, 0x88, 0x00, 0x35, 0, 80, 0, 0}) // UDP 5000 -> 53, length 80
 	mk := func(off uint16, more bool, b []byte) []byte {
@@ -209,7 +210,7 @@ func TestFragmentOverlapDropsDatagram(t *testing.T) {
 func TestLinkControlRateBounded(t *testing.T) {
 	f := New(Options{Site: "s1"})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	arp := arpRequest(t)
 	passed := 0
 	for i := range 2000 { // 2,000 ARPs in 1 s
@@ -232,7 +233,7 @@ func TestMalformedNotDomestic(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	fr := append(tcp4(t, "10.1.0.5", "10.1.0.6", 1, 2, true, false, nil), make([]byte, 1000)...)
 	p, r := judgeOn(f, d, SideInside, fr, t0)
 	if p.Kind != packet.KindMalformed || r.Action != Drop || r.Technique != TechMalformed {

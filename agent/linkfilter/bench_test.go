@@ -13,6 +13,7 @@ import (
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/hal/capture/capturetest"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 	"linkguard.dev/linkguard/policy/match"
 	"linkguard.dev/linkguard/policy/policytest"
 )
@@ -42,7 +43,7 @@ func BenchmarkDecide(b *testing.B) {
 	b.Run("cached-flow", func(b *testing.B) {
 		f := New(Options{Site: "s1"})
 		f.SetMatcher(m)
-		d := f.NewDecoder(layers.LinkTypeEthernet)
+		d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 		var p packet.Packet
 		now := t0
 		d.Decode(syn, false, &p)
@@ -68,7 +69,7 @@ func BenchmarkDecide(b *testing.B) {
 	b.Run("cached-flow-vxlan", func(b *testing.B) {
 		f := New(Options{Site: "s1"})
 		f.SetMatcher(m)
-		d := f.NewDecoder(layers.LinkTypeEthernet)
+		d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 		var p packet.Packet
 		now := t0
 		open, seg := vx(true), vx(false)
@@ -88,7 +89,7 @@ func BenchmarkDecide(b *testing.B) {
 		fr := syn
 		f := New(Options{Site: "s1"})
 		f.SetMatcher(m)
-		d := f.NewDecoder(layers.LinkTypeEthernet)
+		d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 		var p packet.Packet
 		now := t0
 		b.ReportAllocs()
@@ -153,7 +154,7 @@ func BenchmarkDecide(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			f := New(Options{Site: "s1"})
 			f.SetMatcher(m)
-			d := f.NewDecoder(layers.LinkTypeEthernet)
+			d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 			var p packet.Packet
 			now := t0
 			if c.open != nil {
@@ -183,7 +184,7 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 	b.Run("decode-only", func(b *testing.B) {
-		d := packet.NewDecoder(layers.LinkTypeEthernet, packet.Options{})
+		d := packet.NewDecoder(pcapfile.LinkTypeEthernet, packet.Options{})
 		var p packet.Packet
 		b.ReportAllocs()
 		for b.Loop() {
@@ -216,7 +217,7 @@ func filled100k(b *testing.B) *Filter {
 	m, remote := bigPolicy(b)
 	f := New(Options{Site: "s1"})
 	f.SetMatcher(m)
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	fr := tcp4(b, "103.1.0.5", remote.String(), 40000, 443, true, false, nil)
 	var p packet.Packet
 	d.Decode(fr, false, &p)

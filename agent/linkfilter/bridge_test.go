@@ -8,14 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/layers"
-
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/hal/capture/capturetest"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
 func TestBridgeForwardsAllowedOnly(t *testing.T) {
-	ev, err := OpenEvidence(t.TempDir(), 1<<20, layers.LinkTypeEthernet)
+	ev, err := OpenEvidence(t.TempDir(), 1<<20, pcapfile.LinkTypeEthernet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +69,7 @@ func TestBridgeForwardsAllowedOnly(t *testing.T) {
 func TestEvidenceRingBounded(t *testing.T) {
 	dir := t.TempDir()
 	const maxBytes = 256 << 10
-	ev, err := OpenEvidence(dir, maxBytes, layers.LinkTypeEthernet)
+	ev, err := OpenEvidence(dir, maxBytes, pcapfile.LinkTypeEthernet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +92,7 @@ func TestEvidenceRingBounded(t *testing.T) {
 		t.Fatalf("%d files, %d bytes on disk, ring of %d", len(ents), total, maxBytes)
 	}
 	// Reopening counts what is there.
-	ev2, err := OpenEvidence(dir, maxBytes, layers.LinkTypeEthernet)
+	ev2, err := OpenEvidence(dir, maxBytes, pcapfile.LinkTypeEthernet)
 	if err != nil || ev2.Bytes() != total {
 		t.Fatalf("reopen: %v, %d bytes, want %d", err, ev2.Bytes(), total)
 	}

@@ -11,9 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
 // Evidence is a bounded ring of pcap files holding denied traffic: when the
@@ -22,12 +20,12 @@ type Evidence struct {
 	dir      string
 	maxBytes int64
 	fileMax  int64
-	link     layers.LinkType
+	link     pcapfile.LinkType
 
 	mu    sync.Mutex
 	f     *os.File
 	bw    *bufio.Writer
-	w     *pcapgo.Writer
+	w     *pcapfile.Writer
 	size  int64 // bytes in the open file
 	total int64 // bytes in all evidence files, the open one included
 	seq   int
@@ -37,7 +35,7 @@ const evidencePrefix = "evidence-"
 
 // OpenEvidence opens (creating) the evidence directory with a ring of at
 // most maxBytes; frames are of the given link type.
-func OpenEvidence(dir string, maxBytes int64, link layers.LinkType) (*Evidence, error) {
+func OpenEvidence(dir string, maxBytes int64, link pcapfile.LinkType) (*Evidence, error) {
 	if maxBytes < 64<<10 {
 		return nil, fmt.Errorf("linkfilter: evidence: max %d bytes is below 64 KiB", maxBytes)
 	}
@@ -99,8 +97,7 @@ func (e *Evidence) Write(ts time.Time, frame []byte, wireLen int) error {
 			return err
 		}
 	}
-	ci := gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(frame), Length: max(wireLen, len(frame))}
-	if err := e.w.WritePacket(ci, frame); err != nil {
+	if err := e.w.WriteFrame(ts, frame, wireLen); err != nil {
 		return fmt.Errorf("linkfilter: evidence: %w", err)
 	}
 	e.size += rec
@@ -136,8 +133,7 @@ func (e *Evidence) rotate(ts time.Time) error {
 		return fmt.Errorf("linkfilter: evidence: %w", err)
 	}
 	e.f, e.bw = f, bufio.NewWriterSize(f, 64<<10)
-	e.w = pcapgo.NewWriterNanos(e.bw)
-	if err := e.w.WriteFileHeader(evidenceSnaplen, e.link); err != nil {
+	if e.w, err = pcapfile.NewWriter(e.bw, evidenceSnaplen, e.link); err != nil {
 		return fmt.Errorf("linkfilter: evidence: %w", err)
 	}
 	e.size = 24

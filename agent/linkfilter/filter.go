@@ -12,10 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gopacket/gopacket/layers"
-
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 	"linkguard.dev/linkguard/policy"
 	"linkguard.dev/linkguard/policy/match"
 )
@@ -265,7 +264,7 @@ func (f *Filter) Mode() Mode { return f.o.Mode }
 
 // NewDecoder returns a decoder for frames of link type lt with the
 // filter's limits (encapsulation depth, link-local protocols).
-func (f *Filter) NewDecoder(lt layers.LinkType) *packet.Decoder {
+func (f *Filter) NewDecoder(lt pcapfile.LinkType) *packet.Decoder {
 	return packet.NewDecoder(lt, packet.Options{MaxEncap: f.o.MaxEncap, LinkLocal: f.o.LinkLocal})
 }
 

@@ -11,13 +11,14 @@ import (
 
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 	"linkguard.dev/linkguard/policy/match"
 )
 
 func TestFragments(t *testing.T) {
 	f := New(Options{Site: "s1"})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	payload := make([]byte, 64)
 	mk := func(dst string, off uint16, more bool) []byte {
 		ip := ip4("10.1.0.5", dst, layers.IPProtocolUDP)
@@ -58,7 +59,7 @@ func TestFragments(t *testing.T) {
 func TestJudgeFailOpen(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec, FailOpen: true})
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	fr := tcp4(t, "10.1.0.5", "8.8.8.8", 40000, 443, true, false, nil)
 	if _, r := judge(f, d, fr, t0); r.Action != Pass || r.Verdict != match.Monitored || r.Reason != match.ReasonNoPolicy {
 		t.Fatalf("no policy, fail open: %+v", r)
@@ -78,7 +79,7 @@ func TestJudgeFailOpen(t *testing.T) {
 func TestJudge(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec})
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	// No policy: fail closed for IP, link control passes.
 	if _, r := judge(f, d, tcp4(t, "10.1.0.5", "10.1.0.6", 1, 2, true, false, nil), t0); r.Action != Drop || r.Reason != match.ReasonNoPolicy {
 		t.Fatalf("no policy: %+v", r)
@@ -130,7 +131,7 @@ func TestRevocationReDecidesLiveFlow(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	seg := tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 22, false, true, []byte("data"))
 	if _, r := judge(f, d, seg, t0); r.Action != Pass {
 		t.Fatal(r)
@@ -179,7 +180,7 @@ approvals:
     remote: [198.51.100.0/24]
     valid_until: 2026-06-01T12:00:01Z
 `))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	seg := tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 22, false, true, nil)
 	if _, r := judge(f, d, seg, t0); r.Action != Pass {
 		t.Fatal(r)
@@ -192,7 +193,7 @@ approvals:
 func TestFlowTableBounded(t *testing.T) {
 	f := New(Options{Site: "s1", MaxFlows: 256})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	fr := tcp4(t, "10.1.0.5", "8.8.8.8", 1, 443, true, false, nil)
 	var p packet.Packet
 	d.Decode(fr, false, &p)
@@ -239,7 +240,7 @@ func TestEventsRateLimited(t *testing.T) {
 	rec := &report.Recorder{}
 	f := New(Options{Site: "s1", Events: rec, EventsPerSecond: 5, EventBurst: 5})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	fr := tcp4(t, "10.1.0.5", "8.8.8.8", 1, 443, true, false, nil)
 	var p packet.Packet
 	d.Decode(fr, false, &p)
@@ -259,7 +260,7 @@ func TestEventsRateLimited(t *testing.T) {
 func TestNoAllocs(t *testing.T) {
 	f := New(Options{Site: "s1"})
 	f.SetMatcher(testMatcher(t, testPolicy))
-	d := f.NewDecoder(layers.LinkTypeEthernet)
+	d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 	frames := [][]byte{
 		tcp4(t, "10.1.0.5", "198.51.100.7", 40000, 443, false, true, nil),
 		udp6(t, "fd00:1::5", "2001:db8:aa::1", 5000, 53),
@@ -307,7 +308,7 @@ func TestBuildRST(t *testing.T) {
 		} else {
 			fr = tcp4(t, "10.1.0.5", "8.8.8.8", 40000, 443, false, true, []byte("abcd"))
 		}
-		d := packet.NewDecoder(layers.LinkTypeEthernet, packet.Options{})
+		d := packet.NewDecoder(pcapfile.LinkTypeEthernet, packet.Options{})
 		var p packet.Packet
 		d.Decode(fr, false, &p)
 		var buf [rstMax]byte

@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 	"linkguard.dev/linkguard/policy/match"
 )
 
@@ -95,7 +96,7 @@ func FuzzDifferential(f *testing.F) {
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		flt := New(Options{Site: "s1", PickupGrace: -1})
 		flt.SetMatcher(m)
-		d := flt.NewDecoder(layers.LinkTypeEthernet)
+		d := flt.NewDecoder(pcapfile.LinkTypeEthernet)
 		var p packet.Packet
 		d.Decode(frame, false, &p)
 		if r := flt.Judge(&p, SideUnknown, frame, len(frame), t0); r.Action != Pass {

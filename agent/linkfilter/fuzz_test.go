@@ -3,9 +3,8 @@ package linkfilter
 import (
 	"testing"
 
-	"github.com/gopacket/gopacket/layers"
-
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
 // FuzzJudge feeds arbitrary frames of every supported link type through
@@ -18,7 +17,7 @@ func FuzzJudge(f *testing.F) {
 	f.Add(uint8(2), []byte{0, 0, 0, 2, 0x45, 0, 0, 20})
 	f.Add(uint8(0), []byte{1, 0x80, 0xc2, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0, 38, 0x42, 0x42, 3})
 	m := testMatcher(f, testPolicy)
-	links := []layers.LinkType{layers.LinkTypeEthernet, layers.LinkTypeRaw, layers.LinkTypeNull, layers.LinkTypeLinuxSLL}
+	links := []pcapfile.LinkType{pcapfile.LinkTypeEthernet, pcapfile.LinkTypeRaw, pcapfile.LinkTypeNull, pcapfile.LinkTypeLinuxSLL}
 	f.Fuzz(func(t *testing.T, link uint8, frame []byte) {
 		flt := New(Options{Site: "s1", MaxFlows: 64, Mode: ModeMonitor, Reset: true})
 		flt.SetMatcher(m)

@@ -7,11 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopacket/gopacket/layers"
-
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/agent/linkfilter/redteam"
 	"linkguard.dev/linkguard/agent/report"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 	"linkguard.dev/linkguard/policy/match"
 )
 
@@ -40,7 +39,7 @@ func TestRedTeamCorpus(t *testing.T) {
 				rec := &report.Recorder{}
 				f := New(Options{Site: redteam.Site, Mode: mode, PickupGrace: -1, Events: rec})
 				f.SetMatcher(m)
-				d := f.NewDecoder(layers.LinkTypeEthernet)
+				d := f.NewDecoder(pcapfile.LinkTypeEthernet)
 				var p packet.Packet
 				dropped := 0
 				for i, fr := range c.Frames {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"linkguard.dev/linkguard/agent/command"
-	"linkguard.dev/linkguard/agent/mqttlink/contract"
+	"linkguard.dev/linkguard/agent/mqttlink/contract/schema"
 )
 
 // TestEvidenceUpload queues a file in chunks that reassemble to it, each
@@ -56,7 +56,7 @@ func TestEvidenceUpload(t *testing.T) {
 		if topic != l.topics.Evidence {
 			continue // the evidence.uploaded event
 		}
-		if err := contract.ValidateTopic(topic, payload); err != nil {
+		if err := schema.ValidateTopic(topic, payload); err != nil {
 			t.Fatal(err)
 		}
 		var c EvidenceChunk

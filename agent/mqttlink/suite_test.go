@@ -23,6 +23,7 @@ import (
 	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
+	"linkguard.dev/linkguard/agent/mqttlink/contract/schema"
 	"linkguard.dev/linkguard/agent/report"
 	"linkguard.dev/linkguard/policy/dsse"
 )
@@ -181,7 +182,7 @@ func (o *observer) record(topic string, payload []byte, retained bool) {
 	p := append([]byte(nil), payload...)
 	o.msgs = append(o.msgs, msg{topic, p, retained})
 	if contract.SchemaFor(topic) != "" && !strings.HasSuffix(topic, "/cmd") && topic != contract.PolicyTopic {
-		if err := contract.ValidateTopic(topic, p); err != nil {
+		if err := schema.ValidateTopic(topic, p); err != nil {
 			o.bad = append(o.bad, fmt.Sprintf("%v\n%s", err, contract.Pretty(p)))
 		}
 		o.checkSeal(topic, p)

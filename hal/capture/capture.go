@@ -4,7 +4,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/gopacket/gopacket/layers"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
 // Sentinel errors callers act on.
@@ -121,13 +121,13 @@ type Ring interface {
 // LinkTyper is implemented by sources whose frames are not all Ethernet
 // (capture files).
 type LinkTyper interface {
-	LinkType() layers.LinkType
+	LinkType() pcapfile.LinkType
 }
 
 // LinkTypeOf returns r's link type, Ethernet when it does not say.
-func LinkTypeOf(r Reader) layers.LinkType {
+func LinkTypeOf(r Reader) pcapfile.LinkType {
 	if lt, ok := r.(LinkTyper); ok {
 		return lt.LinkType()
 	}
-	return layers.LinkTypeEthernet
+	return pcapfile.LinkTypeEthernet
 }

@@ -19,6 +19,7 @@ import (
 
 	"linkguard.dev/linkguard/hal/capture"
 	"linkguard.dev/linkguard/hal/capture/capturetest"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
 var frames = [][]byte{
@@ -57,8 +58,8 @@ func TestFiles(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		data []byte
-		link layers.LinkType
-	}{{"a.pcap", pb.Bytes(), layers.LinkTypeRaw}, {"a.pcapng", nb.Bytes(), layers.LinkTypeEthernet}} {
+		link pcapfile.LinkType
+	}{{"a.pcap", pb.Bytes(), pcapfile.LinkTypeRaw}, {"a.pcapng", nb.Bytes(), pcapfile.LinkTypeEthernet}} {
 		path := filepath.Join(dir, c.name)
 		if err := os.WriteFile(path, c.data, 0o644); err != nil {
 			t.Fatal(err)

@@ -3,10 +3,10 @@
 // one small contract (Reader, Writer, Port, Ring) so the packet filter never
 // knows which it reads.
 //
-// OpenFile or NewFileReader replays a capture file (gopacket's pcapgo);
-// OpenLive opens an interface as a Live port. A bridge opens two, checks
-// they share an MTU (CheckMTU), and either turns their offloads off
-// (DisableOffloads) or carries them (LiveOptions.Offloads). It then loops:
+// OpenFile or NewFileReader replays a capture file (pcap or pcapng, read
+// by pcapfile); OpenLive opens an interface as a Live port. A bridge opens
+// two, checks they share an MTU (CheckMTU), and either turns their offloads
+// off (DisableOffloads) or carries them (LiveOptions.Offloads). It then loops:
 // Drain hands the frames waiting in the receive ring over in place, Queue
 // copies each allowed one into the other port's transmit ring, and Flush
 // sends the batch with one system call when the drain ends; Wait sleeps in
@@ -42,6 +42,6 @@
 // super-frames never go through the qdisc-bypassing ring, which cannot
 // segment them.
 //
-// It imports gopacket, golang.org/x/net/bpf and golang.org/x/sys only:
+// It imports pcapfile, golang.org/x/net/bpf and golang.org/x/sys only:
 // never agent, policy or MQTT.
 package capture

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
-
-	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
 func TestCosign(t *testing.T) {
@@ -76,7 +74,7 @@ func TestInspect(t *testing.T) {
 	json.Unmarshal(env, &e)
 	json.Unmarshal(other, &o)
 	// a good, c untrusted, b's signature over another payload, a again.
-	e.Signatures = []ssldsse.Signature{e.Signatures[0], e.Signatures[1], o.Signatures[0], e.Signatures[0]}
+	e.Signatures = []Signature{e.Signatures[0], e.Signatures[1], o.Signatures[0], e.Signatures[0]}
 	data, _ := json.Marshal(&e)
 	var n int
 	ring := counting(NewKeyring(pub(a), pub(b), pub(d)), &n)

@@ -3,10 +3,12 @@
 // Simple Signing Envelope of in-toto and sigstore) with ed25519 keys, and
 // loads the key files the tools write.
 //
-// The envelope type and its pre-authentication encoding come from
-// go-securesystemslib's dsse package; verification is done here, one
-// signature at a time, so that every problem (unknown key, bad signature,
-// duplicate key, threshold not met) can be named on its own line. Signers
+// The envelope type and its pre-authentication encoding (PAE) are those of
+// go-securesystemslib's dsse package, written here because that package
+// links golang.org/x/crypto/ssh into every device binary (a fuzz test holds
+// the two equal); verification is done here too, one signature at a time,
+// so that every problem (unknown key, bad signature, duplicate key,
+// threshold not met) can be named on its own line. Signers
 // who sign apart add their signatures to one envelope (Cosign), over its
 // exact payload, and Inspect says whose signatures verified.
 //
@@ -25,6 +27,6 @@
 //     and each trusted key is tried once, on its first signature. One
 //     envelope costs at most Keyring.Len() ed25519 verifications.
 //
-// It imports only the standard library and go-securesystemslib: no MQTT, no
-// agent, nothing of the device.
+// It imports only the standard library (its tests, go-securesystemslib): no
+// MQTT, no agent, nothing of the device.
 package dsse

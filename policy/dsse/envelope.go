@@ -7,13 +7,52 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
-
-	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
-// Envelope is a DSSE envelope as it travels on disk and over MQTT.
-type Envelope = ssldsse.Envelope
+// Envelope is a DSSE envelope as it travels on disk and over MQTT: the
+// envelope of the DSSE specification (secure-systems-lab/dsse, envelope.md),
+// field for field go-securesystemslib's dsse.Envelope.
+type Envelope struct {
+	PayloadType string      `json:"payloadType"`
+	Payload     string      `json:"payload"`
+	Signatures  []Signature `json:"signatures"`
+}
+
+// Signature is one signature of an envelope: the keyid (KeyID of the
+// signer's key) and the base64 ed25519 signature of the envelope's PAE.
+type Signature struct {
+	KeyID string `json:"keyid"`
+	Sig   string `json:"sig"`
+}
+
+// DecodeB64Payload decodes the payload: standard base64, else URL-safe
+// base64, as go-securesystemslib decodes it.
+func (e *Envelope) DecodeB64Payload() ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(e.Payload)
+	if err != nil {
+		if b, err = base64.URLEncoding.DecodeString(e.Payload); err != nil {
+			return nil, errors.New("dsse: payload is not base64")
+		}
+	}
+	return b, nil
+}
+
+// PAE is DSSE's pre-authentication encoding of a payload, what a signature
+// covers: "DSSEv1 <len(type)> <type> <len(payload)> <payload>" (the
+// specification's protocol.md). It is written here rather than taken from
+// go-securesystemslib's dsse package, whose other file imports
+// golang.org/x/crypto/ssh: 130 KB of every device binary for a key-id
+// scheme LinkGuard does not use. A test holds the two equal.
+func PAE(payloadType string, payload []byte) []byte {
+	b := make([]byte, 0, len("DSSEv1 ")+2*20+len(payloadType)+len(payload)+2)
+	b = append(b, "DSSEv1 "...)
+	b = strconv.AppendInt(b, int64(len(payloadType)), 10)
+	b = append(append(append(b, ' '), payloadType...), ' ')
+	b = strconv.AppendInt(b, int64(len(payload)), 10)
+	return append(append(b, ' '), payload...)
+}
 
 // Sentinel errors that callers act on. Verify wraps them.
 var (
@@ -39,7 +78,7 @@ func Sign(payloadType string, payload []byte, keys ...ed25519.PrivateKey) ([]byt
 	if len(keys) == 0 {
 		return nil, errors.New("dsse: sign: no keys")
 	}
-	pae := ssldsse.PAE(payloadType, payload)
+	pae := PAE(payloadType, payload)
 	env := Envelope{PayloadType: payloadType, Payload: base64.StdEncoding.EncodeToString(payload)}
 	seen := map[string]bool{}
 	for _, k := range keys {
@@ -49,7 +88,7 @@ func Sign(payloadType string, payload []byte, keys ...ed25519.PrivateKey) ([]byt
 			return nil, fmt.Errorf("dsse: sign: key %s given twice", short(id))
 		}
 		seen[id] = true
-		env.Signatures = append(env.Signatures, ssldsse.Signature{
+		env.Signatures = append(env.Signatures, Signature{
 			KeyID: id,
 			Sig:   base64.StdEncoding.EncodeToString(ed25519.Sign(k, pae)),
 		})
@@ -87,9 +126,9 @@ func Cosign(envelope []byte, key ed25519.PrivateKey, lim Limits) ([]byte, error)
 	if n := lim.maxSignatures(); len(env.Signatures) >= n {
 		return nil, fmt.Errorf("dsse: cosign: %w: the envelope has %d, the cap", ErrTooManySignatures, n)
 	}
-	env.Signatures = append(env.Signatures, ssldsse.Signature{
+	env.Signatures = append(env.Signatures, Signature{
 		KeyID: id,
-		Sig:   base64.StdEncoding.EncodeToString(ed25519.Sign(key, ssldsse.PAE(env.PayloadType, payload))),
+		Sig:   base64.StdEncoding.EncodeToString(ed25519.Sign(key, PAE(env.PayloadType, payload))),
 	})
 	out, err := json.MarshalIndent(env, "", "  ")
 	if err != nil {

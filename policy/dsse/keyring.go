@@ -5,8 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"sort"
-
-	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
 // Keyring is a set of trusted public keys, indexed by key id.
@@ -168,7 +166,7 @@ func (k *Keyring) Inspect(data []byte, payloadType string, lim Limits) (*Inspect
 		return nil, fmt.Errorf("dsse: %w", ErrNoSignatures)
 	}
 	in := &Inspection{PayloadType: env.PayloadType, Payload: payload, Signatures: make([]SignatureCheck, len(env.Signatures))}
-	pae := ssldsse.PAE(env.PayloadType, payload)
+	pae := PAE(env.PayloadType, payload)
 	tried := map[string]bool{} // trusted key id -> whether its one try verified
 	for i, s := range env.Signatures {
 		c := &in.Signatures[i]
@@ -222,5 +220,5 @@ func decodeSig(s string) ([]byte, error) {
 // over another copy of the document?); it costs one ed25519 verification.
 func (k *Keyring) SignedOver(id, payloadType string, payload, sig []byte) bool {
 	pub, ok := k.keys[id]
-	return ok && k.verify(pub, ssldsse.PAE(payloadType, payload), sig)
+	return ok && k.verify(pub, PAE(payloadType, payload), sig)
 }

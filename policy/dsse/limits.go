@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
 // Default bounds on one envelope. Envelopes come from outside (any broker
@@ -74,7 +72,7 @@ type wireEnvelope struct {
 // rather than after all of them are allocated.
 type signatureList struct {
 	max  int
-	sigs []ssldsse.Signature
+	sigs []Signature
 }
 
 func (l *signatureList) UnmarshalJSON(b []byte) error {
@@ -95,7 +93,7 @@ func (l *signatureList) UnmarshalJSON(b []byte) error {
 		if len(l.sigs) == l.max {
 			return fmt.Errorf("%w: over the cap of %d", ErrTooManySignatures, l.max)
 		}
-		var s ssldsse.Signature
+		var s Signature
 		if err := dec.Decode(&s); err != nil {
 			// %v: the offset in err counts from the array, not the
 			// envelope, so jsonErr must not find it and print it as a

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
 // cycle names key ids in turn: signature i gets ids[i%len(ids)].
@@ -81,7 +79,7 @@ func TestVerifyBounds(t *testing.T) {
 	good, bad := one.Signatures[0], one.Signatures[0]
 	bad.Sig = base64.StdEncoding.EncodeToString(make([]byte, ed25519.SignatureSize))
 	// with returns the envelope with the given signatures.
-	with := func(sigs ...ssldsse.Signature) []byte {
+	with := func(sigs ...Signature) []byte {
 		e := one
 		e.Signatures = sigs
 		out, err := json.Marshal(&e)
@@ -90,15 +88,15 @@ func TestVerifyBounds(t *testing.T) {
 		}
 		return out
 	}
-	repeat := func(s ssldsse.Signature, n int) []ssldsse.Signature {
-		out := make([]ssldsse.Signature, n)
+	repeat := func(s Signature, n int) []Signature {
+		out := make([]Signature, n)
 		for i := range out {
 			out[i] = s
 		}
 		return out
 	}
-	untrusted := ssldsse.Signature{KeyID: KeyID(pub(c)), Sig: good.Sig}
-	noKeyID := ssldsse.Signature{Sig: good.Sig}
+	untrusted := Signature{KeyID: KeyID(pub(c)), Sig: good.Sig}
+	noKeyID := Signature{Sig: good.Sig}
 	tests := []struct {
 		name      string
 		env       []byte
@@ -117,10 +115,10 @@ func TestVerifyBounds(t *testing.T) {
 		{"empty keyid", with(noKeyID), Limits{}, 1, []error{ErrNoKeyID, ErrThreshold}, 0},
 		{"empty keyids to the cap", with(repeat(noKeyID, MaxSignatures)...), Limits{}, 1, []error{ErrNoKeyID, ErrThreshold}, 0},
 		{"unknown keyid", with(untrusted), Limits{}, 1, []error{ErrUnknownKey, ErrThreshold}, 0},
-		{"made-up keyid", with(ssldsse.Signature{KeyID: "x", Sig: good.Sig}), Limits{}, 1, []error{ErrUnknownKey}, 0},
+		{"made-up keyid", with(Signature{KeyID: "x", Sig: good.Sig}), Limits{}, 1, []error{ErrUnknownKey}, 0},
 		{"duplicate keyid counted once, verified once", with(repeat(good, 4)...), Limits{}, 2, []error{ErrDuplicateKey, ErrThreshold}, 1},
 		{"duplicate after a bad signature not tried", with(bad, good), Limits{}, 1, []error{ErrBadSignature, ErrDuplicateKey, ErrThreshold}, 1},
-		{"duplicate after a malformed signature not tried", with(ssldsse.Signature{KeyID: ida, Sig: "!!"}, good), Limits{}, 1, []error{ErrMalformed, ErrDuplicateKey}, 0},
+		{"duplicate after a malformed signature not tried", with(Signature{KeyID: ida, Sig: "!!"}, good), Limits{}, 1, []error{ErrMalformed, ErrDuplicateKey}, 0},
 		{"mixed to the cap: one try per trusted key", hostile(t, 0, payload, cycle(ida, "", idb, "unknown", ida, idb), MaxSignatures), Limits{}, 1, []error{ErrBadSignature, ErrNoKeyID, ErrUnknownKey, ErrDuplicateKey}, 2},
 	}
 	for _, tt := range tests {

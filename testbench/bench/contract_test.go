@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
+	"linkguard.dev/linkguard/agent/mqttlink/contract/schema"
 )
 
 var record = flag.Bool("record", false, "write a sample of the published messages to agent/mqttlink/contract/testdata")
@@ -78,7 +79,7 @@ func TestConsoleShowsWhatDevicesPublish(t *testing.T) {
 	sample := map[string]contract.WatchRecord{} // one message of each kind, for the contract's tests
 	verifier := &contract.ReportVerifier{Roots: b.Keys.Fleet.Pool()}
 	for _, m := range msgs {
-		if err := contract.ValidateTopic(m.Topic, m.Payload); err != nil {
+		if err := schema.ValidateTopic(m.Topic, m.Payload); err != nil {
 			t.Errorf("%s breaks the contract: %v\n%s", m.Topic, err, contract.Pretty(m.Payload))
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 
 	"linkguard.dev/linkguard/agent/console"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
+	"linkguard.dev/linkguard/agent/mqttlink/contract/schema"
 	"linkguard.dev/linkguard/testbench/sim"
 )
 
@@ -30,7 +31,7 @@ func TestConsoleReadsTheRemotesRoutersSend(t *testing.T) {
 		if contract.SchemaFor(topic) != contract.SchemaTelemetry {
 			return
 		}
-		if err := contract.ValidateTopic(topic, payload); err != nil {
+		if err := schema.ValidateTopic(topic, payload); err != nil {
 			t.Errorf("%s breaks the contract: %v", topic, err)
 			return
 		}

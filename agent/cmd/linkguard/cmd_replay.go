@@ -12,12 +12,12 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/gopacket/gopacket/layers"
 	"github.com/spf13/cobra"
 
 	"linkguard.dev/linkguard/agent/linkfilter"
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
 	"linkguard.dev/linkguard/hal/capture"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 	"linkguard.dev/linkguard/policy"
 	"linkguard.dev/linkguard/policy/match"
 )
@@ -235,14 +235,10 @@ func replayFile(cmd *cobra.Command, name string, j, next *judged) (captureReport
 
 // linkName names a link type with its number, as captures and tcpdump's
 // -L list spell them.
-func linkName(lt layers.LinkType) string {
-	names := map[layers.LinkType]string{
-		7: "ARCNET (BSD)", 105: "802.11", 119: "802.11 Prism", 127: "802.11 radiotap", 129: "ARCNET (Linux)",
-		163: "802.11 AVS", 192: "PPI", 226: "IPNET",
-	}
-	n, ok := names[lt]
-	if !ok {
-		n = lt.String()
+func linkName(lt pcapfile.LinkType) string {
+	n := lt.Name()
+	if n == "" {
+		n = "unknown"
 	}
 	return fmt.Sprintf("%d (%s)", uint16(lt), n)
 }
@@ -292,7 +288,7 @@ func (n *icmpNotes) ReadFrame(buf []byte) (capture.Info, error) {
 	return info, nil
 }
 
-func (n *icmpNotes) LinkType() layers.LinkType { return n.File.LinkType() }
+func (n *icmpNotes) LinkType() pcapfile.LinkType { return n.File.LinkType() }
 
 // total fills the breakdowns and the changes.
 func (r *replayReport) total(m *match.Matcher, top int) {

@@ -7,6 +7,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
 func benchFrames(b *testing.B) map[string][]byte {
@@ -27,7 +28,7 @@ func BenchmarkDecode(b *testing.B) {
 	for _, name := range []string{"plain-tcp4", "plain-tcp6", "vxlan", "gre"} {
 		fr := benchFrames(b)[name]
 		b.Run(name, func(b *testing.B) {
-			d := packet.NewDecoder(layers.LinkTypeEthernet, packet.Options{})
+			d := packet.NewDecoder(pcapfile.LinkTypeEthernet, packet.Options{})
 			var p packet.Packet
 			b.ReportAllocs()
 			for b.Loop() {

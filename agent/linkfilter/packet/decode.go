@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"github.com/gopacket/gopacket/layers"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
 // Options configure a Decoder. Zero values take the defaults.
@@ -26,7 +26,7 @@ const DefaultMaxEncap = 4
 // owns. It allocates nothing, holds no state between frames, and is safe
 // for concurrent use.
 type Decoder struct {
-	link     layers.LinkType
+	link     pcapfile.LinkType
 	first    uint8 // stage the frame starts at
 	maxEncap int
 	ll       LinkLocal
@@ -50,7 +50,7 @@ const (
 // (Ethernet for live ports; capture files may be raw IP, Linux cooked
 // (SLL, SLL2) or BSD loopback too). Frames of other link types decode as
 // KindOther; Supported says so up front.
-func NewDecoder(link layers.LinkType, o Options) *Decoder {
+func NewDecoder(link pcapfile.LinkType, o Options) *Decoder {
 	d := &Decoder{link: link, maxEncap: o.MaxEncap, ll: o.LinkLocal}
 	if d.maxEncap <= 0 {
 		d.maxEncap = DefaultMaxEncap
@@ -60,26 +60,26 @@ func NewDecoder(link layers.LinkType, o Options) *Decoder {
 		d.ll = DefaultLinkLocal
 	}
 	switch link {
-	case layers.LinkTypeEthernet:
+	case pcapfile.LinkTypeEthernet:
 		d.first = stEther
-	case layers.LinkTypeRaw, layers.LinkType(12): // 12: DLT_RAW on OpenBSD, seen in files
+	case pcapfile.LinkTypeRaw, pcapfile.LinkType(12): // 12: DLT_RAW on OpenBSD, seen in files
 		d.first = stIPAny
-	case layers.LinkTypeIPv4:
+	case pcapfile.LinkTypeIPv4:
 		d.first = stIPv4
-	case layers.LinkTypeIPv6:
+	case pcapfile.LinkTypeIPv6:
 		d.first = stIPv6
-	case layers.LinkTypeLinuxSLL:
+	case pcapfile.LinkTypeLinuxSLL:
 		d.first = stSLL
-	case layers.LinkType(276): // LINKTYPE_LINUX_SLL2
+	case pcapfile.LinkType(276): // LINKTYPE_LINUX_SLL2
 		d.first = stSLL2
-	case layers.LinkTypeNull, layers.LinkTypeLoop:
+	case pcapfile.LinkTypeNull, pcapfile.LinkTypeLoop:
 		d.first = stLoop
 	}
 	return d
 }
 
 // LinkType is the link type the decoder was built for.
-func (d *Decoder) LinkType() layers.LinkType { return d.link }
+func (d *Decoder) LinkType() pcapfile.LinkType { return d.link }
 
 // Supported reports whether the decoder can decode frames of its link
 // type at all.

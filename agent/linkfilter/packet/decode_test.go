@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"linkguard.dev/linkguard/agent/linkfilter/packet"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
 var (
@@ -65,7 +66,7 @@ func syn(sp, dp uint16) *layers.TCP {
 
 func decode(tb testing.TB, fr []byte) *packet.Packet {
 	tb.Helper()
-	d := packet.NewDecoder(layers.LinkTypeEthernet, packet.Options{})
+	d := packet.NewDecoder(pcapfile.LinkTypeEthernet, packet.Options{})
 	p := new(packet.Packet)
 	d.Decode(fr, false, p)
 	return p
@@ -287,7 +288,7 @@ func TestNoAllocs(t *testing.T) {
 	fr := ser(t, eth(layers.EthernetTypeIPv4), v4("10.1.0.2", "10.1.0.3", layers.IPProtocolUDP),
 		&layers.UDP{SrcPort: 50000, DstPort: 4789}, &layers.VXLAN{ValidIDFlag: true, VNI: 42},
 		eth(layers.EthernetTypeIPv4), v4("10.1.0.2", "203.0.113.7", layers.IPProtocolTCP), syn(1, 443))
-	d := packet.NewDecoder(layers.LinkTypeEthernet, packet.Options{})
+	d := packet.NewDecoder(pcapfile.LinkTypeEthernet, packet.Options{})
 	var p packet.Packet
 	if n := testing.AllocsPerRun(1000, func() { d.Decode(fr, false, &p) }); n != 0 {
 		t.Fatalf("%v allocs per decode", n)

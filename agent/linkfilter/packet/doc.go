@@ -14,7 +14,7 @@
 //
 // It is the decoding half of agent/linkfilter, in the way tailscale's
 // net/packet sits beside its filter: it knows headers, not policy. It
-// imports only gopacket's link-type constants.
+// imports only hal/capture/pcapfile's link types.
 //
 // # Why not gopacket's DecodingLayerParser
 //

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/gopacket/gopacket/layers"
+	"linkguard.dev/linkguard/hal/capture/pcapfile"
 )
 
 // plainFrames are frames plain must take: TCP and UDP over IPv4 and IPv6,
@@ -76,7 +76,7 @@ func checkPlain(t *testing.T, d *Decoder, b []byte, truncated bool) bool {
 // the full walk: every frame, every byte of it set to every value, and cut
 // or padded to every length around its own.
 func TestPlainMatchesWalk(t *testing.T) {
-	d := NewDecoder(layers.LinkTypeEthernet, Options{})
+	d := NewDecoder(pcapfile.LinkTypeEthernet, Options{})
 	taken := 0
 	for _, fr := range plainFrames() {
 		if !checkPlain(t, d, fr, false) {
@@ -111,7 +111,7 @@ func FuzzPlain(f *testing.F) {
 	for _, fr := range plainFrames() {
 		f.Add(fr, false)
 	}
-	d := NewDecoder(layers.LinkTypeEthernet, Options{})
+	d := NewDecoder(pcapfile.LinkTypeEthernet, Options{})
 	f.Fuzz(func(t *testing.T, b []byte, truncated bool) {
 		checkPlain(t, d, b, truncated)
 	})

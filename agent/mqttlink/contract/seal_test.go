@@ -18,6 +18,7 @@ import (
 
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
 	"linkguard.dev/linkguard/agent/mqttlink/contract/contracttest"
+	"linkguard.dev/linkguard/agent/mqttlink/contract/schema"
 )
 
 type fleet struct {
@@ -67,7 +68,7 @@ func TestSealedReportsVerify(t *testing.T) {
 	st := contract.State{Online: true, Device: "r1", Site: "s1", Kind: "router", Version: "1.0.0",
 		BootID: strings.Repeat("a", 32), Capabilities: []string{"ping"}, TS: time.Now().UTC()}
 	msg := seal(t, r1, contract.KindState, st)
-	if err := contract.Validate(contract.SchemaState, msg); err != nil {
+	if err := schema.Validate(contract.SchemaState, msg); err != nil {
 		t.Fatalf("a sealed state fails its schema: %v", err)
 	}
 	rep, err := f.verifier.Verify(contract.KindState, "r1", msg)
@@ -80,15 +81,15 @@ func TestSealedReportsVerify(t *testing.T) {
 		t.Fatalf("decode: %+v %v", back, err)
 	}
 	ev := seal(t, r1, contract.KindEvents, sampleEvent("r1", 1, contract.Genesis))
-	if err := contract.Validate(contract.SchemaEvent, ev); err != nil {
+	if err := schema.Validate(contract.SchemaEvent, ev); err != nil {
 		t.Fatalf("a sealed event fails its schema: %v", err)
 	}
 	tel := seal(t, r1, contract.KindTelemetry, contract.Telemetry{Device: "r1", BootID: strings.Repeat("a", 32), Seq: 1, TS: time.Now().UTC(), Agent: contract.AgentHealth{Goroutines: 3, RSSBytes: 1 << 20}})
-	if err := contract.Validate(contract.SchemaTelemetry, tel); err != nil {
+	if err := schema.Validate(contract.SchemaTelemetry, tel); err != nil {
 		t.Fatalf("sealed telemetry fails its schema: %v", err)
 	}
 	res := seal(t, r1, contract.KindResult, contract.Result{CmdID: "c1", OK: true, Device: "r1", TS: time.Now().UTC()})
-	if err := contract.Validate(contract.SchemaResult, res); err != nil {
+	if err := schema.Validate(contract.SchemaResult, res); err != nil {
 		t.Fatalf("a sealed result fails its schema: %v", err)
 	}
 	for kind, m := range map[string][]byte{contract.KindEvents: ev, contract.KindTelemetry: tel, contract.KindResult: res} {
