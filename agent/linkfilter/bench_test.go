@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -161,7 +162,12 @@ func BenchmarkDecide(b *testing.B) {
 				d.Decode(c.open, false, &p)
 				f.Judge(&p, SideInside, c.open, len(c.open), now)
 			}
-			for _, fr := range c.frames {
+			// The loop rewrites IP IDs: each run (-count) starts from copies.
+			frames := make([][]byte, len(c.frames))
+			for i, fr := range c.frames {
+				frames[i] = slices.Clone(fr)
+			}
+			for _, fr := range frames {
 				d.Decode(fr, false, &p)
 				if r := f.Judge(&p, SideInside, fr, len(fr), now); r.Action != c.want {
 					b.Fatalf("%+v", r)
@@ -172,7 +178,7 @@ func BenchmarkDecide(b *testing.B) {
 			for b.Loop() {
 				// 10 ms apart, under every rate limit the frames meet.
 				now += 10_000_000
-				fr := c.frames[i%len(c.frames)]
+				fr := frames[i%len(frames)]
 				if fr[12] == 0x08 && fr[13] == 0 {
 					// Each datagram (each pair of fragments) its own IP ID.
 					fr[18], fr[19] = byte(i>>9), byte(i>>1)
