@@ -379,12 +379,17 @@ func (f *Filter) Judge(p *packet.Packet, side Side, frame []byte, wireLen int, n
 		return f.problem(st, p, techOf(p.Problem), match.ReasonUnclassified, frame, wireLen, now)
 	}
 	var outer *keyed // layer 0's key, when the fast path made it
-	if p.N == 1 && !p.L[0].LinkControl && p.L[0].Frag == packet.NotFragment {
+	if l := &p.L[0]; p.N == 1 && !l.LinkControl && l.Frag == packet.NotFragment {
 		var kd keyed
-		kd.fwd = keyOf(&p.L[0], 0, &kd.k)
+		kd.fwd = keyOf(l, 0, &kd.k)
 		kd.h = kd.k.hash(f.seed)
-		if r, ok := f.judgeCached(st, &p.L[0], &kd, side, p.SegmentCount(), wireLen, now); ok {
-			return r
+		// A TCP opening (SYN alone) is almost always a new flow: it goes
+		// straight to the full path instead of looking the flow up twice.
+		opening := l.Proto == packet.ProtoTCP && l.L4 && l.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPRst) == packet.TCPSyn
+		if !opening {
+			if r, ok := f.judgeCached(st, l, &kd, side, p.SegmentCount(), wireLen, now); ok {
+				return r
+			}
 		}
 		outer = &kd
 	}
@@ -561,7 +566,7 @@ func (f *Filter) judgeLayer(st *polState, p *packet.Packet, i int, outer *keyed,
 	}
 	isNew := idx < 0
 	if !isNew && now-s.ents[idx].last > f.o.Timeouts.of(&s.ents[idx]) {
-		s.ents[idx] = flow{key: k} // idle-expired: a new flow on the same tuple
+		s.ents[idx] = flow{key: k, tag: uint32(h)} // idle-expired: a new flow on the same tuple
 		s.expired++
 		isNew = true
 	}

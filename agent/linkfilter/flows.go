@@ -99,12 +99,13 @@ const (
 	tcpClosing // FIN or RST seen
 )
 
-// flow is one entry of the table. Kept small (112 bytes): a full default
+// flow is one entry of the table. Kept small (120 bytes): a full default
 // table of 65,536 flows is under 8 MB with its index.
 type flow struct {
 	key      flowKey
-	initA    bool // side a opened the flow
-	nosyn    bool // TCP picked up without its SYN: judged both ways
+	tag      uint32 // low 32 bits of key's hash: where its index slot's probe starts
+	initA    bool   // side a opened the flow
+	nosyn    bool   // TCP picked up without its SYN: judged both ways
 	via      packet.Encap
 	layer    uint8
 	aDom     bool // side a's address is domestic (under policy generation domGen)
@@ -178,6 +179,11 @@ func (t *Timeouts) defaults() {
 	set(&t.Other, time.Minute)
 }
 
+// shortest is the least of the timeouts.
+func (t *Timeouts) shortest() int64 {
+	return int64(min(t.TCPEstablished, t.TCPOpening, t.TCPClosing, t.UDP, t.ICMP, t.Other))
+}
+
 func (t *Timeouts) of(f *flow) int64 {
 	switch f.key.proto {
 	case packet.ProtoTCP:
@@ -246,8 +252,7 @@ func (s *shard) find(k *flowKey, h uint64) int {
 
 // slotOf returns the index slot pointing at entry e.
 func (s *shard) slotOf(e int) uint64 {
-	h := s.ents[e].key.hash(s.seed)
-	for i := h & s.mask; ; i = (i + 1) & s.mask {
+	for i := uint64(s.ents[e].tag) & s.mask; ; i = (i + 1) & s.mask {
 		if int(s.idx[i]&entMask) == e+1 {
 			return i
 		}
@@ -260,9 +265,9 @@ func (s *shard) insert(k *flowKey, h uint64, now int64, to *Timeouts) int {
 	e := len(s.ents)
 	if e >= s.limit {
 		e = s.evictOne(now, to)
-		s.ents[e] = flow{key: *k}
+		s.ents[e] = flow{key: *k, tag: uint32(h)}
 	} else {
-		s.ents = append(s.ents, flow{key: *k})
+		s.ents = append(s.ents, flow{key: *k, tag: uint32(h)})
 	}
 	i := h & s.mask
 	for s.idx[i] != 0 {
@@ -278,6 +283,9 @@ func (s *shard) insert(k *flowKey, h uint64, now int64, to *Timeouts) int {
 // 8.
 func (s *shard) evictOne(now int64, to *Timeouts) int {
 	victim, oldest := -1, int64(1<<63-1)
+	// A flow seen within the shortest timeout cannot have expired: most
+	// of a busy table, judged without the per-state switch.
+	fresh := to.shortest()
 	for k := 0; k < 8 && k < len(s.ents); k++ {
 		if s.cursor >= len(s.ents) {
 			s.cursor = 0
@@ -285,7 +293,7 @@ func (s *shard) evictOne(now int64, to *Timeouts) int {
 		e := s.cursor
 		s.cursor++
 		f := &s.ents[e]
-		if now-f.last > to.of(f) {
+		if idle := now - f.last; idle > fresh && idle > to.of(f) {
 			s.deleteSlot(s.slotOf(e))
 			s.expired++
 			return e
