@@ -62,8 +62,9 @@ test-qemu: ## Run the core packages' tests cross-compiled for arm and arm64 unde
 bench: ## Run the benchmarks (with allocations)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
 
-bench-bridge: ## Inline vs kernel bridge, offloads off / on the ports / on everywhere (iperf3 TCP, 64 B UDP pps); revocation-to-drop (root)
-	$(GO) test -run '^$$' -bench 'BenchmarkBridge|BenchmarkRevocationToDrop' -benchtime 1x -count=1 ./agent/linkfilter/
+bench-bridge: ## Inline vs kernel bridge vs nftables peer, 5 rounds side by side, medians (offloads off / on the ports / on everywhere; iperf3 TCP, 64 B UDP pps); revocation-to-drop (root)
+	@mkdir -p artifacts
+	set -o pipefail; LG_BENCH_ROUNDS=5 $(GO) test -run '^$$' -bench 'BenchmarkBridge|BenchmarkRevocationToDrop' -benchtime 1x -count=1 -timeout 60m -v ./agent/linkfilter/ | tee artifacts/bench-bridge.txt
 
 bench-flood: ## 60 s SYN flood through the inline bridge: memory stays bounded (root)
 	LG_FLOOD_SECONDS=60 $(GO) test -run TestNetnsSYNFlood -count=1 -v ./agent/linkfilter/
