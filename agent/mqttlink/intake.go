@@ -375,8 +375,12 @@ func (l *Link) registerBuiltins() {
 		if err := waitToken(ctx, l.client.Unsubscribe(contract.PolicyTopic), 10*time.Second); err != nil {
 			return nil, fmt.Errorf("unsubscribe: %w", err)
 		}
-		if err := waitToken(ctx, l.client.Subscribe(contract.PolicyTopic, 0, l.onMessage), 10*time.Second); err != nil {
+		tok := l.client.Subscribe(contract.PolicyTopic, 0, l.onMessage)
+		if err := waitToken(ctx, tok, 10*time.Second); err != nil {
 			return nil, fmt.Errorf("subscribe: %w", err)
+		}
+		if len(refusedFilters(tok, map[string]byte{contract.PolicyTopic: 0})) > 0 {
+			return nil, fmt.Errorf("subscribe: the broker refused %s", contract.PolicyTopic)
 		}
 		var serial uint64
 		if l.opt.Policy != nil {

@@ -8,11 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +38,7 @@ type Options struct {
 	Device, Site, Kind, Version string
 
 	URL           string   // tcp:// mqtt:// ssl:// mqtts:// ws:// wss://
-	URLs          []string // more brokers (a cluster's nodes), tried after URL in order at each connect
+	URLs          []string // more brokers (a cluster's nodes): with URL, tried in turn from the place BrokerOrder gives the device
 	CA, Cert, Key string   // PEM files; Cert+Key = the device's identity
 	// Signer seals state, telemetry, events and results with the
 	// device's key (contract.Seal); nil sends them unsigned.
@@ -299,13 +302,28 @@ func (l *Link) newClient() (paho.Client, error) {
 	return paho.NewClient(o), nil
 }
 
-// brokers are URL and URLs, in the order they are tried.
+// brokers are URL and URLs, in the order this device tries them.
 func (o *Options) brokers() []string {
 	var b []string
 	if o.URL != "" {
 		b = append(b, o.URL)
 	}
-	return append(b, o.URLs...)
+	return BrokerOrder(o.Device, append(b, o.URLs...))
+}
+
+// BrokerOrder is the order a device tries the brokers of a list in: from
+// the place its id picks (FNV-1a, modulo the list's length), round to the
+// start. A fleet configured with one list spreads over a cluster's nodes
+// instead of every device landing on the first (whose loss then moved the
+// whole fleet at once, and which carried every session).
+func BrokerOrder(device string, urls []string) []string {
+	if len(urls) < 2 {
+		return urls
+	}
+	h := fnv.New32a()
+	h.Write([]byte(device))
+	i := int(h.Sum32() % uint32(len(urls)))
+	return append(slices.Clone(urls[i:]), urls[:i]...)
 }
 
 // brokerName is the broker address for logs, the one last tried: never
@@ -326,14 +344,20 @@ func (l *Link) brokerName() string {
 func (l *Link) connectLoop(ctx context.Context) {
 	backoff := l.opt.MinBackoff
 	for ctx.Err() == nil {
-		err := l.connect(ctx)
+		refused, err := l.connect(ctx)
 		if err == nil {
 			backoff = l.opt.MinBackoff
+			sctx, stop := context.WithCancel(ctx)
+			if len(refused) > 0 {
+				go l.resubscribe(sctx, refused)
+			}
 			select {
 			case <-ctx.Done():
+				stop()
 				return
 			case err = <-l.lost:
 			}
+			stop()
 			l.log.Warn("mqtt connection lost", "broker", l.brokerName(), "err", err)
 		} else {
 			l.log.Warn("mqtt connect failed", "broker", l.brokerName(), "err", err, "retry_max", backoff)
@@ -364,7 +388,12 @@ func jitter(d time.Duration) time.Duration {
 // re-elected; 30 s of waiting kept a device off the fleet that long.
 const DefaultStepTimeout = 10 * time.Second
 
-func (l *Link) connect(ctx context.Context) error {
+// connect connects, subscribes and publishes the state. The filters the
+// broker refused (SUBACK 0x80) come back for connectLoop to ask again:
+// NATS refuses a QoS 1 subscription whose JetStream consumer it could not
+// make (its API queue overflows while a fleet ramps), and an agent that
+// took the SUBACK for granted was deaf to every command on it.
+func (l *Link) connect(ctx context.Context) (refused map[string]byte, err error) {
 	select {
 	case <-l.lost: // a stale loss from the previous session
 	default:
@@ -372,8 +401,8 @@ func (l *Link) connect(ctx context.Context) error {
 	// paho tries the brokers in turn, each for its whole connect timeout
 	// (StepTimeout): a hung node first in the list must not use up the
 	// wait for the healthy ones after it.
-	tok := l.client.Connect()
-	if err := waitToken(ctx, tok, l.opt.StepTimeout*time.Duration(len(l.opt.brokers()))); err != nil {
+	ctok := l.client.Connect()
+	if err := waitToken(ctx, ctok, l.opt.StepTimeout*time.Duration(len(l.opt.brokers()))); err != nil {
 		// An attempt we stopped waiting for goes on, and paho refuses every
 		// Connect until it ends; one that then succeeds is a session nobody
 		// subscribes or publishes on, and the device stays "already
@@ -381,7 +410,7 @@ func (l *Link) connect(ctx context.Context) error {
 		// wait, a tenth of a 10,000-agent fleet ramping on two cores).
 		// Disconnect ends the attempt either way.
 		l.client.Disconnect(0)
-		return err
+		return nil, err
 	}
 	// The policy and the roster are retained, sent again at every
 	// subscribe, so QoS 0 loses nothing that the next connection would not
@@ -393,13 +422,15 @@ func (l *Link) connect(ctx context.Context) error {
 	if l.opt.Site != "" {
 		subs[l.topics.SiteCmd] = 1
 	}
-	if err := waitToken(ctx, l.client.SubscribeMultiple(subs, l.onMessage), l.opt.StepTimeout); err != nil {
+	tok := l.client.SubscribeMultiple(subs, l.onMessage)
+	if err := waitToken(ctx, tok, l.opt.StepTimeout); err != nil {
 		l.client.Disconnect(0)
-		return fmt.Errorf("subscribe: %w", err)
+		return nil, fmt.Errorf("subscribe: %w", err)
 	}
+	refused = refusedFilters(tok, subs)
 	if err := l.publishState(ctx); err != nil {
 		l.client.Disconnect(0)
-		return err
+		return nil, err
 	}
 	l.upMu.Lock()
 	select {
@@ -409,7 +440,59 @@ func (l *Link) connect(ctx context.Context) error {
 	}
 	l.upMu.Unlock()
 	l.log.Info("mqtt connected", "broker", l.brokerName(), "client_id", l.opt.Device, "boot_id", l.bootID)
-	return nil
+	return refused, nil
+}
+
+// refusedFilters are the filters of subs whose SUBACK code is a failure.
+func refusedFilters(tok paho.Token, subs map[string]byte) map[string]byte {
+	st, ok := tok.(*paho.SubscribeToken)
+	if !ok {
+		return nil
+	}
+	var refused map[string]byte
+	for f, code := range st.Result() {
+		if qos, asked := subs[f]; asked && code > 2 {
+			if refused == nil {
+				refused = make(map[string]byte)
+			}
+			refused[f] = qos
+		}
+	}
+	return refused
+}
+
+// SubscriptionRefused is the event an agent emits when the broker refused
+// a subscription it needs (a command topic, the policy, the roster): until
+// it is granted, nothing on that topic reaches the device. The agent keeps
+// asking, with backoff, for as long as the connection lasts.
+const SubscriptionRefused = "mqtt.subscription_refused"
+
+// resubscribe asks again for the refused filters, with the connection's
+// backoff, until the broker grants them all or ctx (the connection) ends.
+func (l *Link) resubscribe(ctx context.Context, refused map[string]byte) {
+	filters := func() []string { return slices.Sorted(maps.Keys(refused)) }
+	l.log.Warn("mqtt subscription refused", "broker", l.brokerName(), "filters", filters())
+	l.Emit(SubscriptionRefused, report.Warning, report.Fields{"broker": l.brokerName(), "filters": filters()})
+	backoff := l.opt.MinBackoff
+	for attempt := 1; len(refused) > 0; attempt++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(backoff*2, l.opt.MaxBackoff)
+		tok := l.client.SubscribeMultiple(refused, l.onMessage)
+		if err := waitToken(ctx, tok, l.opt.StepTimeout); err != nil {
+			l.log.Warn("mqtt subscribe again", "filters", filters(), "attempt", attempt, "err", err)
+			continue
+		}
+		refused = refusedFilters(tok, refused)
+		if len(refused) > 0 {
+			l.log.Warn("mqtt subscription refused again", "filters", filters(), "attempt", attempt)
+		} else {
+			l.log.Info("mqtt subscriptions granted", "attempt", attempt)
+		}
+	}
 }
 
 func (l *Link) setDown(err error) {

@@ -1,6 +1,7 @@
 package mqttlink_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"linkguard.dev/linkguard/agent/mqttlink"
 	"linkguard.dev/linkguard/agent/mqttlink/brokertest"
 	"linkguard.dev/linkguard/agent/mqttlink/contract"
 )
@@ -27,8 +29,13 @@ func TestConnectPastHungNode(t *testing.T) {
 	dead := *u
 	dead.Host = blackhole(t)
 
-	obs := e.observe(t, "console-late", "linkguard/v1/dev-late/state")
-	opt := e.options(t, "dev-late", t.TempDir())
+	// A device whose turn starts at the hung node.
+	dev := "dev-late"
+	for i := 0; mqttlink.BrokerOrder(dev, []string{dead.String(), u.String()})[0] != dead.String(); i++ {
+		dev = fmt.Sprintf("dev-late-%d", i)
+	}
+	obs := e.observe(t, "console-late", "linkguard/v1/"+dev+"/state")
+	opt := e.options(t, dev, t.TempDir())
 	opt.URL, opt.URLs, opt.StepTimeout = dead.String(), []string{u.String()}, step
 	opt.MinBackoff, opt.MaxBackoff = 100*time.Millisecond, 200*time.Millisecond
 	runLink(t, opt, nil)

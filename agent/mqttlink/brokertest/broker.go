@@ -219,7 +219,10 @@ type mochi struct{ *embedded.Broker }
 
 // Mochi starts an embedded mochi-mqtt broker (package embedded) with a TLS
 // listener that requires client certificates signed by the PKI's CA.
-func Mochi(tb testing.TB, pki *PKI) Broker {
+func Mochi(tb testing.TB, pki *PKI) Broker { return MochiACL(tb, pki, nil) }
+
+// MochiACL is Mochi with an access rule (embedded.Options.ACL).
+func MochiACL(tb testing.TB, pki *PKI, acl func(client, topic string, write bool) bool) Broker {
 	tb.Helper()
 	cert, err := tls.LoadX509KeyPair(pki.ServerCert, pki.ServerKey)
 	if err != nil {
@@ -229,6 +232,7 @@ func Mochi(tb testing.TB, pki *PKI) Broker {
 		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pki.Pool(),
 			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		ACL:    acl,
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -38,6 +38,11 @@ type Options struct {
 	// clients' certificates.
 	TLS    *tls.Config
 	Logger *slog.Logger
+	// ACL, when set, decides each subscription (write false) and publish
+	// (write true) of a client, by its client id; nil allows everything.
+	// A refused subscription gets a failure SUBACK, as a clustered
+	// broker's does.
+	ACL func(client, topic string, write bool) bool
 }
 
 // Broker is a running embedded broker.
@@ -79,7 +84,7 @@ func Start(o Options) (*Broker, error) {
 	caps.MaximumMessageExpiryInterval = 0 // keep queued messages across an outage
 	caps.MaximumClientWritesPending = 65536
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(quietDisconnects{log.Handler()}), Capabilities: caps})
-	if err := srv.AddHook(new(allowAll), nil); err != nil {
+	if err := srv.AddHook(&allowAll{acl: o.ACL}, nil); err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
 	if err := srv.Serve(); err != nil {
@@ -205,7 +210,10 @@ func (b *Broker) Publish(topic string, payload []byte, retained bool) error {
 
 // allowAll lets every client in: the listener is loopback only, and with
 // TLS the handshake already demanded what the TLS config asks.
-type allowAll struct{ mqtt.HookBase }
+type allowAll struct {
+	mqtt.HookBase
+	acl func(client, topic string, write bool) bool
+}
 
 func (h *allowAll) ID() string { return "allow-loopback" }
 
@@ -215,7 +223,9 @@ func (h *allowAll) Provides(b byte) bool {
 
 func (h *allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
-func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+func (h *allowAll) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	return h.acl == nil || cl.Net.Inline || h.acl(cl.ID, topic, write)
+}
 
 // quietDisconnects demotes mochi's message-less warning about a client's
 // connection ending (EOF, reset: every agent stop or kill in a demo) to
