@@ -173,6 +173,7 @@ jetstream {
   store_dir: %q
   max_memory_store: 64MB
   max_file_store: 1GB
+  limits { default_max_consumers: -1 }
 }
 cluster {
   name: linkguard
