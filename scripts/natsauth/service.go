@@ -24,7 +24,7 @@ type ServiceOptions struct {
 	Logger             *slog.Logger
 	Authorizer         *Authorizer
 	ReconnectWait      time.Duration  // default 250 ms
-	OnDecision         func(Decision) // called after each answer (tests)
+	OnDecision         func(Decision) // called with each decision before it is answered (tests)
 	DisconnectedNotify func(error)
 }
 
@@ -61,6 +61,11 @@ func Start(ctx context.Context, o ServiceOptions) error {
 			log.Error("natsauth: request", "err", err)
 			return
 		}
+		// Recorded before the answer goes out, so whoever watches decisions
+		// has seen this one by the time the client learns its fate.
+		if o.OnDecision != nil {
+			o.OnDecision(d)
+		}
 		if err := m.Respond(resp); err != nil {
 			log.Error("natsauth: respond", "err", err)
 		}
@@ -68,9 +73,6 @@ func Start(ctx context.Context, o ServiceOptions) error {
 			log.Warn("natsauth: refused", "name", d.Name, "client_id", d.ClientID, "reason", d.Refused)
 		} else {
 			log.Info("natsauth: admitted", "name", d.Name, "client_id", d.ClientID, "kind", d.Kind)
-		}
-		if o.OnDecision != nil {
-			o.OnDecision(d)
 		}
 	})
 	if err != nil {
