@@ -409,6 +409,16 @@ func (c *Console) ingest(topic string, payload []byte) {
 			fs, _ := t.Feeds()
 			d.applyTelemetry(&t, l, fs)
 			d.heard = now
+			if !d.Online && !d.StateAt.IsZero() && t.BootID == d.BootID && t.TS.After(d.StateAt) {
+				// A will can come after the device is back: on a cluster the
+				// node that held its old connection sends it late, after the
+				// new connection's online state, and the retained state stays
+				// "offline" (a will is stamped when set, at connect). Signed
+				// telemetry of the same boot stamped after it says the device
+				// is connected; if it is not, --silence says so again.
+				d.Online = true
+				c.dirty[dev] = struct{}{}
+			}
 			if d.StateAt.IsZero() && d.stateAsked.IsZero() {
 				// First heard: its state may simply still be on its way.
 				d.stateAsked = now.Add(stateAskGrace - stateAskEvery)

@@ -203,3 +203,33 @@ func TestSilentDeviceGoesOffline(t *testing.T) {
 		t.Fatalf("after it spoke again: %+v", d)
 	}
 }
+
+// TestLateWillThenTelemetry: on a cluster the will of a device's old
+// connection can come after its new connection's online state, and the
+// retained state stays "offline" while the device reports. Its telemetry
+// of the same boot, stamped after that will, shows it online again; a
+// report of another boot or stamped before the will does not.
+func TestLateWillThenTelemetry(t *testing.T) {
+	c := newTestConsole(t)
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	state := func(online bool, ts time.Time) []byte {
+		return mustJSON(t, contract.State{Device: "r1", Online: online, BootID: "b1", TS: ts})
+	}
+	tel := func(boot string, ts time.Time) []byte {
+		return mustJSON(t, contract.Telemetry{Device: "r1", BootID: boot, TS: ts})
+	}
+	c.Ingest(contract.Prefix+"r1/state", state(true, t0.Add(20*time.Second))) // second connection
+	c.Ingest(contract.Prefix+"r1/state", state(false, t0))                    // first connection's will, late
+	if d, _ := c.Device("r1"); d.Online {
+		t.Fatal("a will applies when it comes")
+	}
+	c.Ingest(contract.Prefix+"r1/telemetry", tel("b0", t0.Add(30*time.Second)))
+	c.Ingest(contract.Prefix+"r1/telemetry", tel("b1", t0.Add(-time.Second)))
+	if d, _ := c.Device("r1"); d.Online {
+		t.Fatal("telemetry of another boot, or older than the will, brought the device back")
+	}
+	c.Ingest(contract.Prefix+"r1/telemetry", tel("b1", t0.Add(30*time.Second)))
+	if d, _ := c.Device("r1"); !d.Online {
+		t.Fatal("the device reports after the late will and is still shown offline")
+	}
+}
