@@ -423,11 +423,20 @@ func (l *Link) connect(ctx context.Context) (refused map[string]byte, err error)
 		subs[l.topics.SiteCmd] = 1
 	}
 	tok := l.client.SubscribeMultiple(subs, l.onMessage)
-	if err := waitToken(ctx, tok, l.opt.StepTimeout); err != nil {
+	switch err := waitToken(ctx, tok, l.opt.StepTimeout); {
+	case errors.Is(err, errStepTimeout) && l.client.IsConnectionOpen():
+		// A broker slow to answer (NATS making JetStream consumers for a
+		// fleet that connects at once): dropping the connection to start
+		// again only asked it for every consumer again, and at 1,000
+		// devices kept most of them reconnecting. The connection stays and
+		// the subscriptions are asked again, as refused ones are.
+		refused = subs
+	case err != nil:
 		l.client.Disconnect(0)
 		return nil, fmt.Errorf("subscribe: %w", err)
+	default:
+		refused = refusedFilters(tok, subs)
 	}
-	refused = refusedFilters(tok, subs)
 	if err := l.publishState(ctx); err != nil {
 		l.client.Disconnect(0)
 		return nil, err
@@ -462,9 +471,10 @@ func refusedFilters(tok paho.Token, subs map[string]byte) map[string]byte {
 }
 
 // SubscriptionRefused is the event an agent emits when the broker refused
-// a subscription it needs (a command topic, the policy, the roster): until
-// it is granted, nothing on that topic reaches the device. The agent keeps
-// asking, with backoff, for as long as the connection lasts.
+// a subscription it needs (a command topic, the policy, the roster), or did
+// not answer it within the step timeout: until it is granted, nothing on
+// that topic reaches the device. The agent keeps asking, with backoff, for
+// as long as the connection lasts.
 const SubscriptionRefused = "mqtt.subscription_refused"
 
 // resubscribe asks again for the refused filters, with the connection's
@@ -524,9 +534,12 @@ func waitToken(ctx context.Context, tok paho.Token, limit time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
-		return errors.New("timed out")
+		return errStepTimeout
 	}
 }
+
+// errStepTimeout is a token not done within its step's time.
+var errStepTimeout = errors.New("timed out")
 
 func (l *Link) state(online bool) contract.State {
 	s := contract.State{Online: online, Device: l.opt.Device, BootID: l.bootID, TS: l.opt.Now().UTC()}
