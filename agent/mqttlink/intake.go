@@ -190,7 +190,7 @@ func (l *Link) policyLoop(ctx context.Context) error {
 			// publishes the state anyway.
 			if l.client != nil && l.client.IsConnectionOpen() {
 				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if err := l.publishState(ctx); err != nil {
+				if _, err := l.publishState(ctx); err != nil {
 					l.log.Warn("state not republished after policy change", "err", err)
 				}
 				cancel()
@@ -368,7 +368,8 @@ func (l *Link) registerBuiltins() {
 		return map[string]any{"pong": l.opt.Now().UTC(), "boot_id": l.bootID}, nil
 	})
 	must(command.Rebirth, func(ctx context.Context, _ *command.Command) (any, error) {
-		return nil, l.publishState(ctx)
+		_, err := l.publishState(ctx)
+		return nil, err
 	})
 	must(command.PolicyFetch, func(ctx context.Context, _ *command.Command) (any, error) {
 		// Subscribing again makes the broker send the retained policy.
@@ -379,7 +380,7 @@ func (l *Link) registerBuiltins() {
 		if err := waitToken(ctx, tok, 10*time.Second); err != nil {
 			return nil, fmt.Errorf("subscribe: %w", err)
 		}
-		if len(refusedFilters(tok, map[string]byte{contract.PolicyTopic: 0})) > 0 {
+		if len(contract.Refused(tok, map[string]byte{contract.PolicyTopic: 0})) > 0 {
 			return nil, fmt.Errorf("subscribe: the broker refused %s", contract.PolicyTopic)
 		}
 		var serial uint64

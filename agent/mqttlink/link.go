@@ -344,12 +344,15 @@ func (l *Link) brokerName() string {
 func (l *Link) connectLoop(ctx context.Context) {
 	backoff := l.opt.MinBackoff
 	for ctx.Err() == nil {
-		refused, err := l.connect(ctx)
+		refused, pending, err := l.connect(ctx)
 		if err == nil {
 			backoff = l.opt.MinBackoff
 			sctx, stop := context.WithCancel(ctx)
 			if len(refused) > 0 {
 				go l.resubscribe(sctx, refused)
+			}
+			if pending != nil {
+				go l.awaitState(sctx, pending)
 			}
 			select {
 			case <-ctx.Done():
@@ -393,7 +396,7 @@ const DefaultStepTimeout = 10 * time.Second
 // NATS refuses a QoS 1 subscription whose JetStream consumer it could not
 // make (its API queue overflows while a fleet ramps), and an agent that
 // took the SUBACK for granted was deaf to every command on it.
-func (l *Link) connect(ctx context.Context) (refused map[string]byte, err error) {
+func (l *Link) connect(ctx context.Context) (refused map[string]byte, pending paho.Token, err error) {
 	select {
 	case <-l.lost: // a stale loss from the previous session
 	default:
@@ -410,7 +413,7 @@ func (l *Link) connect(ctx context.Context) (refused map[string]byte, err error)
 		// wait, a tenth of a 10,000-agent fleet ramping on two cores).
 		// Disconnect ends the attempt either way.
 		l.client.Disconnect(0)
-		return nil, err
+		return nil, nil, err
 	}
 	// The policy and the roster are retained, sent again at every
 	// subscribe, so QoS 0 loses nothing that the next connection would not
@@ -433,13 +436,24 @@ func (l *Link) connect(ctx context.Context) (refused map[string]byte, err error)
 		refused = subs
 	case err != nil:
 		l.client.Disconnect(0)
-		return nil, fmt.Errorf("subscribe: %w", err)
+		return nil, nil, fmt.Errorf("subscribe: %w", err)
 	default:
-		refused = refusedFilters(tok, subs)
+		refused = contract.Refused(tok, subs)
 	}
-	if err := l.publishState(ctx); err != nil {
-		l.client.Disconnect(0)
-		return nil, err
+	if tok, err := l.publishState(ctx); err != nil {
+		if !errors.Is(err, errStepTimeout) || !l.client.IsConnectionOpen() {
+			l.client.Disconnect(0)
+			return nil, nil, err
+		}
+		// Connected and subscribed, the state not yet acknowledged: a
+		// cluster busy with a fleet that connects at once (NATS writing
+		// every retained state through its stream). Dropping the
+		// connection here asked the busy broker for the whole session
+		// again: at 1,000 devices on NATS most of the fleet went round
+		// that loop for minutes. The connection stays; awaitState waits
+		// longer and leaves the node only if it still does not answer
+		// (a hung node, whose connection paho cannot tell from a slow one).
+		pending = tok
 	}
 	l.upMu.Lock()
 	select {
@@ -449,25 +463,7 @@ func (l *Link) connect(ctx context.Context) (refused map[string]byte, err error)
 	}
 	l.upMu.Unlock()
 	l.log.Info("mqtt connected", "broker", l.brokerName(), "client_id", l.opt.Device, "boot_id", l.bootID)
-	return refused, nil
-}
-
-// refusedFilters are the filters of subs whose SUBACK code is a failure.
-func refusedFilters(tok paho.Token, subs map[string]byte) map[string]byte {
-	st, ok := tok.(*paho.SubscribeToken)
-	if !ok {
-		return nil
-	}
-	var refused map[string]byte
-	for f, code := range st.Result() {
-		if qos, asked := subs[f]; asked && code > 2 {
-			if refused == nil {
-				refused = make(map[string]byte)
-			}
-			refused[f] = qos
-		}
-	}
-	return refused
+	return refused, pending, nil
 }
 
 // SubscriptionRefused is the event an agent emits when the broker refused
@@ -480,28 +476,23 @@ const SubscriptionRefused = "mqtt.subscription_refused"
 // resubscribe asks again for the refused filters, with the connection's
 // backoff, until the broker grants them all or ctx (the connection) ends.
 func (l *Link) resubscribe(ctx context.Context, refused map[string]byte) {
-	filters := func() []string { return slices.Sorted(maps.Keys(refused)) }
-	l.log.Warn("mqtt subscription refused", "broker", l.brokerName(), "filters", filters())
-	l.Emit(SubscriptionRefused, report.Warning, report.Fields{"broker": l.brokerName(), "filters": filters()})
-	backoff := l.opt.MinBackoff
-	for attempt := 1; len(refused) > 0; attempt++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(jitter(backoff)):
-		}
-		backoff = min(backoff*2, l.opt.MaxBackoff)
-		tok := l.client.SubscribeMultiple(refused, l.onMessage)
-		if err := waitToken(ctx, tok, l.opt.StepTimeout); err != nil {
-			l.log.Warn("mqtt subscribe again", "filters", filters(), "attempt", attempt, "err", err)
-			continue
-		}
-		refused = refusedFilters(tok, refused)
-		if len(refused) > 0 {
-			l.log.Warn("mqtt subscription refused again", "filters", filters(), "attempt", attempt)
-		} else {
-			l.log.Info("mqtt subscriptions granted", "attempt", attempt)
-		}
+	filters := slices.Sorted(maps.Keys(refused))
+	l.log.Warn("mqtt subscription refused", "broker", l.brokerName(), "filters", filters)
+	l.Emit(SubscriptionRefused, report.Warning, report.Fields{"broker": l.brokerName(), "filters": filters})
+	// The refusal was an attempt: the next waits its backoff.
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(jitter(l.opt.MinBackoff)):
+	}
+	err := contract.Subscribe(ctx, l.client, refused, l.onMessage, contract.SubscribeOptions{
+		Step: l.opt.StepTimeout, MinBackoff: 2 * l.opt.MinBackoff, MaxBackoff: l.opt.MaxBackoff,
+		Refused: func(filters []string, attempt int, err error) {
+			l.log.Warn("mqtt subscription refused again", "filters", filters, "attempt", attempt, "err", err)
+		},
+	})
+	if err == nil {
+		l.log.Info("mqtt subscriptions granted")
 	}
 }
 
@@ -566,23 +557,44 @@ func (l *Link) state(online bool) contract.State {
 	return s
 }
 
-func (l *Link) publishState(ctx context.Context) error {
+func (l *Link) publishState(ctx context.Context) (paho.Token, error) {
 	// Snapshot and hand to paho under one lock, so a state built before a
 	// policy swap is never published after the one built after it.
 	l.stateMu.Lock()
 	b, err := json.Marshal(l.state(true))
 	if err != nil {
 		l.stateMu.Unlock()
-		return fmt.Errorf("mqttlink: state: %w", err)
+		return nil, fmt.Errorf("mqttlink: state: %w", err)
 	}
 	b = l.seal(contract.KindState, b)
 	tok := l.client.Publish(l.topics.State, 1, true, b)
 	l.stateMu.Unlock()
 	if err := waitToken(ctx, tok, l.opt.StepTimeout); err != nil {
-		return fmt.Errorf("publish state: %w", err)
+		return tok, fmt.Errorf("publish state: %w", err)
 	}
-	return nil
+	return tok, nil
 }
+
+// awaitState waits for the PUBACK of a state the connection's step timeout
+// did not see acknowledged, for stateGrace steps more: a broker that still
+// does not answer is taken for hung, and the connection is dropped so the
+// device moves to the next node.
+func (l *Link) awaitState(ctx context.Context, tok paho.Token) {
+	err := waitToken(ctx, tok, stateGrace*l.opt.StepTimeout)
+	switch {
+	case ctx.Err() != nil:
+	case err == nil:
+		l.log.Info("mqtt state acknowledged late", "broker", l.brokerName())
+	default:
+		l.log.Warn("mqtt state never acknowledged: leaving the node", "broker", l.brokerName(), "err", err)
+		l.client.Disconnect(0)
+		l.setDown(fmt.Errorf("publish state: %w", err))
+	}
+}
+
+// stateGrace is how many step timeouts more a connection waits for its
+// state's PUBACK before it leaves the node.
+const stateGrace = 2
 
 // ---- durable publishing
 
