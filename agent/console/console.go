@@ -271,11 +271,18 @@ func (c *Console) Run(ctx context.Context) error {
 			c.topic(contract.Prefix + "+/events"):     1,
 			c.topic(contract.Prefix + "+/cmd/result"): 1,
 		}
-		tok := cl.SubscribeMultiple(subs, c.onMessage)
+		// A refused subscription (SUBACK 0x80: NATS while it makes the
+		// consumers of a fleet that connects at once, or an ACL) is asked
+		// again until granted: paho reports it as done, and a console that
+		// took it for granted ingested nothing on it.
 		go func() {
-			tok.WaitTimeout(10 * time.Second)
-			if err := tok.Error(); err != nil {
-				c.log.Error("console: subscribe failed", "err", err)
+			err := contract.Subscribe(ctx, cl, subs, c.onMessage, contract.SubscribeOptions{
+				Refused: func(filters []string, attempt int, err error) {
+					c.log.Error("console: subscription refused; asking again", "filters", filters, "attempt", attempt, "err", err)
+				},
+			})
+			if err != nil && ctx.Err() == nil {
+				c.log.Warn("console: subscribe", "err", err)
 			}
 		}()
 		c.setConn(true, "")

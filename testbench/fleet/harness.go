@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -28,12 +29,7 @@ func newHarnessClient(brokers []string, tls console.TLSFiles) (*harnessClient, e
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
 	h := &harnessClient{answers: map[string]bool{}}
-	o.SetClientID(fmt.Sprintf("fleet-harness-%d", time.Now().UnixNano())).SetAutoReconnect(true)
-	h.c = paho.NewClient(o)
-	if tok := h.c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-		return nil, fmt.Errorf("fleet: harness connect: %w", publishErr(tok.Error()))
-	}
-	tok := h.c.Subscribe(contract.Prefix+"+/cmd/result", 1, func(_ paho.Client, m paho.Message) {
+	onResult := func(_ paho.Client, m paho.Message) {
 		var r contract.Result
 		if json.Unmarshal(m.Payload(), &r) != nil {
 			return
@@ -43,9 +39,29 @@ func newHarnessClient(brokers []string, tls console.TLSFiles) (*harnessClient, e
 			h.answers[r.Device] = true
 		}
 		h.mu.Unlock()
+	}
+	// A clean session: every connection subscribes anew, and asks again
+	// for what a busy broker refuses (NATS's SUBACK 0x80). A harness that
+	// lost its connection or its subscription heard no answer at all.
+	granted := make(chan struct{})
+	var once sync.Once
+	o.SetClientID(fmt.Sprintf("fleet-harness-%d", time.Now().UnixNano())).SetAutoReconnect(true)
+	o.SetOnConnectHandler(func(c paho.Client) {
+		go func() {
+			if contract.Subscribe(context.Background(), c, map[string]byte{contract.Prefix + "+/cmd/result": 1}, onResult, contract.SubscribeOptions{}) == nil {
+				once.Do(func() { close(granted) })
+			}
+		}()
 	})
-	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-		return nil, fmt.Errorf("fleet: harness subscribe: %w", publishErr(tok.Error()))
+	h.c = paho.NewClient(o)
+	if tok := h.c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("fleet: harness connect: %w", publishErr(tok.Error()))
+	}
+	select {
+	case <-granted:
+	case <-time.After(time.Minute):
+		h.close()
+		return nil, fmt.Errorf("fleet: harness subscribe: not granted within a minute")
 	}
 	return h, nil
 }

@@ -72,7 +72,15 @@ func subscribe(ctx context.Context, c paho.Client, filter string, h paho.Message
 	tok := c.Subscribe(filter, 1, h)
 	select {
 	case <-tok.Done():
-		return tok.Error()
+		if err := tok.Error(); err != nil {
+			return err
+		}
+		// paho takes a SUBACK 0x80 (an ACL, or NATS out of consumers) for
+		// done: watching on would show a quiet fleet instead of a refusal.
+		if len(contract.Refused(tok, map[string]byte{filter: 1})) > 0 {
+			return fmt.Errorf("the broker refused the subscription to %s (SUBACK 0x80): check this certificate's rights on the broker", filter)
+		}
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
