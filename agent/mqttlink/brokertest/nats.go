@@ -171,7 +171,7 @@ listen: 127.0.0.1:%d
 http: 127.0.0.1:%d
 jetstream {
   store_dir: %q
-  max_memory_store: 64MB
+  max_memory_store: 256MB
   max_file_store: 1GB
   limits { default_max_consumers: -1 }
 }
@@ -190,6 +190,7 @@ mqtt {
     timeout: 5
   }
   stream_replicas: %d
+  consumer_memory_storage: true
   ack_wait: "5s"
   max_ack_pending: 1024
 }
