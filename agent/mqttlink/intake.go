@@ -206,7 +206,7 @@ func (l *Link) applyPolicy(env []byte) {
 	if l.opt.Policy == nil {
 		return
 	}
-	l.applyRetained("policy", env, &l.lastRefused, l.opt.PolicyFile, func() error {
+	l.applyRetained("policy", report.PolicyRejected, env, &l.lastRefused, l.opt.PolicyFile, func() error {
 		_, err := l.opt.Policy.Apply(env, "mqtt")
 		if errors.Is(err, store.ErrUnchanged) {
 			return errUnchanged
@@ -222,10 +222,21 @@ var errUnchanged = errors.New("unchanged")
 // applyRetained applies a retained fleet document (policy, roster) with
 // apply, remembers one it refused so its redelivery is not refused again
 // (the store reports the refusal), and keeps an applied one in file.
-func (l *Link) applyRetained(what string, env []byte, lastRefused *[32]byte, file string, apply func() error) {
+func (l *Link) applyRetained(what, rejected string, env []byte, lastRefused *[32]byte, file string, apply func() error) {
 	sum := sha256.Sum256(env)
 	if sum == *lastRefused {
 		l.log.Debug("retained fleet " + what + " already refused; ignoring the redelivery")
+		return
+	}
+	if len(env) == 0 {
+		// An empty retained message clears the topic on the broker (an
+		// operator's mistake, or a test tearing down): devices that connect
+		// later get no fleet document at all. Say so plainly, rather than
+		// as a malformed envelope, and keep the one in force.
+		*lastRefused = sum
+		reason := "the broker's retained fleet " + what + " was cleared (an empty message); the " + what + " in force stays"
+		l.log.Warn("retained fleet "+what+" cleared on the broker", "kept", "in force")
+		l.Emit(rejected, report.Warning, report.Fields{"source": "mqtt", "reason": reason})
 		return
 	}
 	switch err := apply(); {
@@ -266,7 +277,7 @@ func (l *Link) applyRoster(env []byte) {
 	if l.opt.Roster == nil {
 		return
 	}
-	l.applyRetained("roster", env, &l.lastRosterRefused, l.opt.RosterFile, func() error {
+	l.applyRetained("roster", report.RosterRejected, env, &l.lastRosterRefused, l.opt.RosterFile, func() error {
 		_, err := l.opt.Roster.Apply(env, "mqtt")
 		if errors.Is(err, roster.ErrUnchanged) {
 			return errUnchanged

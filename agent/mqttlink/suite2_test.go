@@ -246,6 +246,20 @@ func testFleetPolicy(t *testing.T, e *env) {
 	if st.Current().Serial() != 7 {
 		t.Fatalf("enforcing serial %d after a forged policy", st.Current().Serial())
 	}
+	// The retained policy cleared on the broker (an empty message): said
+	// plainly, not as a malformed envelope, and the policy in force stays.
+	e.publish(t, obs, contract.PolicyTopic, nil, true)
+	obs.waitFor(t, "the clearing reported", 15*time.Second, func(ms []msg) bool {
+		for _, ev := range events(ms, dev) {
+			if r, _ := ev.Fields["reason"].(string); ev.Type == report.PolicyRejected && strings.Contains(r, "was cleared") {
+				return true
+			}
+		}
+		return false
+	})
+	if st.Current().Serial() != 7 {
+		t.Fatalf("enforcing serial %d after the retained policy was cleared", st.Current().Serial())
+	}
 	_ = policy.PayloadType
 }
 
