@@ -366,7 +366,8 @@ func openLink(cfg *config.Config, m *config.MQTT, policy *store.Store, rost *ros
 		StateDir: cfg.StateDir, QueueMaxBytes: m.Queue.MaxMB.Bytes(),
 		Operators: ops, Policy: policy, PolicyFile: cfg.Policy.File,
 		Roster: rost, RosterFile: cfg.Policy.Roster,
-		Logger: log.With("part", "mqtt"), LevelVar: lv,
+		FanoutQoS0: m.FanoutQoS0,
+		Logger:     log.With("part", "mqtt"), LevelVar: lv,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)

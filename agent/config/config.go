@@ -125,6 +125,10 @@ type MQTT struct {
 	Queue          Queue         `yaml:"queue"`
 	Operators      []string      `yaml:"operators"`
 	Keepalive      time.Duration `yaml:"keepalive"`
+	// FanoutQoS0: the site and fleet command topics at QoS 0, one
+	// JetStream consumer per device on NATS instead of three; a site or
+	// fleet command sent while the device is offline is then missed.
+	FanoutQoS0 bool `yaml:"fanout_qos0"`
 }
 
 // Brokers are the broker URLs in the order they are tried: url, or urls.

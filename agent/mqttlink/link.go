@@ -68,6 +68,13 @@ type Options struct {
 	Now      func() time.Time
 	// InFlight bounds the QoS 1 messages awaiting PUBACK (default 64).
 	InFlight int
+	// FanoutQoS0 subscribes the site's and the fleet's command topics at
+	// QoS 0: on NATS Server every QoS 1 subscription is a replicated
+	// JetStream consumer, so this leaves one per device instead of three.
+	// The price: a command to a site or to all that is sent while the
+	// device is offline never reaches it (its own command topic stays
+	// QoS 1, and the retained policy and roster come at every connect).
+	FanoutQoS0 bool
 }
 
 // Defaults of Options.
@@ -418,12 +425,16 @@ func (l *Link) connect(ctx context.Context) (refused map[string]byte, pending pa
 	// The policy and the roster are retained, sent again at every
 	// subscribe, so QoS 0 loses nothing that the next connection would not
 	// bring; on NATS it spares two JetStream consumers per device.
-	subs := map[string]byte{l.topics.Cmd: 1, contract.AllCmdTopic: 1, contract.PolicyTopic: 0}
+	fanout := byte(1)
+	if l.opt.FanoutQoS0 {
+		fanout = 0
+	}
+	subs := map[string]byte{l.topics.Cmd: 1, contract.AllCmdTopic: fanout, contract.PolicyTopic: 0}
 	if l.opt.Roster != nil {
 		subs[contract.RosterTopic] = 0
 	}
 	if l.opt.Site != "" {
-		subs[l.topics.SiteCmd] = 1
+		subs[l.topics.SiteCmd] = fanout
 	}
 	tok := l.client.SubscribeMultiple(subs, l.onMessage)
 	switch err := waitToken(ctx, tok, l.opt.StepTimeout); {

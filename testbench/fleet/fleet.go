@@ -53,6 +53,7 @@ type Device struct {
 	// policies and for commands.
 	CommitteePub string       `json:"committee_pub"`
 	OperatorPub  string       `json:"operator_pub"`
+	FanoutQoS0   bool         `json:"fanout_qos0,omitempty"` // mqtt.fanout_qos0
 	Logger       *slog.Logger `json:"-"`
 }
 
@@ -91,6 +92,9 @@ type Options struct {
 	// KillWithin (default 60 s), and keeps counting telemetry throughout.
 	Kill       func() ([]string, error)
 	KillWithin time.Duration
+	// FanoutQoS0 runs the agents with mqtt.fanout_qos0: one JetStream
+	// consumer per device on NATS instead of three.
+	FanoutQoS0 bool
 	// BrokerPIDs are the broker's processes, for its CPU.
 	BrokerPIDs func() []int
 	Logger     *slog.Logger
@@ -101,6 +105,7 @@ type Result struct {
 	Agents          int     `json:"agents"`
 	Broker          string  `json:"broker"`
 	Procs           int     `json:"procs"`
+	FanoutQoS0      bool    `json:"fanout_qos0,omitempty"`
 	TelemetryEveryS float64 `json:"telemetry_every_s"`
 	HoldS           float64 `json:"hold_s"`
 	OnlineS         float64 `json:"online_s"`       // start of the first agent to every agent online
@@ -153,7 +158,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	raiseFileLimit()
-	res = &Result{Agents: opt.Agents, Broker: opt.Broker, Procs: max(opt.Procs, 1), TelemetryEveryS: opt.TelemetryEvery.Seconds(),
+	res = &Result{Agents: opt.Agents, Broker: opt.Broker, Procs: max(opt.Procs, 1), FanoutQoS0: opt.FanoutQoS0, TelemetryEveryS: opt.TelemetryEvery.Seconds(),
 		HoldS: opt.Hold.Seconds(), ExpectedPerS: float64(opt.Agents) / opt.TelemetryEvery.Seconds()}
 	defer func() {
 		if err != nil {
@@ -269,7 +274,7 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 		d := Device{ID: id, Site: SiteOf(i), Broker: opt.Broker, Brokers: opt.Brokers, CA: opt.TLS.CA,
 			Cert: idents[i][0], Key: idents[i][1], Dir: filepath.Join(opt.Dir, id),
 			TelemetryEvery: opt.TelemetryEvery, CommitteePub: committeePub, OperatorPub: operatorPub,
-			Logger: opt.Logger.With("device", id)}
+			FanoutQoS0: opt.FanoutQoS0, Logger: opt.Logger.With("device", id)}
 		if kids != nil {
 			if err := kids.start(d); err != nil {
 				tick.Stop()

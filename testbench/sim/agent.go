@@ -144,6 +144,7 @@ type BareOptions struct {
 	CA                        string   // the broker's CA (mqtts:// brokers)
 	Cert, Key                 string   // its identity (client certificate; signs its reports); empty: unsigned
 	TelemetryEvery            time.Duration
+	FanoutQoS0                bool // mqtt.fanout_qos0
 	Logger                    *slog.Logger
 }
 
@@ -159,6 +160,7 @@ func RunBare(ctx context.Context, o BareOptions) error {
 	if err != nil {
 		return fmt.Errorf("sim: %s: %w", o.ID, err)
 	}
+	cfg.MQTT.FanoutQoS0 = o.FanoutQoS0
 	return agent.Run(ctx, cfg, agent.Options{Logger: o.Logger, Hardware: &agent.Hardware{}})
 }
 

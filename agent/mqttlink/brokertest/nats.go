@@ -442,20 +442,12 @@ func (w syncWriter) Write(p []byte) (int, error) {
 // (its monitoring port's /connz).
 func (n *NATSNode) MQTTClients(tb testing.TB) []string {
 	tb.Helper()
-	hc := &http.Client{Timeout: 2 * time.Second}
-	r, err := hc.Get("http://127.0.0.1:" + strconv.Itoa(n.monPort) + "/connz?limit=100000")
-	if err != nil {
-		tb.Fatalf("brokertest: %s connz: %v", n.Name, err)
-	}
-	defer r.Body.Close()
 	var connz struct {
 		Conns []struct {
 			MQTTClient string `json:"mqtt_client"`
 		} `json:"connections"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&connz); err != nil {
-		tb.Fatalf("brokertest: %s connz: %v", n.Name, err)
-	}
+	n.monitor(tb, "/connz?limit=100000", &connz)
 	var ids []string
 	for _, c := range connz.Conns {
 		if c.MQTTClient != "" {
@@ -463,4 +455,53 @@ func (n *NATSNode) MQTTClients(tb testing.TB) []string {
 		}
 	}
 	return ids
+}
+
+// MQTTConsumers are the filter subjects of the JetStream consumers behind
+// MQTT QoS 1 subscriptions that node n holds (its monitoring port's /jsz),
+// one entry per consumer: on NATS every QoS 1 subscription of every
+// session is one.
+func (n *NATSNode) MQTTConsumers(tb testing.TB) []string {
+	tb.Helper()
+	var jsz struct {
+		Accounts []struct {
+			Streams []struct {
+				Name      string `json:"name"`
+				Consumers []struct {
+					Config struct {
+						Filter  string   `json:"filter_subject"`
+						Filters []string `json:"filter_subjects"`
+					} `json:"config"`
+				} `json:"consumer_detail"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	n.monitor(tb, "/jsz?accounts=true&streams=true&consumers=true&config=true", &jsz)
+	var fs []string
+	for _, a := range jsz.Accounts {
+		for _, st := range a.Streams {
+			if st.Name != "$MQTT_msgs" {
+				continue
+			}
+			for _, c := range st.Consumers {
+				fs = append(fs, c.Config.Filter)
+				fs = append(fs, c.Config.Filters...)
+			}
+		}
+	}
+	return fs
+}
+
+// monitor decodes the JSON the node's monitoring port answers at path.
+func (n *NATSNode) monitor(tb testing.TB, path string, v any) {
+	tb.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	r, err := hc.Get("http://127.0.0.1:" + strconv.Itoa(n.monPort) + path)
+	if err != nil {
+		tb.Fatalf("brokertest: %s %s: %v", n.Name, path, err)
+	}
+	defer r.Body.Close()
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		tb.Fatalf("brokertest: %s %s: %v", n.Name, path, err)
+	}
 }

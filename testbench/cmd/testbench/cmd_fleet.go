@@ -23,7 +23,7 @@ import (
 func startDevice(ctx context.Context, d fleet.Device) error {
 	return sim.RunBare(ctx, sim.BareOptions{ID: d.ID, Site: d.Site, Broker: d.Broker, Brokers: d.Brokers, CA: d.CA,
 		Cert: d.Cert, Key: d.Key, Dir: d.Dir, CommitteePub: d.CommitteePub, OperatorPub: d.OperatorPub,
-		TelemetryEvery: d.TelemetryEvery, Logger: d.Logger})
+		TelemetryEvery: d.TelemetryEvery, FanoutQoS0: d.FanoutQoS0, Logger: d.Logger})
 }
 
 // newFleetAgentsCmd is a fleet run's child process: it runs the devices
@@ -157,6 +157,7 @@ child processes (--procs; by default as many as the open-file limit needs).`,
 	f.BoolVar(&mosquitto, "mosquitto", false, "start a fresh mosquitto on loopback for each run (Debian package mosquitto)")
 	f.BoolVar(&nats, "nats", false, "start a fresh 3-node NATS Server cluster (the go.mod tool) for each run")
 	f.BoolVar(&killNode, "kill-node", false, "with --nats: kill node 1 with SIGKILL half way through the hold")
+	f.BoolVar(&opt.FanoutQoS0, "fanout-qos0", false, "agents subscribe the site and fleet command topics at QoS 0 (mqtt.fanout_qos0): one JetStream consumer per device on NATS instead of three")
 	f.IntVar(&opt.Procs, "procs", 0, "processes holding the agents (default: as many as the open-file limit needs; 1: this one)")
 	f.StringVar(&opt.Store, "store", "", "the console's store: a SQLite file or postgres:// URL (default: a SQLite file in the run's directory)")
 	f.DurationVar(&opt.TelemetryEvery, "telemetry", 10*time.Second, "telemetry period of every agent")
