@@ -30,9 +30,9 @@ type Options struct {
 	// after Broker whenever the console (re)connects.
 	Brokers  []string
 	ClientID string // default "lgconsole-" + random
-	// Persistent keeps the broker session (clean session false) so events
-	// and results published while the console was away are delivered when
-	// it is back. Give a stable ClientID with it.
+	// Persistent keeps the broker session (clean session false) so events,
+	// results and telemetry published while the console was away are
+	// delivered when it is back. Give a stable ClientID with it.
 	Persistent bool
 	// Share, when set, takes telemetry, events and results through the
 	// shared subscription group $share/Share/..., so several console
@@ -262,12 +262,21 @@ func (c *Console) Run(ctx context.Context) error {
 		SetCleanSession(!c.opt.Persistent).SetResumeSubs(c.opt.Persistent).SetAutoReconnect(true).SetMaxReconnectInterval(5 * time.Second).
 		SetConnectRetry(true).SetConnectRetryInterval(time.Second).SetKeepAlive(15 * time.Second).
 		SetOrderMatters(true)
+	// Telemetry is QoS 0 for a console without a session, which the broker
+	// forgets when it goes anyway; a persistent console takes it at QoS 1
+	// so that what the fleet sends while it is away (its node killed, a
+	// restart) is delivered when it is back: the store's (device, boot,
+	// seq) key drops the redeliveries.
+	telQoS := byte(0)
+	if c.opt.Persistent {
+		telQoS = 1
+	}
 	o.SetOnConnectHandler(func(cl paho.Client) {
 		subs := map[string]byte{
 			contract.Prefix + "+/state":               1,
 			contract.PolicyTopic:                      1,
 			contract.RosterTopic:                      1,
-			c.topic(contract.Prefix + "+/telemetry"):  0,
+			c.topic(contract.Prefix + "+/telemetry"):  telQoS,
 			c.topic(contract.Prefix + "+/events"):     1,
 			c.topic(contract.Prefix + "+/cmd/result"): 1,
 		}

@@ -240,7 +240,11 @@ func Run(ctx context.Context, opt Options) (res *Result, err error) {
 	// The console holds no key: the committee's and the operator's
 	// messages go out from this harness's own client, as lgctl would send
 	// them.
+	// A persistent session, as a production console has (lgctl console
+	// --client-id): what the fleet sends while the console's node is
+	// killed is counted as lost only if the broker loses it.
 	con, err := console.New(console.Options{Broker: opt.Broker, Brokers: opt.Brokers, TLS: opt.TLS, FleetCA: opt.FleetCA,
+		ClientID: fmt.Sprintf("fleet-console-%d", time.Now().UnixNano()), Persistent: true,
 		Trust: []ed25519.PublicKey{committee.Public().(ed25519.PublicKey)}, Store: store, Logger: opt.Logger})
 	if err != nil {
 		return res, err
