@@ -193,6 +193,7 @@ mqtt {
   consumer_memory_storage: true
   ack_wait: "5s"
   max_ack_pending: 1024
+  js_api_timeout: "20s" # as scripts/nats/linkguard.conf, which says why
 }
 %s
 `, n.Name, n.clientPort, n.monPort, filepath.Join(dir, n.Name), routePorts[i], strings.Join(routes, ", "), n.mqttPort,
