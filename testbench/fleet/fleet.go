@@ -134,7 +134,10 @@ type Result struct {
 	KilledNodeAgents int     `json:"killed_node_agents,omitempty"`
 	BackAfterKill    int     `json:"back_after_kill,omitempty"`
 	BackS            float64 `json:"back_999_s,omitempty"`
-	Error            string  `json:"error,omitempty"`
+	// NotBack are the first of the killed node's devices not back within
+	// KillWithin, with what the console last knew of each.
+	NotBack []string `json:"not_back,omitempty"`
+	Error   string   `json:"error,omitempty"`
 }
 
 // Run starts the fleet, measures it and stops it.
@@ -415,9 +418,15 @@ func killNode(ctx context.Context, opt Options, con *console.Console, res *Resul
 		return fmt.Errorf("fleet: kill a broker node: %w", err)
 	}
 	killed := time.Now()
+	// Only the fleet's devices: the console's and the harness's client ids
+	// start with "fleet-" too, and were counted as devices never back.
+	devices := make(map[string]bool, opt.Agents)
+	for i := range opt.Agents {
+		devices[DeviceID(i)] = true
+	}
 	on := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		if strings.HasPrefix(id, "fleet-") {
+		if devices[id] {
 			on[id] = true
 		}
 	}
@@ -447,6 +456,12 @@ func killNode(ctx context.Context, opt Options, con *console.Console, res *Resul
 		}
 	}
 	res.BackAfterKill = back()
+	for _, d := range con.Devices() {
+		if on[d.ID] && !(d.Online && !d.Silent && d.StateAt.After(killed)) && len(res.NotBack) < 20 {
+			res.NotBack = append(res.NotBack, fmt.Sprintf("%s: online %v, silent %v, state %s after the kill, telemetry %s after, verified %v",
+				d.ID, d.Online, d.Silent, d.StateAt.Sub(killed).Round(time.Millisecond), d.TelemetryAt.Sub(killed).Round(time.Millisecond), d.Verified))
+		}
+	}
 	return nil
 }
 

@@ -26,7 +26,7 @@ func run(t *testing.T, url string, procs int) {
 	var err error
 	go func() {
 		defer close(done)
-		o := fleet.Options{Agents: n, Start: startDevice, Broker: url, Dir: t.TempDir(),
+		o := fleet.Options{Agents: n, Start: sim.RunFleetDevice, Broker: url, Dir: t.TempDir(),
 			TelemetryEvery: time.Second, Hold: 2 * time.Second, Timeout: 20 * time.Second}
 		if procs > 1 {
 			// This test binary is the agent processes too (TestMain).
@@ -61,7 +61,7 @@ func run(t *testing.T, url string, procs int) {
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		if err := fleet.ServeAgents(context.Background(), os.Stdin, startDevice, log); err != nil {
+		if err := fleet.ServeAgents(context.Background(), os.Stdin, sim.RunFleetDevice, log); err != nil {
 			log.Error("agent process", "err", err)
 			os.Exit(1)
 		}
@@ -73,11 +73,6 @@ func TestMain(m *testing.M) {
 // childEnv set to 1 (by TestFleetProcesses, inherited by its children)
 // makes a process of this binary an agent process.
 const childEnv = "LG_FLEET_TEST_AGENTS"
-
-func startDevice(ctx context.Context, d fleet.Device) error {
-	return sim.RunBare(ctx, sim.BareOptions{ID: d.ID, Site: d.Site, Broker: d.Broker, Dir: d.Dir,
-		CommitteePub: d.CommitteePub, OperatorPub: d.OperatorPub, TelemetryEvery: d.TelemetryEvery, Logger: d.Logger})
-}
 
 func TestFleetEmbeddedBroker(t *testing.T) {
 	b, err := embedded.Start(embedded.Options{})

@@ -14,6 +14,7 @@ import (
 
 	"linkguard.dev/linkguard/agent"
 	"linkguard.dev/linkguard/agent/config"
+	"linkguard.dev/linkguard/testbench/fleet"
 )
 
 // AgentOptions describe one simulated device.
@@ -162,6 +163,14 @@ func RunBare(ctx context.Context, o BareOptions) error {
 	}
 	cfg.MQTT.FanoutQoS0 = o.FanoutQoS0
 	return agent.Run(ctx, cfg, agent.Options{Logger: o.Logger, Hardware: &agent.Hardware{}})
+}
+
+// RunFleetDevice runs one device of a fleet run (fleet.Options.Start):
+// RunBare with the device's broker nodes, identity and options.
+func RunFleetDevice(ctx context.Context, d fleet.Device) error {
+	return RunBare(ctx, BareOptions{ID: d.ID, Site: d.Site, Broker: d.Broker, Brokers: d.Brokers, CA: d.CA,
+		Cert: d.Cert, Key: d.Key, Dir: d.Dir, CommitteePub: d.CommitteePub, OperatorPub: d.OperatorPub,
+		TelemetryEvery: d.TelemetryEvery, FanoutQoS0: d.FanoutQoS0, Logger: d.Logger})
 }
 
 // Start runs the agent until ctx ends, Stop or Kill. It returns once every

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,13 +18,6 @@ import (
 	"linkguard.dev/linkguard/testbench/sim"
 )
 
-// startDevice runs one of the fleet's devices: agent.Run with no hardware.
-func startDevice(ctx context.Context, d fleet.Device) error {
-	return sim.RunBare(ctx, sim.BareOptions{ID: d.ID, Site: d.Site, Broker: d.Broker, Brokers: d.Brokers, CA: d.CA,
-		Cert: d.Cert, Key: d.Key, Dir: d.Dir, CommitteePub: d.CommitteePub, OperatorPub: d.OperatorPub,
-		TelemetryEvery: d.TelemetryEvery, FanoutQoS0: d.FanoutQoS0, Logger: d.Logger})
-}
-
 // newFleetAgentsCmd is a fleet run's child process: it runs the devices
 // its parent writes to its standard input (fleet.ServeAgents).
 func newFleetAgentsCmd() *cobra.Command {
@@ -37,7 +29,7 @@ func newFleetAgentsCmd() *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			return fleet.ServeAgents(cmd.Context(), os.Stdin, startDevice, log)
+			return fleet.ServeAgents(cmd.Context(), os.Stdin, sim.RunFleetDevice, log)
 		},
 	}
 	cmd.Flags().TextVar(&level, "log-level", &level, "the agents' log level")
@@ -54,6 +46,7 @@ func newFleetCmd() *cobra.Command {
 		report    string
 		stateDir  string
 		agentLog  string
+		brokerLog string
 	)
 	cmd := &cobra.Command{
 		Use:   "fleet --agents N[,N...] (--broker URL | --mosquitto | --nats [--kill-node])",
@@ -82,7 +75,7 @@ child processes (--procs; by default as many as the open-file limit needs).`,
 				}
 				o := opt
 				o.Agents = n
-				o.Start = startDevice
+				o.Start = sim.RunFleetDevice
 				o.Exec = []string{self, "fleet-agents", "--log-level", agentLog}
 				if o.Procs = procs; o.Procs <= 0 {
 					o.Procs = fleet.ProcsFor(n, fleet.FileLimit())
@@ -115,7 +108,17 @@ child processes (--procs; by default as many as the open-file limit needs).`,
 					if !killNode {
 						o.Kill = nil
 					}
-					stop = c.Close
+					stop = func() {
+						if brokerLog != "" {
+							for _, node := range c.Nodes.Nodes {
+								path := filepath.Join(brokerLog, fmt.Sprintf("nats-%d-%s.log", n, node.Name))
+								if err := os.WriteFile(path, []byte(node.Output()), 0o644); err != nil {
+									fmt.Fprintf(cmd.ErrOrStderr(), "fleet: %v\n", err)
+								}
+							}
+						}
+						c.Close()
+					}
 				case mosquitto:
 					if o.Broker, stop, err = fleet.StartMosquitto(cmd.Context(), dir); err != nil {
 						os.RemoveAll(dir)
@@ -165,6 +168,7 @@ child processes (--procs; by default as many as the open-file limit needs).`,
 	f.DurationVar(&opt.Hold, "hold", 0, "how long to hold the fleet measuring ingest and telemetry loss (default 2 telemetry periods)")
 	f.DurationVar(&opt.Timeout, "timeout", 3*time.Minute, "limit for each phase")
 	f.StringVar(&report, "report", "", "write the results as JSON here")
+	f.StringVar(&brokerLog, "broker-log", "", "with --nats: write each node's log into this directory at the end of each run (nats-N-nodename.log)")
 	f.StringVar(&agentLog, "agent-log", "error", "the simulated agents' log level (their logs go to standard error)")
 	f.StringVar(&stateDir, "state-dir", defaultStateDir(), "where the simulated agents keep their state (queues, replay memory); default a tmpfs: each real device fsyncs its own flash, and thousands of agents fsyncing one shared disk would measure the disk")
 	return cmd
