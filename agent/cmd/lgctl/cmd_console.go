@@ -117,7 +117,7 @@ addresses with --tls-cert/--tls-key, and name them with --host.`,
 	f.DurationVar(&o.Silence, "silence", 45*time.Second, "show a device offline after this long without a message from it (wills are lost when a cluster node dies)")
 	f.DurationVar(&o.PolicyValidity, "policy-validity", 30*24*time.Hour, "validity of a proposed policy from its issue")
 	f.DurationVar(&o.ExpiryWarning, "expiry-warning", console.DefaultExpiryWarning, "warn this long before the fleet policy or an approval expires")
-	f.StringVar(&o.ClientID, "client-id", "", "MQTT client id; given, the broker keeps the console's session while it is away")
+	f.StringVar(&o.ClientID, "client-id", "", "MQTT client id; given, the broker keeps the console's session while it is away (events, results and telemetry, all at QoS 1)")
 	f.StringVar(&o.Share, "share", "", "take telemetry and events through the shared subscription group $share/NAME/")
 	f.StringVar(&o.TLS.CA, "ca", "", "CA certificate of an mqtts broker")
 	f.StringVar(&o.TLS.Cert, "client-cert", "", "the console's MQTT client certificate (PEM) for mutual TLS")
