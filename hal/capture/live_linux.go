@@ -19,7 +19,12 @@ type LiveOptions struct {
 	// readers can notice cancellation. Default 100 ms.
 	PollInterval time.Duration
 	// RingFrames is the number of frame slots in the receive ring.
-	// Default 2048 (3.3 MB at a 1,500 MTU).
+	// Default 1024 (1.7 MB at a 1,500 MTU): 2,048 cost 3.4 MB more RSS
+	// over two ports, past a router's 40 MB budget with a 100k-prefix
+	// policy, and bought no throughput; it did absorb more of a 64-byte
+	// SYN flood (0–0.1% of it overflowed the ring, against 0.2–1.3%;
+	// frames lost at the ring are never forwarded). BENCHMARKS.md,
+	// 2026-12-04.
 	RingFrames int
 	// Promiscuous receives frames not addressed to the interface (needed
 	// on bridge ports and taps). Default true through OpenLive's callers;
@@ -120,7 +125,7 @@ func openLive(iface string, o LiveOptions, meta bool) (*Live, error) {
 	}
 	fs := frameSize(ifi.MTU) + 16 // the virtio_net_hdr before each frame
 	if o.RingFrames <= 0 {
-		o.RingFrames = 2048
+		o.RingFrames = 1024
 	}
 	if o.TxRingFrames <= 0 {
 		o.TxRingFrames = 256
