@@ -22,7 +22,7 @@ type LiveOptions struct {
 	// Default 1024 (1.7 MB at a 1,500 MTU): 2,048 cost 3.4 MB more RSS
 	// over two ports, past a router's 40 MB budget with a 100k-prefix
 	// policy, and bought no throughput; it did absorb more of a 64-byte
-	// SYN flood (0–0.1% of it overflowed the ring, against 0.2–1.3%;
+	// SYN flood (0–0.1% of it overflowed the ring, against 0.1–1.3%;
 	// frames lost at the ring are never forwarded). BENCHMARKS.md,
 	// 2026-12-04.
 	RingFrames int
