@@ -431,10 +431,13 @@ func killNode(ctx context.Context, opt Options, con *console.Console, res *Resul
 		}
 	}
 	res.KilledNodeAgents = len(on)
+	// A device is back when it is online, heard, with a state it
+	// published after the kill.
+	isBack := func(d *console.Device) bool { return d.Online && !d.Silent && d.StateAt.After(killed) }
 	back := func() int {
 		n := 0
 		for _, d := range con.Devices() {
-			if on[d.ID] && d.Online && !d.Silent && d.StateAt.After(killed) {
+			if on[d.ID] && isBack(&d) {
 				n++
 			}
 		}
@@ -457,7 +460,7 @@ func killNode(ctx context.Context, opt Options, con *console.Console, res *Resul
 	}
 	res.BackAfterKill = back()
 	for _, d := range con.Devices() {
-		if on[d.ID] && !(d.Online && !d.Silent && d.StateAt.After(killed)) && len(res.NotBack) < 20 {
+		if on[d.ID] && !isBack(&d) && len(res.NotBack) < 20 {
 			res.NotBack = append(res.NotBack, fmt.Sprintf("%s: online %v, silent %v, state %s after the kill, telemetry %s after, verified %v",
 				d.ID, d.Online, d.Silent, d.StateAt.Sub(killed).Round(time.Millisecond), d.TelemetryAt.Sub(killed).Round(time.Millisecond), d.Verified))
 		}
